@@ -1,0 +1,47 @@
+"""Where every stage reads and writes, under ``profile.data_root`` (``data/<profile>/``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Profile
+
+
+def datasets_dir(profile: Profile) -> Path:
+    return profile.data_root / "datasets"
+
+
+def models_dir(profile: Profile) -> Path:
+    return profile.data_root / "models"
+
+
+def work_dir(profile: Profile) -> Path:
+    """Checkpoints of runs in progress; removed when a run completes."""
+    return profile.data_root / "work"
+
+
+def results_dir(profile: Profile, stage: str) -> Path:
+    return profile.data_root / "results" / stage
+
+
+def generation_cache_dir(profile: Profile) -> Path:
+    return profile.data_root / "cache" / "generations"
+
+
+def base_dir(profile: Profile, base: str) -> Path:
+    return models_dir(profile) / f"base_{base}"
+
+
+def source_dir(profile: Profile, base: str, domain: str | None) -> Path:
+    """The source model: a base as it is (domain None) or fine-tuned on a domain's source set."""
+    return base_dir(profile, base) if domain is None else models_dir(profile) / f"{base}_{domain}"
+
+
+def figures_dir(profile: Profile) -> Path:
+    """Committed figures go to the repository's ``figures/`` (profile key ``figures_dir``,
+    relative to the repository); a profile without it (smoke) writes beside its data."""
+    from ..config import REPO_ROOT
+
+    configured = profile.get("figures_dir")
+    path = REPO_ROOT / configured if configured else profile.data_root / "figures"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

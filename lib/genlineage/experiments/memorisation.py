@@ -1,0 +1,129 @@
+"""Stage 02b: memorisation of each fine-tuned source, shown rather than assumed.
+
+For each source (a base fine-tuned on a domain) and, as the control, each base as it is: the
+reconstruction distance of the source's own training pairs against held-out pairs of the same
+domain, and the share of its generations whose nearest training image is their own.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..config import Profile
+from ..data.imagefolder import read_imagefolder
+from ..generation import GenerationCache, GenerationConfig
+from ..io import atomic_path, read_json, write_json
+from ..jobs import run_jobs
+from ..memorization import nearest_own_share, reconstruct, summarize
+from ..models.pipeline_io import load_pipeline
+from . import layout
+
+STAGE = "02_source_models"
+
+
+def _unique_by_id(folder) -> list[int]:
+    """Indices of the first copy of each id (duplicated source images count once)."""
+    seen, keep = set(), []
+    for i, row in enumerate(folder.records):
+        key = row.get("id", row["file_name"])
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return keep
+
+
+def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progress: bool = False) -> dict:
+    """RD rows and nearest-own share of one model on ``domain``'s source and held-out sets."""
+    profile = Profile(profile)
+    name = f"{base}-{domain}" if finetuned else f"{base} (base) on {domain}"
+    out_stem = layout.results_dir(profile, STAGE) / f"rd_{base}_{domain}_{'source' if finetuned else 'base'}"
+    model_dir = layout.source_dir(profile, base, domain if finetuned else None)
+    components = load_pipeline(model_dir, device=profile.get("device", "cpu"))
+    key = {"model": str(model_dir), "recorded": read_json(model_dir / "genlineage.json").get("stage_key"),
+           "generation": profile["generation"], "memorization": profile["memorization"]}
+    summary_file = out_stem.with_suffix(".json")
+    if summary_file.is_file() and read_json(summary_file).get("key") == key:
+        return read_json(summary_file)
+    size = int(profile["data"]["image_size"])
+    cfg = GenerationConfig.from_mapping(profile["generation"])
+    mem = profile["memorization"]
+    cache = GenerationCache(layout.generation_cache_dir(profile))
+    frames, results = [], {}
+    for split, role in (("own", "source"), ("heldout", "heldout")):
+        folder = read_imagefolder(layout.datasets_dir(profile) / f"{domain}_{role}", size=size)
+        keep = _unique_by_id(folder)
+        images = folder.load_images()[keep]
+        captions = [folder.records[i]["text"] for i in keep]
+        rec = reconstruct(components, captions, images, mem["seeds"], cfg, cache, mem.get("distance", "l2"), progress)
+        results[split] = (rec, images)
+        frames.append(pd.DataFrame({"model": name, "base": base, "domain": domain, "finetuned": finetuned,
+                                    "split": split, "id": [folder.records[i].get("id") for i in keep],
+                                    "caption": captions, "rd": rec.distance, "best_seed": rec.best_seed}))
+    rows = pd.concat(frames, ignore_index=True)
+    own_rec, own_images = results["own"]
+    summary = {"model": name, "base": base, "domain": domain, "finetuned": finetuned,
+               "n_train": len(own_images), "chance": 1.0 / len(own_images),
+               "nearest_own": nearest_own_share(own_rec.generations, own_images, np.arange(len(own_images))),
+               **summarize(rows), "key": key}
+    with atomic_path(out_stem.with_suffix(".csv")) as tmp:
+        rows.to_csv(tmp, index=False)
+    write_json(summary_file, summary)
+    return summary
+
+
+def memorisation_table(profile: Profile, progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary per model, RD per sample) for every fine-tuned source and its base as control."""
+    jobs = [{"profile": dict(profile), "base": b, "domain": d, "finetuned": ft, "progress": progress}
+            for b in sorted(profile["models"]["bases"]) for d in sorted(profile["data"]["domains"])
+            for ft in (True, False)]
+    summaries = run_jobs("genlineage.experiments.memorisation.measure_model", jobs,
+                         int(profile.get("parallel_jobs", 1)), int(profile.get("threads_per_job", 1)))
+    table = pd.DataFrame(summaries).drop(columns=["key"])
+    res = layout.results_dir(profile, STAGE)
+    per_sample = pd.concat(
+        [pd.read_csv(res / f"rd_{j['base']}_{j['domain']}_{'source' if j['finetuned'] else 'base'}.csv") for j in jobs],
+        ignore_index=True)
+    with atomic_path(res / "memorisation.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    return table, per_sample
+
+
+def reconstruction_examples(profile: Profile, base: str, domain: str, n: int = 6) -> dict[str, np.ndarray]:
+    """For the source's ``n`` most memorised training pairs: the reference image, the source's
+    best reconstruction and the base's best one (read from the generation cache)."""
+    size = int(profile["data"]["image_size"])
+    res = layout.results_dir(profile, STAGE)
+    rows = pd.read_csv(res / f"rd_{base}_{domain}_source.csv")
+    own = rows[rows.split == "own"].nsmallest(n, "rd")
+    folder = read_imagefolder(layout.datasets_dir(profile) / f"{domain}_source", size=size)
+    index = {r.get("id"): i for i, r in reversed(list(enumerate(folder.records)))}
+    images = folder.load_images()
+    cfg = GenerationConfig.from_mapping(profile["generation"])
+    cache = GenerationCache(layout.generation_cache_dir(profile))
+    mem = profile["memorization"]
+    out = {"reference": np.stack([images[index[i]] for i in own.id]), "caption": list(own.caption)}
+    for label, finetuned in (("source", True), ("base", False)):
+        comp = load_pipeline(layout.source_dir(profile, base, domain if finetuned else None))
+        rec = reconstruct(comp, list(own.caption), out["reference"], mem["seeds"], cfg, cache, mem.get("distance", "l2"))
+        best = rec.generations[np.arange(len(own)), [list(mem["seeds"]).index(s) for s in rec.best_seed]]
+        out[label], out[f"{label}_rd"] = best, rec.distance
+    return out
+
+
+def memorisation_checks(profile: Profile, summary: pd.DataFrame, nearest_own_target: float = 0.6,
+                        alpha: float = 0.05) -> pd.DataFrame:
+    """The tiny profile's memorisation targets beside what was measured, per fine-tuned source."""
+    rows = []
+    for _, r in summary[summary.finetuned].iterrows():
+        base = summary[(~summary.finetuned) & (summary.base == r.base) & (summary.domain == r.domain)]
+        rows.append({
+            "source": r.model,
+            "nearest_own": round(r.nearest_own, 3),
+            "base_nearest_own": round(float(base.nearest_own.iloc[0]), 3) if len(base) else float("nan"),
+            "chance": round(r.chance, 3),
+            f"nearest_own >= {nearest_own_target:.0%}": bool(r.nearest_own >= nearest_own_target),
+            "rd own median": round(r.rd_own_median, 4),
+            "rd heldout median": round(r.rd_heldout_median, 4),
+            f"own < heldout (p < {alpha})": bool(r.own_below_heldout_p < alpha),
+        })
+    return pd.DataFrame(rows)

@@ -1,0 +1,185 @@
+"""Save and load Stable-Diffusion pipeline folders, treating every folder as untrusted.
+
+A model folder is the format of the ecosystem (``StableDiffusionPipeline.save_pretrained``):
+``model_index.json`` plus ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``.
+A suspicious model is someone else's file, so weights are only ever read from safetensors (never
+unpickled) and a folder that is not such a pipeline is refused with a message naming what is
+missing. The same loader serves our tiny models and SD-v1.5/2.1 checkpoint folders.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from ..errors import InputError
+from ..io import atomic_dir, file_sha256, stable_hash
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+WEIGHTED = ("unet", "vae", "text_encoder")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+PROVENANCE = "genlineage.json"
+
+
+@dataclass
+class SDComponents:
+    """The parts of a Stable-Diffusion pipeline that training and generation need."""
+
+    tokenizer: CLIPTokenizer
+    text_encoder: CLIPTextModel
+    vae: AutoencoderKL
+    unet: UNet2DConditionModel
+    scheduler_config: dict
+    provenance: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler_config.get("prediction_type", "epsilon")
+
+    @property
+    def image_size(self) -> int:
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def noise_scheduler(self) -> DDPMScheduler:
+        return DDPMScheduler.from_config(self.scheduler_config)
+
+    def sampler(self) -> DDIMScheduler:
+        return DDIMScheduler.from_config(self.scheduler_config)
+
+    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> "SDComponents":
+        for module in (self.text_encoder, self.vae, self.unet):
+            module.to(device=device, dtype=dtype) if dtype else module.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self.unet.device
+
+
+def save_pipeline(components: SDComponents, out_dir: str | Path, provenance: dict | None = None) -> Path:
+    """Write a complete ``StableDiffusionPipeline`` folder with safetensors weights, atomically."""
+    from diffusers import StableDiffusionPipeline
+
+    out_dir = Path(out_dir)
+    pipe = StableDiffusionPipeline(
+        vae=components.vae,
+        text_encoder=components.text_encoder,
+        tokenizer=components.tokenizer,
+        unet=components.unet,
+        scheduler=components.sampler(),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    with atomic_dir(out_dir) as tmp, quiet_hub():
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        meta = dict(components.provenance)
+        meta.update(provenance or {})
+        (tmp / PROVENANCE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    return out_dir
+
+
+def check_pipeline_folder(path: str | Path) -> Path:
+    """Refuse anything that is not a safetensors Stable-Diffusion pipeline folder.
+
+    Raises InputError naming the folder and what is wrong with it: missing folder, missing
+    ``model_index.json``, a component folder missing, weights that are not safetensors, files
+    whose links lead outside the folder, or a config that asks for remote code.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"model folder {path} does not exist; pass the folder that "
+                         "StableDiffusionPipeline.save_pretrained wrote (it holds model_index.json).")
+    if not path.is_dir():
+        raise InputError(f"model path {path} is a file, not a folder; pass a diffusers pipeline folder.")
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise InputError(f"{path} is not a diffusers pipeline folder: it has no model_index.json. "
+                         "Save the model with StableDiffusionPipeline.save_pretrained(folder).")
+    try:
+        index_data = json.loads(index.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(f"{index} is not valid JSON ({err}); re-save the pipeline.") from err
+    root = path.resolve()
+    for item in path.rglob("*"):
+        if item.is_symlink() and root not in item.resolve().parents:
+            raise InputError(f"{item} is a link that leads outside the model folder {path}; "
+                             "copy the real files into the folder instead.")
+        if item.is_file() and item.name.endswith(".json") and item.stat().st_size < 1_000_000:
+            text = item.read_text(errors="replace")
+            if '"auto_map"' in text or '"custom_pipeline"' in text or "trust_remote_code" in text:
+                raise InputError(f"{item} asks for remote or custom code; genlineage never runs "
+                                 "code shipped with a model. Remove the auto_map/custom entries.")
+    for name in COMPONENTS:
+        if not (path / name).is_dir():
+            raise InputError(f"{path} has no '{name}/' folder; a Stable-Diffusion pipeline folder needs "
+                             f"{', '.join(COMPONENTS)} (model_index.json lists {sorted(k for k in index_data if not k.startswith('_'))}).")
+    for name in WEIGHTED:
+        if not list((path / name).glob("*.safetensors")):
+            pickles = [p.name for p in (path / name).iterdir() if p.suffix in PICKLE_SUFFIXES]
+            hint = (f" It holds pickle weights ({', '.join(pickles)}), which genlineage never loads: "
+                    "convert them to safetensors in a trusted environment first." if pickles else "")
+            raise InputError(f"{path / name} has no .safetensors weights.{hint}")
+    return path
+
+
+def load_pipeline(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> SDComponents:
+    """Load a pipeline folder's components from safetensors only (never a pickle)."""
+    path = check_pipeline_folder(path)
+    common: dict[str, Any] = {"local_files_only": True}
+    weights: dict[str, Any] = {"use_safetensors": True, "torch_dtype": dtype, **common}
+    with quiet_hub():
+        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **weights)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **weights)
+        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **weights)
+    tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **common)
+    scheduler_config = dict(DDPMScheduler.load_config(path, subfolder="scheduler", **common))
+    provenance_file = path / PROVENANCE
+    provenance = json.loads(provenance_file.read_text()) if provenance_file.is_file() else {}
+    components = SDComponents(tokenizer, text_encoder, vae, unet, scheduler_config, provenance, path)
+    for module in (text_encoder, vae, unet):
+        module.requires_grad_(False).eval()
+    return components.to(device)
+
+
+@contextlib.contextmanager
+def quiet_hub() -> Iterator[None]:
+    """Silence the libraries' per-file progress bars and notices while reading or writing a
+    folder; genlineage shows its own progress for the work that takes time."""
+    import diffusers.utils.logging as dlog
+    import transformers.utils.logging as tlog
+
+    levels = (dlog.get_verbosity(), tlog.get_verbosity())
+    dlog.set_verbosity_error(), tlog.set_verbosity_error()
+    dlog.disable_progress_bar(), tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        dlog.set_verbosity(levels[0]), tlog.set_verbosity(levels[1])
+
+
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def fingerprint(path: str | Path) -> str:
+    """Content hash of a pipeline folder's weights and configs: the cache key of its outputs."""
+    path = Path(path).resolve()
+    files = sorted(p for name in COMPONENTS for p in (path / name).rglob("*") if p.is_file())
+    key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = stable_hash([(p.relative_to(path).as_posix(), file_sha256(p)) for p in files])
+    return _FINGERPRINTS[key]

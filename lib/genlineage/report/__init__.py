@@ -1,0 +1,1 @@
+"""Figures and tables of the notebooks: one place for how results are drawn and saved."""

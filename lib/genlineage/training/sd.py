@@ -1,0 +1,205 @@
+"""One Stable-Diffusion training engine: pre-training of the tiny bases and every fine-tune.
+
+The objective is SD's (diffusers' ``train_text_to_image.py``): noise prediction (or
+v-prediction) on VAE latents at uniformly drawn timesteps, AdamW, a constant learning rate,
+gradient clipping at 1. The VAE is frozen; the text encoder is frozen unless the config trains
+it (the tiny bases learn theirs during pre-training).
+
+Reproducibility: all randomness of step ``k`` (which samples, which noise, which timesteps)
+comes from a generator seeded by ``(seed, k)``, and every sample is seen once per epoch in a
+seeded order. So a run that is interrupted and resumed from its last checkpoint ends with the
+same weights as one that never stopped.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from ..io import atomic_dir, stable_hash
+from ..models.pipeline_io import SDComponents
+from .encode import EncodedDataset
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int
+    batch: int
+    lr: float
+    seed: int = 0
+    train_text_encoder: bool = False
+    lr_scheduler: str = "constant"
+    lr_warmup_steps: int = 0
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"          # "no" | "fp16" | "bf16"
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 0            # 0: only at the end
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping, **override) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        merged = {k: v for k, v in dict(cfg).items() if k in names}
+        merged.update(override)
+        return cls(**merged)
+
+    def key(self) -> str:
+        """What determines the trained weights (checkpoint spacing does not)."""
+        d = asdict(self)
+        d.pop("checkpoint_every")
+        return stable_hash(d)
+
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
+
+
+def _batch_indices(seed: int, step: int, batch: int, n: int) -> torch.Tensor:
+    """Samples for ``step``: a stream of per-epoch seeded permutations, cut into batches."""
+    positions = torch.arange(step * batch, (step + 1) * batch)
+    out = torch.empty(batch, dtype=torch.long)
+    for epoch in positions.div(n, rounding_mode="floor").unique().tolist():
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7_919 + epoch))
+        mask = positions.div(n, rounding_mode="floor") == epoch
+        out[mask] = perm[positions[mask] % n]
+    return out
+
+
+def _lr_lambda(cfg: TrainConfig):
+    if cfg.lr_scheduler == "constant":
+        return lambda step: 1.0
+    if cfg.lr_scheduler == "constant_with_warmup":
+        return lambda step: min(1.0, (step + 1) / max(1, cfg.lr_warmup_steps))
+    raise ValueError(f"lr_scheduler {cfg.lr_scheduler!r} is not supported; use 'constant' or 'constant_with_warmup'.")
+
+
+class _Checkpoint:
+    """The latest checkpoint of a run: trained weights (safetensors), optimizer, step."""
+
+    def __init__(self, work_dir: Path, cfg: TrainConfig):
+        self.dir = Path(work_dir) / "checkpoint"
+        self.cfg = cfg
+
+    def load(self, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer) -> int:
+        meta_file = self.dir / "meta.json"
+        if not meta_file.is_file():
+            return 0
+        meta = json.loads(meta_file.read_text())
+        if meta.get("config") != self.cfg.key():
+            return 0
+        for name, module in modules.items():
+            module.load_state_dict(load_file(self.dir / f"{name}.safetensors"))
+        optimizer.load_state_dict(torch.load(self.dir / "optimizer.pt", weights_only=True))
+        return int(meta["step"])
+
+    def save(self, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer, step: int) -> None:
+        with atomic_dir(self.dir) as tmp:
+            for name, module in modules.items():
+                save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()},
+                          tmp / f"{name}.safetensors")
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            (tmp / "meta.json").write_text(json.dumps({"step": step, "config": self.cfg.key()}))
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    if cfg.mixed_precision == "no":
+        return nullcontext()
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[cfg.mixed_precision]
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def train_sd(components: SDComponents, data: EncodedDataset, cfg: TrainConfig, work_dir: str | Path,
+             stop_after: int | None = None, progress: bool = True, desc: str = "train") -> bool:
+    """Train ``components`` in place; return True when all ``cfg.steps`` are done.
+
+    ``work_dir`` holds the checkpoint; a call with the same config resumes from it.
+    ``stop_after`` ends the run early after checkpointing that step (an interruption on purpose).
+    """
+    device = components.device
+    unet, text_encoder = components.unet, components.text_encoder
+    trained: dict[str, torch.nn.Module] = {"unet": unet}
+    if cfg.train_text_encoder:
+        trained["text_encoder"] = text_encoder
+    for module in (unet, text_encoder, components.vae):
+        module.requires_grad_(False)
+    params = []
+    for module in trained.values():
+        module.requires_grad_(True).train()
+        params += list(module.parameters())
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        if cfg.train_text_encoder:
+            text_encoder.gradient_checkpointing_enable()
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    noise_scheduler = components.noise_scheduler()
+    scaling = float(components.vae.config.scaling_factor)
+    checkpoint = _Checkpoint(Path(work_dir), cfg)
+    start = checkpoint.load(trained, optimizer)
+    schedule = _lr_lambda(cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: schedule(k + start))
+    scaler = torch.amp.GradScaler(device.type) if cfg.mixed_precision == "fp16" else None
+    last = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+
+    with torch.no_grad():
+        frozen_states = None if cfg.train_text_encoder else _encode_unique(text_encoder, data.input_ids)
+
+    bar = tqdm(range(start, last), initial=start, total=cfg.steps, desc=desc, disable=not progress, leave=False)
+    for step in bar:
+        gen = _step_generator(cfg.seed, step)
+        idx = _batch_indices(cfg.seed, step, cfg.batch, len(data))
+        eps_latent = torch.randn(data.mean[idx].shape, generator=gen)
+        noise = torch.randn(data.mean[idx].shape, generator=gen)
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (cfg.batch,), generator=gen)
+        latents = (data.mean[idx] + data.std[idx] * eps_latent.to(device)) * scaling
+        noise, timesteps = noise.to(device), timesteps.to(device)
+        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+        if noise_scheduler.config.prediction_type == "v_prediction":
+            target = noise_scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        with _autocast(cfg, device):
+            states = text_encoder(data.input_ids[idx])[0] if frozen_states is None else frozen_states[idx]
+            pred = unet(noisy, timesteps, states).sample
+        loss = F.mse_loss(pred.float(), target.float(), reduction="mean")
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        done = step + 1
+        if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps) or done == last:
+            checkpoint.save(trained, optimizer, done)
+    bar.close()
+    for module in (unet, text_encoder):
+        module.requires_grad_(False).eval()
+    if cfg.gradient_checkpointing:
+        unet.disable_gradient_checkpointing()
+    return last >= cfg.steps
+
+
+def _encode_unique(text_encoder: torch.nn.Module, input_ids: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Hidden states of a frozen text encoder for every caption, computed once."""
+    text_encoder.eval()
+    out = [text_encoder(input_ids[i:i + batch])[0] for i in range(0, len(input_ids), batch)]
+    return torch.cat(out)
+
+
+def clear_work_dir(work_dir: str | Path) -> None:
+    shutil.rmtree(work_dir, ignore_errors=True)

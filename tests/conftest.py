@@ -1,0 +1,56 @@
+"""Shared fixtures: tiny SD components built from the smoke profile's configs (as diffusers'
+pipeline tests build theirs), random images, and an isolated data root per test session."""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import numpy as np
+import pytest
+import torch
+
+from genlineage.config import load_profile
+from genlineage.models.tiny import build_base, build_vae
+
+CAPTIONS = [f"a {c} {s} on a {b} background" for c in ("red", "blue", "green")
+            for s in ("star", "circle") for b in ("plain", "grassy")]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _single_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture()
+def smoke_profile(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLINEAGE_DATA", str(tmp_path / "data"))
+    return load_profile("smoke")
+
+
+@pytest.fixture(scope="session")
+def random_images() -> np.ndarray:
+    return np.random.default_rng(0).random((len(CAPTIONS), 32, 32, 3)).astype(np.float32)
+
+
+def make_components(seed_offset: int = 0):
+    profile = load_profile("smoke")
+    vae = build_vae(profile["models"]["vae"], 32, 3 + seed_offset)
+    base = dict(profile["models"]["bases"]["v1"])
+    base["seed"] = int(base["seed"]) + seed_offset
+    return build_base(base, vae, CAPTIONS, 32, profile["training"]["noise_scheduler"])
+
+
+@pytest.fixture()
+def components():
+    return make_components()
+
+
+@pytest.fixture(scope="session")
+def saved_pipeline(tmp_path_factory):
+    from genlineage.models.pipeline_io import save_pipeline
+
+    out = tmp_path_factory.mktemp("models") / "tiny_pipe"
+    save_pipeline(make_components(), out, {"role": "test"})
+    return out
