@@ -42,6 +42,19 @@ class Profile(dict):
         return stable_hash({key: self.get_path(key) for key in dotted})
 
     @property
+    def torch_dtype(self):
+        """The dtype models are loaded in for inference (training keeps fp32 master weights)."""
+        import torch
+
+        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[self.get("dtype", "float32")]
+
+    def load_model(self, path: str | Path):
+        """A pipeline folder loaded for inference on this profile's device and dtype."""
+        from .models.pipeline_io import load_pipeline
+
+        return load_pipeline(path, device=self.get("device", "cpu"), dtype=self.torch_dtype)
+
+    @property
     def data_root(self) -> Path:
         """Where this profile's generated data, models and caches live."""
         root = os.environ.get("GENLINEAGE_DATA") or self.get("data_root") or REPO_ROOT / "data"

@@ -15,7 +15,6 @@ from ..generation import GenerationCache, GenerationConfig
 from ..io import atomic_path, read_json, write_json
 from ..jobs import run_jobs
 from ..memorization import nearest_own_share, reconstruct, summarize
-from ..models.pipeline_io import load_pipeline
 from . import layout
 
 STAGE = "02_source_models"
@@ -38,7 +37,7 @@ def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progre
     name = f"{base}-{domain}" if finetuned else f"{base} (base) on {domain}"
     out_stem = layout.results_dir(profile, STAGE) / f"rd_{base}_{domain}_{'source' if finetuned else 'base'}"
     model_dir = layout.source_dir(profile, base, domain if finetuned else None)
-    components = load_pipeline(model_dir, device=profile.get("device", "cpu"))
+    components = profile.load_model(model_dir)
     key = {"model": str(model_dir), "recorded": read_json(model_dir / "genlineage.json").get("stage_key"),
            "generation": profile["generation"], "memorization": profile["memorization"]}
     summary_file = out_stem.with_suffix(".json")
@@ -103,7 +102,7 @@ def reconstruction_examples(profile: Profile, base: str, domain: str, n: int = 6
     mem = profile["memorization"]
     out = {"reference": np.stack([images[index[i]] for i in own.id]), "caption": list(own.caption)}
     for label, finetuned in (("source", True), ("base", False)):
-        comp = load_pipeline(layout.source_dir(profile, base, domain if finetuned else None))
+        comp = profile.load_model(layout.source_dir(profile, base, domain if finetuned else None))
         rec = reconstruct(comp, list(own.caption), out["reference"], mem["seeds"], cfg, cache, mem.get("distance", "l2"))
         best = rec.generations[np.arange(len(own)), [list(mem["seeds"]).index(s) for s in rec.best_seed]]
         out[label], out[f"{label}_rd"] = best, rec.distance
