@@ -34,3 +34,10 @@ def test_conda_environment_installs_the_same_pins():
     assert "python=3.11" in deps
     pip = next(d["pip"] for d in deps if isinstance(d, dict))
     assert "-r requirements.txt" in pip and "-e ." in pip
+
+
+def test_nodeps_file_is_pinned_and_installed_by_both_paths():
+    lines = [l.strip() for l in (REPO / "requirements-nodeps.txt").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    assert lines == ["invisible-watermark==0.2.0"]
+    assert "--no-deps -r requirements-nodeps.txt" in (REPO / "scripts" / "setup.sh").read_text()
+    assert "--no-deps -r requirements-nodeps.txt" in (REPO / "environment.yml").read_text()
