@@ -12,14 +12,30 @@ import pytest
 from genlineage.experiments import layout
 from genlineage.experiments.memorisation import memorisation_checks, memorisation_table
 from genlineage.experiments.source_models import build_source_models, stage_costs
+from genlineage.config import load_profile
+from genlineage.data.imagefolder import read_imagefolder
+from genlineage.experiments.attribution import run_attribution
+from genlineage.experiments.instance import deltas, table2
+from genlineage.experiments.suspicious import build_suspicious_models
 from genlineage.models.pipeline_io import load_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module")
+def smoke_root(tmp_path_factory):
+    """One data root for the module: the stage test builds, the notebook test reuses its cache."""
+    return tmp_path_factory.mktemp("smoke_e2e")
+
+
+@pytest.fixture()
+def P(smoke_root, monkeypatch):
+    monkeypatch.setenv("GENLINEAGE_DATA", str(smoke_root))
+    return load_profile("smoke")
+
+
 @pytest.mark.slow
-def test_stages_build_six_sources_and_measure_them(smoke_profile):
-    P = smoke_profile
+def test_stages_build_six_sources_and_measure_them(P):
     sources = build_source_models(P, progress=False)
     assert list(sources.source) == ["v1", "v1-cc3m", "v1-celeba", "v2", "v2-cc3m", "v2-celeba"]
     for path in sources.path:
@@ -43,12 +59,41 @@ def test_stages_build_six_sources_and_measure_them(smoke_profile):
 
 
 @pytest.mark.slow
-def test_notebooks_run_at_the_smoke_profile(tmp_path):
-    env = {**os.environ, "GENLINEAGE_DATA": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
-    for nb in ("01_datasets", "02_source_models"):
+def test_suspicious_models_and_attribution(P):
+    manifest = build_suspicious_models(P, progress=False)
+    cfg = P["suspicious"]
+    per_lineage = len(cfg["rhos"]) * cfg["evaluated"]["infringing"] + cfg["evaluated"]["innocent"] \
+        + cfg["shadow"]["infringing"] + cfg["shadow"]["innocent"]
+    assert len(manifest) == 6 * len(cfg["lineages"]) * per_lineage
+    assert manifest.name.is_unique
+    assert (manifest.label == (manifest.rho > 0)).all()
+    assert set(manifest[manifest.role == "shadow"].pool.str.split("_", n=1).str[1]) == {"shadow_pool"}
+    assert set(manifest[manifest.role == "evaluated"].pool.str.split("_", n=1).str[1]) == {"suspicious_pool"}
+    assert (manifest[manifest.lineage == "other"].base != manifest[manifest.lineage == "other"].source_base).all()
+    row = manifest[(manifest.rho == 0.5) & (manifest.role == "evaluated")].iloc[0]
+    data = read_imagefolder(P.data_root / "suspicious_data" / row["name"])
+    origins = [r["origin"] for r in data.records]
+    assert origins.count("generated") == round(0.5 * cfg["n_samples"])
+    assert load_pipeline(row["path"]).provenance["rho"] == 0.5
+
+    models, per_sample = run_attribution(P, progress=False)
+    assert set(per_sample.strategy) == {"detection", "generation", "random"}
+    assert set(per_sample.model) == set(manifest.name)
+    assert models.watermark_bit_accuracy.between(0, 1).all()
+    D, _ = deltas(P, models, per_sample)
+    assert D["paper"] == 0.15 and 0 < D["calibrated"] < 1
+    assert len(table2(P, models, per_sample)) == 7
+
+
+@pytest.mark.slow
+def test_notebooks_run_at_the_smoke_profile(smoke_root, tmp_path):
+    env = {**os.environ, "GENLINEAGE_DATA": str(smoke_root), "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    notebooks = sorted(p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert notebooks[:2] == ["01_datasets", "02_source_models"]
+    for nb in notebooks:
         out = tmp_path / f"{nb}.ipynb"
         result = subprocess.run([sys.executable, "-m", "papermill", "-k", "python3", "-p", "profile", "smoke",
                                  str(REPO / "notebooks" / f"{nb}.ipynb"), str(out)],
                                 env=env, capture_output=True, text=True, cwd=REPO)
         assert result.returncode == 0, result.stderr[-3000:]
-    assert (tmp_path / "data" / "smoke" / "figures" / "02_memorisation_rd.png").is_file()
+    assert (smoke_root / "smoke" / "figures" / "02_memorisation_rd.png").is_file()

@@ -10,11 +10,12 @@ from __future__ import annotations
 import importlib
 import multiprocessing as mp
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from typing import Any, Iterator, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 
 @contextmanager
@@ -34,15 +35,26 @@ def _call(target: str, kwargs: dict, threads: int) -> Any:
         return getattr(importlib.import_module(module), name)(**kwargs)
 
 
-def run_jobs(target: str, jobs: Sequence[dict], parallel: int = 1, threads: int = 1) -> list[Any]:
+def run_jobs(target: str, jobs: Sequence[dict], parallel: int = 1, threads: int = 1,
+             desc: str | None = None) -> list[Any]:
     """Run ``target(**kwargs)`` for each kwargs in ``jobs``; return results in order.
 
     ``target`` is a dotted path to a module-level function (spawned workers import it).
     ``parallel`` processes run at once, each with ``threads`` torch threads; with
-    ``parallel == 1`` the jobs run in this process with the same thread count.
+    ``parallel == 1`` the jobs run in this process with the same thread count. ``desc`` shows a
+    progress bar over the jobs.
     """
+    bar = tqdm(total=len(jobs), desc=desc, disable=desc is None, unit="job")
     if parallel <= 1 or len(jobs) <= 1:
-        return [_call(target, dict(kw), threads) for kw in jobs]
+        results = []
+        for kw in jobs:
+            results.append(_call(target, dict(kw), threads))
+            bar.update()
+        bar.close()
+        return results
     with ProcessPoolExecutor(max_workers=min(parallel, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
         futures = [pool.submit(_call, target, dict(kw), threads) for kw in jobs]
+        for _ in as_completed(futures):
+            bar.update()
+        bar.close()
         return [f.result() for f in futures]

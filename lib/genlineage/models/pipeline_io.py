@@ -72,7 +72,8 @@ class SDComponents:
 
 def save_pipeline(components: SDComponents, out_dir: str | Path, provenance: dict | None = None) -> Path:
     """Write a complete ``StableDiffusionPipeline`` folder with safetensors weights, atomically."""
-    from diffusers import StableDiffusionPipeline
+    with quiet_hub():  # importing the pipeline class makes transformers warn about torchvision
+        from diffusers import StableDiffusionPipeline
 
     out_dir = Path(out_dir)
     pipe = StableDiffusionPipeline(
