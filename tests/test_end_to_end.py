@@ -16,6 +16,7 @@ from genlineage.config import load_profile
 from genlineage.data.imagefolder import read_imagefolder
 from genlineage.experiments.attribution import run_attribution
 from genlineage.experiments.instance import deltas, table2
+from genlineage.experiments.statistical import score_models, table1
 from genlineage.experiments.suspicious import build_suspicious_models
 from genlineage.models.pipeline_io import load_pipeline
 
@@ -83,6 +84,18 @@ def test_suspicious_models_and_attribution(P):
     D, _ = deltas(P, models, per_sample)
     assert D["paper"] == 0.15 and 0 < D["calibrated"] < 1
     assert len(table2(P, models, per_sample)) == 7
+
+    def ids(name: str) -> set:
+        return {r["id"] for r in read_imagefolder(P.data_root / "suspicious_data" / name).records}
+
+    shadow_ids = set().union(*(ids(n) for n in manifest[manifest.role == "shadow"].name))
+    evaluated_ids = set().union(*(ids(n) for n in manifest[manifest.role == "evaluated"].name))
+    assert not shadow_ids & evaluated_ids, "shadow and evaluated models share training data"
+
+    scored = score_models(P, models, per_sample)
+    assert set(scored.model) == set(manifest[manifest.role == "evaluated"].name)
+    t1 = table1(P, scored)
+    assert set(t1.score) == {"discriminator", "conf"} and len(t1) == 12
 
 
 @pytest.mark.slow

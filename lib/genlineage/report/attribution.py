@@ -116,3 +116,24 @@ def reconstructions(profile: Profile, models: pd.DataFrame, source: str, strateg
     save_figure(fig, layout.figures_dir(profile) / f"04_reconstructions_{source}")
     plt.close(fig)
     return fig
+
+
+def roc_curves(profile: Profile, rocs: pd.DataFrame, tag: str):
+    """Log-scale ROC curves per source (discriminator solid, conf dashed), as LiRA plots them."""
+    sources = sorted(rocs.source.unique())
+    fig, axes = _panels(max(1, len(sources)), 2.8, 2.6)
+    for ax, source in zip(axes, sources):
+        for score, g in rocs[rocs.source == source].groupby("score"):
+            ax.step(np.clip(g.fpr, 1e-3, 1), g.tpr, where="post", ls="-" if score == "discriminator" else "--", label=score)
+        ax.plot([1e-3, 1], [1e-3, 1], color="gray", lw=0.5)
+        ax.set_xscale("log")
+        ax.set_xlim(1e-2, 1)
+        ax.set_title(source, fontsize=9)
+        ax.set_xlabel("FPR")
+    axes[0].set_ylabel("TPR")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"ROC of the statistical level ({tag})", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, layout.figures_dir(profile) / f"05_roc_{tag}")
+    plt.close(fig)
+    return fig
