@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PROFILE=${1:-tiny}
 bash scripts/setup.sh
-export HF_HUB_OFFLINE=1 MPLBACKEND=Agg
+export HF_HUB_OFFLINE=1 TQDM_MININTERVAL=${TQDM_MININTERVAL:-10}
 name=$(basename "$PROFILE" .yaml)
 out=outputs/$name
 mkdir -p "$out"

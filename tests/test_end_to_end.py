@@ -2,6 +2,7 @@
 and notebooks 01-02 executed by papermill."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -100,7 +101,8 @@ def test_suspicious_models_and_attribution(P):
 
 @pytest.mark.slow
 def test_notebooks_run_at_the_smoke_profile(smoke_root, tmp_path):
-    env = {**os.environ, "GENLINEAGE_DATA": str(smoke_root), "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg"}
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel's inline backend embeds figures
+    env.update(GENLINEAGE_DATA=str(smoke_root), HF_HUB_OFFLINE="1")
     notebooks = sorted(p.stem for p in (REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     assert notebooks[:2] == ["01_datasets", "02_source_models"]
     for nb in notebooks:
@@ -110,3 +112,6 @@ def test_notebooks_run_at_the_smoke_profile(smoke_root, tmp_path):
                                 env=env, capture_output=True, text=True, cwd=REPO)
         assert result.returncode == 0, result.stderr[-3000:]
     assert (smoke_root / "smoke" / "figures" / "02_memorisation_rd.png").is_file()
+    executed = json.loads((tmp_path / "02_source_models.ipynb").read_text())
+    assert any("image/png" in o.get("data", {}) for c in executed["cells"] for o in c.get("outputs", [])), \
+        "figures are embedded in the executed notebook"

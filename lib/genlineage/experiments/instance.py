@@ -35,14 +35,17 @@ def figure6_table(confs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=0), "models": g.size()}).reset_index()
 
 
+def main_keys(profile: Profile, per_sample: pd.DataFrame, strategy: str | None = None) -> pd.DataFrame:
+    """Per-sample rows of the first ``n_keys`` keys of one strategy (the profile's main one)."""
+    att = profile["attribution"]
+    strategy = strategy or att["main_strategy"]
+    return per_sample[(per_sample.strategy == strategy) & (per_sample["rank"] < int(att["n_keys"]))]
+
+
 def table2(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame, strategy: str | None = None) -> pd.DataFrame:
     """RD distribution of the N keys on one rho = 1 infringing model per source (own lineage) and
     on an innocent model fine-tuned from the v2 base, as the paper's Table 2."""
-    att = profile["attribution"]
-    strategy = strategy or att["main_strategy"]
-    n = int(att["n_keys"])
-    top = per_sample[(per_sample.strategy == strategy) & (per_sample["rank"] < n)]
-    ev = models[models.role == "evaluated"]
+    top, ev = main_keys(profile, per_sample, strategy), models[models.role == "evaluated"]
     rows = []
     for source in ev.source.unique():
         pick = ev[(ev.source == source) & (ev.rho == 1.0) & (ev.lineage == "same")]
@@ -77,11 +80,7 @@ def inheritance(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame
                 strategy: str | None = None) -> pd.DataFrame:
     """Per source and lineage: rho = 1 infringing vs innocent on the same keys, with bootstrap CIs
     over keys (a CI above 0 shows the inheritance)."""
-    att = profile["attribution"]
-    strategy = strategy or att["main_strategy"]
-    n = int(att["n_keys"])
-    top = per_sample[(per_sample.strategy == strategy) & (per_sample["rank"] < n)]
-    ev = models[models.role == "evaluated"]
+    top, ev = main_keys(profile, per_sample, strategy), models[models.role == "evaluated"]
     rows = []
     for (source, lineage), g in ev.groupby(["source", "lineage"]):
         inf, inn = g[g.rho == 1.0].name.tolist(), g[g.rho == 0.0].name.tolist()

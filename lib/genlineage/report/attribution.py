@@ -36,7 +36,7 @@ def figure6(profile: Profile, f6: pd.DataFrame, tag: str):
             ax.errorbar(g.rho, g["mean"], yerr=g["std"], color=COLOURS.get(strategy), ls=LINES.get(lineage, ":"),
                         marker="o", ms=3, capsize=2, label=f"{METHOD_NAMES[strategy]}, {lineage} base")
         ax.set_title(source, fontsize=9)
-        ax.set_xlabel("rho (share of generated training images)")
+        ax.set_xlabel("rho (generated share)")
         ax.set_ylim(-0.05, 1.05)
     axes[0].set_ylabel("mean conf")
     handles, labels = axes[0].get_legend_handles_labels()
