@@ -26,48 +26,50 @@ def _panels(n: int, width: float = 3.0, height: float = 2.6):
     return fig, list(axes.flat[:n])
 
 
-def figure6(profile: Profile, f6: pd.DataFrame, tag: str):
-    """Mean conf vs rho per source; a curve per method; solid = source's own base, dashed = other."""
-    sources = sorted(f6.source.unique())
+def _conf_panels(profile: Profile, table: pd.DataFrame, curves: list[str], draw, xlabel: str, title: str,
+                 stem: str):
+    """One panel per source, one curve per ``curves`` group drawn by ``draw(ax, keys, rows)``;
+    the shared legend, limits and saving of Figures 6 and 7."""
+    sources = sorted(table.source.unique())
     fig, axes = _panels(len(sources))
     for ax, source in zip(axes, sources):
-        for (strategy, lineage), g in f6[f6.source == source].groupby(["strategy", "lineage"]):
-            g = g.sort_values("rho")
-            ax.errorbar(g.rho, g["mean"], yerr=g["std"], color=COLOURS.get(strategy), ls=LINES.get(lineage, ":"),
-                        marker="o", ms=3, capsize=2, label=f"{METHOD_NAMES[strategy]}, {lineage} base")
+        for keys, g in table[table.source == source].groupby(curves):
+            draw(ax, keys, g)
         ax.set_title(source, fontsize=9)
-        ax.set_xlabel("rho (generated share)")
+        ax.set_xlabel(xlabel)
         ax.set_ylim(-0.05, 1.05)
     axes[0].set_ylabel("mean conf")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
-    fig.suptitle(f"Figure 6: instance-level attribution ({tag})", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
-    save_figure(fig, layout.figures_dir(profile) / f"fig6_conf_vs_rho_{tag}")
+    save_figure(fig, layout.figures_dir(profile) / stem)
     plt.close(fig)
     return fig
+
+
+def figure6(profile: Profile, f6: pd.DataFrame, tag: str):
+    """Mean conf vs rho per source; a curve per method; solid = source's own base, dashed = other."""
+    def draw(ax, keys, g):
+        strategy, lineage = keys
+        g = g.sort_values("rho")
+        ax.errorbar(g.rho, g["mean"], yerr=g["std"], color=COLOURS.get(strategy), ls=LINES.get(lineage, ":"),
+                    marker="o", ms=3, capsize=2, label=f"{METHOD_NAMES[strategy]}, {lineage} base")
+
+    return _conf_panels(profile, f6, ["strategy", "lineage"], draw, "rho (generated share)",
+                        f"Figure 6: instance-level attribution ({tag})", f"fig6_conf_vs_rho_{tag}")
 
 
 def figure7(profile: Profile, f7: pd.DataFrame, tag: str):
-    """Mean conf vs N per source: rho = 1 infringing (solid) and innocent (dotted)."""
-    sources = sorted(f7.source.unique())
-    fig, axes = _panels(len(sources))
-    for ax, source in zip(axes, sources):
-        for (kind, lineage), g in f7[f7.source == source].groupby(["kind", "lineage"]):
-            g = g.sort_values("N")
-            ax.plot(g.N, g.conf, marker="o", ms=3, ls=LINES.get(lineage, ":"),
-                    color="tab:red" if kind == "infringing" else "tab:gray", label=f"{kind}, {lineage} base")
-        ax.set_title(source, fontsize=9)
-        ax.set_xlabel("N (key samples)")
-        ax.set_ylim(-0.05, 1.05)
-    axes[0].set_ylabel("mean conf")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
-    fig.suptitle(f"Figure 7: conf vs number of key samples ({tag})", fontsize=10)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    save_figure(fig, layout.figures_dir(profile) / f"fig7_conf_vs_n_{tag}")
-    plt.close(fig)
-    return fig
+    """Mean conf vs N per source: rho = 1 infringing (red) and innocent (grey)."""
+    def draw(ax, keys, g):
+        kind, lineage = keys
+        g = g.sort_values("N")
+        ax.plot(g.N, g.conf, marker="o", ms=3, ls=LINES.get(lineage, ":"),
+                color="tab:red" if kind == "infringing" else "tab:gray", label=f"{kind}, {lineage} base")
+
+    return _conf_panels(profile, f7, ["kind", "lineage"], draw, "N (key samples)",
+                        f"Figure 7: conf vs number of key samples ({tag})", f"fig7_conf_vs_n_{tag}")
 
 
 def delta0_curve(profile: Profile, curve: pd.DataFrame, deltas: dict):
