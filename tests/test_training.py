@@ -34,7 +34,7 @@ def test_interrupted_run_resumes_to_the_same_weights(random_images, tmp_path):
     assert torch.equal(_weights(straight), _weights(fresh))
 
 
-def test_training_lowers_the_loss_and_text_encoder_option(random_images, tmp_path):
+def test_text_encoder_trains_only_when_asked(random_images, tmp_path):
     comp = make_components()
     before = [p.clone() for p in comp.text_encoder.parameters()]
     cfg = TrainConfig(steps=3, batch=4, lr=1e-3, train_text_encoder=True)

@@ -56,7 +56,7 @@ def calibrate_delta0(per_sample: pd.DataFrame, models: pd.DataFrame, strategy: s
     rows = per_sample[(per_sample.model.isin(shadow)) & (per_sample.strategy == strategy) & (per_sample["rank"] < n_keys)]
     curve = []
     for delta in grid:
-        per_model = rows.groupby("model").rd.apply(lambda r: conf(r.to_numpy(), delta))
+        per_model = rows.groupby("model").rd.apply(lambda r, d=delta: conf(r.to_numpy(), d))
         lab = labels.loc[per_model.index]
         inf, inn = per_model[lab == 1].mean(), per_model[lab == 0].mean()
         curve.append({"delta0": float(delta), "conf_infringing": inf, "conf_innocent": inn, "gap": inf - inn})

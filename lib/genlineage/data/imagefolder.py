@@ -50,6 +50,18 @@ class ImageFolder:
         """The ``id`` of each row (None where a row has none)."""
         return [r.get("id") for r in self.records]
 
+    def distinct_indices(self) -> list[int]:
+        """Row index of the first copy of each image (by ``id``, else ``file_name``): a source set
+        repeats duplicated images, but each counts once as a training pair."""
+        seen: set = set()
+        keep = []
+        for i, row in enumerate(self.records):
+            key = row.get("id", row["file_name"])
+            if key not in seen:
+                seen.add(key)
+                keep.append(i)
+        return keep
+
     def subset(self, start: int, end: int) -> "ImageFolder":
         """Rows ``start:end`` of this folder (e.g. one base's share of the pre-training corpus)."""
         return ImageFolder(self.root, self.records[start:end])

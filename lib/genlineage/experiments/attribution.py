@@ -38,27 +38,17 @@ def candidates(profile: Profile, source_row) -> tuple[list[str], np.ndarray]:
     cap = int(profile["suspicious"].get("candidates_max", 10**9))
     if isinstance(source_row.domain, str):
         folder = load_split_folder(profile, source_row.domain, "source")
-        rows = _first_of_each_id(folder.records)
+        rows = folder.distinct_indices()
     elif profile["suspicious"].get("base_candidates", "pretrain") == "pretrain":
         folder = load_pretrain_folder(profile, source_row.base)
         generator = read_json(profile.data_root / "splits.json")["domains"][source_row.pool_domain]["generator"]
         rows = [i for i, r in enumerate(folder.records) if str(r["id"]).startswith(f"{generator}:")]
     else:
         folder = load_split_folder(profile, source_row.pool_domain, "source")
-        rows = _first_of_each_id(folder.records)
+        rows = folder.distinct_indices()
     rows = rows[:cap]
     images = folder.load_images()[rows]
     return [folder.records[i]["text"] for i in rows], images
-
-
-def _first_of_each_id(records: list[dict]) -> list[int]:
-    seen: set = set()
-    out = []
-    for i, r in enumerate(records):
-        if r.get("id") not in seen:
-            seen.add(r.get("id"))
-            out.append(i)
-    return out
 
 
 def keys_dir(profile: Profile, source: str, strategy: str) -> Path:

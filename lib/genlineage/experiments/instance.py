@@ -7,7 +7,6 @@ import pandas as pd
 from ..attribution import (attach, calibrate_delta0, conf_table, delta_grid, paired_key_difference,
                            rd_distribution, with_watermark)
 from ..config import Profile
-from .attribution import load_results
 
 METHOD_NAMES = {"detection": "Strategy 1 (detection)", "generation": "Strategy 2 (generation)",
                 "random": "Baseline 2 (random)", "watermark": "Baseline 1 (watermark)"}

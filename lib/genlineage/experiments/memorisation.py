@@ -20,17 +20,6 @@ from . import layout
 STAGE = "02_source_models"
 
 
-def _unique_by_id(folder) -> list[int]:
-    """Indices of the first copy of each id (duplicated source images count once)."""
-    seen, keep = set(), []
-    for i, row in enumerate(folder.records):
-        key = row.get("id", row["file_name"])
-        if key not in seen:
-            seen.add(key)
-            keep.append(i)
-    return keep
-
-
 def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progress: bool = False) -> dict:
     """RD rows and nearest-own share of one model on ``domain``'s source and held-out sets."""
     profile = Profile(profile)
@@ -50,7 +39,7 @@ def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progre
     frames, results = [], {}
     for split, role in (("own", "source"), ("heldout", "heldout")):
         folder = read_imagefolder(layout.datasets_dir(profile) / f"{domain}_{role}", size=size)
-        keep = _unique_by_id(folder)
+        keep = folder.distinct_indices()
         images = folder.load_images()[keep]
         captions = [folder.records[i]["text"] for i in keep]
         rec = reconstruct(components, captions, images, mem["seeds"], cfg, cache, mem.get("distance", "l2"), progress)
