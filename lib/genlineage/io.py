@@ -97,12 +97,16 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def clean_partials(folder: str | Path) -> None:
-    """Remove leftovers of interrupted atomic writes in ``folder``."""
+def clean_partials(folder: str | Path, recursive: bool = False) -> int:
+    """Remove leftovers of interrupted atomic writes in ``folder`` (and below, if ``recursive``);
+    how many. Only call it when no writer is running on that folder."""
     folder = Path(folder)
-    if folder.is_dir():
-        for leftover in folder.glob(".*.part"):
-            if leftover.is_dir():
-                shutil.rmtree(leftover, ignore_errors=True)
-            else:
-                leftover.unlink(missing_ok=True)
+    if not folder.is_dir():
+        return 0
+    leftovers = [p for p in (folder.rglob(".*.part") if recursive else folder.glob(".*.part"))]
+    for leftover in leftovers:
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+    return len(leftovers)

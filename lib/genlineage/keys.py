@@ -39,7 +39,7 @@ STRATEGIES = ("detection", "generation", "random")
 DEFAULT_CHUNK = 256  # candidate prompts generated and scored at a time (bounds memory at large N)
 
 
-def _to_uint8(images: np.ndarray) -> np.ndarray:
+def to_uint8(images: np.ndarray) -> np.ndarray:
     """uint8 as is; float [0, 1] (what read_imagefolder returns) rounded to uint8."""
     images = np.asarray(images)
     if images.dtype == np.uint8:
@@ -90,7 +90,7 @@ class KeySet:
 
     def __post_init__(self) -> None:
         self.prompts = [str(p) for p in self.prompts]
-        self.references = _to_uint8(self.references)
+        self.references = to_uint8(self.references)
         self.indices = [int(i) for i in self.indices]
         self.scores = np.asarray(self.scores, dtype=np.float64).reshape(-1)
         n = len(self.prompts)
@@ -160,7 +160,7 @@ class KeySet:
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{folder / 'metadata.jsonl'} lacks a valid 'index'/'score' per row ({exc}); "
                              f"rebuild the key set.") from None
-        return cls(strategy, data.captions, _to_uint8(data.load_images()), indices, scores, meta)
+        return cls(strategy, data.captions, to_uint8(data.load_images()), indices, scores, meta)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -286,7 +286,7 @@ def detection_keys(source: Any, prompts: Sequence[str], images: np.ndarray, n: i
                         "n lowest kept; reference = the real training image")
     meta["source"] = _model_name(source)
     meta["per_key"] = {"best_seed": best_seed[chosen].tolist()}
-    return KeySet("detection", [prompts[i] for i in chosen], _to_uint8(np.asarray(images)[chosen]),
+    return KeySet("detection", [prompts[i] for i in chosen], to_uint8(np.asarray(images)[chosen]),
                   chosen.tolist(), rd[chosen], meta)
 
 
@@ -368,5 +368,5 @@ def random_keys(prompts: Sequence[str], images: np.ndarray, n: int, seed: int) -
     meta = _common_meta("random", n, len(prompts), None, None, None,
                         "n training pairs drawn uniformly without replacement; reference = the real image")
     meta["seed"] = int(seed)
-    return KeySet("random", [prompts[i] for i in chosen], _to_uint8(np.asarray(images)[chosen]),
+    return KeySet("random", [prompts[i] for i in chosen], to_uint8(np.asarray(images)[chosen]),
                   chosen.tolist(), np.full(len(chosen), np.nan), meta)

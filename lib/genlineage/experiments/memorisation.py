@@ -56,7 +56,7 @@ def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progre
     with atomic_path(out_stem.with_suffix(".csv")) as tmp:
         rows.to_csv(tmp, index=False)
     write_json(summary_file, summary)
-    return summary
+    return read_json(summary_file)  # what a cached run returns (sorted keys): cold and cached tables match
 
 
 def memorisation_table(profile: Profile, progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:

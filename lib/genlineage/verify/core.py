@@ -1,0 +1,270 @@
+"""``verify``: one suspect, one calibrated verdict (the model owner's question).
+
+The same library code as the notebooks: keys from :mod:`genlineage.keys`, reconstruction distance
+from :mod:`genlineage.memorization`, conf, delta0 calibration and the discriminator from
+:mod:`genlineage.attribution` and :mod:`genlineage.discriminator`. What this adds is the decision
+for a single model: a p-value against an innocent null (:mod:`.null`), a verdict at the owner's
+target false-positive rate, and the evidence (:mod:`.report`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..attribution import calibrate_delta0, conf, delta_grid
+from ..config import Profile, load_profile
+from ..data.imagefolder import read_imagefolder
+from ..discriminator import features, fit_score
+from ..distances import get_distance
+from ..errors import InputError
+from ..generation import GenerationCache, GenerationConfig
+from ..keys import KeySet, to_uint8, detection_keys, generation_keys, random_keys
+from ..models.pipeline_io import load_pipeline
+from . import null
+from .suspect import CallableSuspect, PipelineSuspect, Suspect, check_sd_pipeline
+
+STRATEGIES = ("generation", "detection", "random")
+
+
+@dataclass
+class Verdict:
+    """What ``verify`` decided and on what evidence (``to_json`` is the machine-readable report)."""
+
+    verdict: str                      # "infringing" | "not shown"
+    p_value: float
+    null: str                         # "innocent shadows (binomial)" | "control samples (Fisher exact)"
+    target_fpr: float
+    conf: float
+    delta0: float
+    delta0_from: str
+    n_keys: int
+    key_hits: int
+    queries: int
+    discriminator_score: float | None
+    empirical_p_value: float | None
+    null_hit_rate: float | None
+    settings: dict
+    keys: pd.DataFrame = field(repr=False)          # per key: prompt, rd, best seed
+    null_rds: np.ndarray = field(repr=False)        # RDs of the null (shadows' keys, or the suspect's controls)
+    reconstructions: np.ndarray = field(repr=False)  # the suspect's best image per key
+    references: np.ndarray = field(repr=False)
+
+    def to_json(self) -> dict:
+        skip = {"keys", "null_rds", "reconstructions", "references"}
+        out = {k: v for k, v in asdict(self).items() if k not in skip}
+        out["keys"] = self.keys.to_dict("records")
+        return out
+
+
+def _check_fpr(target_fpr: float) -> float:
+    if not 0 < float(target_fpr) < 1:
+        raise InputError(f"target FPR {target_fpr} must lie strictly between 0 and 1 (e.g. 0.01 for 1%).")
+    return float(target_fpr)
+
+
+def select_keys(source: str | Path, key_data: str | Path, strategy: str = "generation", n_keys: int | None = None,
+                base: str | Path | None = None, profile: str | Profile = "tiny", out: str | Path | None = None,
+                progress: bool = True) -> KeySet:
+    """Select the owner's key samples from the source's training pairs (an image folder) with one
+    of the paper's strategies; saved to ``out/keys`` when ``out`` is given, for reuse with ``keys=``."""
+    if strategy not in STRATEGIES:
+        raise InputError(f"--strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}.")
+    P = profile if isinstance(profile, Profile) else load_profile(profile)
+    att = P["attribution"]
+    seeds, distance = [int(s) for s in att["seeds"]], att.get("distance", "l2")
+    cfg = GenerationConfig.from_mapping(P["generation"])
+    cache = GenerationCache(Path(out) / "cache") if out is not None else None
+    src = load_pipeline(check_sd_pipeline(source, "source model"))
+    data = read_imagefolder(key_data, size=src.image_size)
+    keep = data.distinct_indices()
+    prompts = [data.records[i]["text"] for i in keep]
+    n = min(int(n_keys or att["n_keys"]), len(prompts))
+    if strategy == "generation":
+        base_components = load_pipeline(check_sd_pipeline(base, "base")) if base else None
+        key_set = generation_keys(src, prompts, n, seeds, cfg, cache, distance, base=base_components, progress=progress)
+    elif strategy == "detection":
+        key_set = detection_keys(src, prompts, data.load_images()[keep], n, seeds, cfg, cache, distance, progress=progress)
+    else:
+        key_set = random_keys(prompts, data.load_images()[keep], n, int(att.get("random_seed", 0)))
+    if out is not None:
+        key_set.save(Path(out) / "keys")
+    return key_set
+
+
+def _resolve_keys(keys, key_data, strategy: str, n_keys: int | None, source: Path, base: Path | None,
+                  P: Profile, out: Path, progress: bool) -> KeySet:
+    """The owner's key set: given (a KeySet or its folder), or selected now from the training pairs."""
+    if keys is None:
+        if key_data is None:
+            raise InputError("no key samples: pass --keys (a saved key set) or --key-data (the source's training "
+                             "pairs as an image folder with metadata.jsonl) with --strategy.")
+        return select_keys(source, key_data, strategy, n_keys, base, P, out, progress)
+    if isinstance(keys, KeySet):
+        key_set = keys
+    else:
+        if not Path(keys).is_dir():
+            raise InputError(f"key samples: {keys} is not a folder; pass a key set written by KeySet.save "
+                             "(or --key-data with the source's training pairs and --strategy).")
+        key_set = KeySet.load(keys)
+    return key_set.subset(min(n_keys, len(key_set))) if n_keys else key_set
+
+
+def _rd(suspect: Suspect, prompts: Sequence[str], references: np.ndarray, seeds: list[int], distance: str,
+        progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reconstruction distance (min over seeds) per pair, the best seed and the best image."""
+    flat_p = [p for p in prompts for _ in seeds]
+    flat_s = [s for _ in prompts for s in seeds]
+    size = references.shape[1]
+    images = suspect.generate(flat_p, flat_s, size, progress).reshape(len(prompts), len(seeds), size, size, 3)
+    dist = get_distance(distance)(images, np.asarray(references)[:, None])
+    best = dist.argmin(axis=1)
+    return dist.min(axis=1), np.asarray(seeds)[best], images[np.arange(len(prompts)), best]
+
+
+def _name(model) -> str:
+    return str(model) if isinstance(model, (str, Path)) else getattr(model, "__qualname__", type(model).__name__)
+
+
+def _suspect(suspect, cfg: GenerationConfig, cache_dir: Path, role: str) -> Suspect:
+    if isinstance(suspect, (str, Path)):
+        return PipelineSuspect(suspect, cfg, cache_dir, role)
+    if callable(suspect):
+        return CallableSuspect(suspect, cache_dir)
+    if hasattr(suspect, "generate"):
+        return suspect
+    raise InputError(f"{role}: pass a pipeline folder or a callable (prompt, seed) -> image; got {type(suspect).__name__}.")
+
+
+def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path | KeySet | None = None,
+           key_data: str | Path | None = None, strategy: str = "generation", base: str | Path | None = None,
+           innocent_shadows: Sequence[str | Path | Callable] = (), infringing_shadows: Sequence[str | Path | Callable] = (),
+           controls: str | Path | None = None, target_fpr: float = 0.01, budget: int | None = None,
+           n_keys: int | None = None, delta0: float | None = None, profile: str | Profile = "tiny",
+           out: str | Path = "verify_report", progress: bool = True, cache_dir: str | Path | None = None) -> Verdict:
+    """Is ``suspect`` fine-tuned on ``source``'s outputs? Query it with the owner's key samples and
+    decide at ``target_fpr`` against the innocent null (innocent shadow models, else controls).
+
+    ``budget`` caps the images asked of the suspect; a budget that cannot reach ``target_fpr`` is
+    refused before any query, with the smallest budget that would do. Generations are cached in
+    ``cache_dir`` (default ``out/cache``; the pipeline's own cache makes re-checks free)."""
+    alpha = _check_fpr(target_fpr)
+    P = profile if isinstance(profile, Profile) else load_profile(profile)
+    att = P["attribution"]
+    seeds = [int(s) for s in att["seeds"]]
+    distance = att.get("distance", "l2")
+    cfg = GenerationConfig.from_mapping(P["generation"])
+    out = Path(out)
+    cache_dir = Path(cache_dir) if cache_dir is not None else out / "cache"
+    source = check_sd_pipeline(source, "source model")
+    folders = [m for m in [suspect, *innocent_shadows, *infringing_shadows] if isinstance(m, (str, Path))]
+    for path in folders:
+        folder = Path(path).resolve()
+        if out.resolve() == folder or folder in out.resolve().parents:
+            raise InputError(f"--out {out} lies inside the model folder {path}; genlineage never writes into a "
+                             "suspect's or shadow's folder. Pass --out elsewhere.")
+    # Every model folder is checked before any work, so a bad suspect costs no shadow queries.
+    if isinstance(suspect, (str, Path)):
+        check_sd_pipeline(suspect, "suspect")
+    for role, paths in (("innocent shadow", innocent_shadows), ("infringing shadow", infringing_shadows)):
+        for path in paths:
+            if isinstance(path, (str, Path)):
+                check_sd_pipeline(path, role)
+    out.mkdir(parents=True, exist_ok=True)
+    if not innocent_shadows and controls is None:
+        raise InputError("no innocent null: pass innocent shadow models (--innocent-shadow, fine-tuned by you on data "
+                         "the source never generated) or --controls (pairs of the source's domain it never trained on).")
+
+    key_set = _resolve_keys(keys, key_data, strategy, n_keys, source, Path(base) if base else None, P, out, progress)
+    N, S = len(key_set), len(seeds)
+
+    # Shadows first: they fix delta0 and the null before the suspect costs a single query.
+    shadow_rd = {}
+    for role, paths in (("innocent", innocent_shadows), ("infringing", infringing_shadows)):
+        for i, path in enumerate(paths):
+            model = _suspect(path, cfg, cache_dir, f"{role} shadow {_name(path)}")
+            shadow_rd[(role, i)] = _rd(model, key_set.prompts, key_set.references, seeds, distance, progress)[0]
+    if delta0 is not None:
+        d0, d0_from = float(delta0), "given"
+    elif innocent_shadows and infringing_shadows:
+        rows, labels = [], []
+        for (role, i), rd in shadow_rd.items():
+            rows.append(pd.DataFrame({"model": f"{role}{i}", "strategy": key_set.strategy, "rank": range(N), "rd": rd}))
+            labels.append({"name": f"{role}{i}", "role": "shadow", "label": int(role == "infringing")})
+        d0, _ = calibrate_delta0(pd.concat(rows), pd.DataFrame(labels), key_set.strategy, N, delta_grid(att["delta0_grid"]))
+        d0_from = "calibrated on the shadow models"
+    else:
+        d0, d0_from = float(att["delta0"]), f"profile {P.name}"
+
+    innocent = np.array([rd for (role, _), rd in shadow_rd.items() if role == "innocent"])
+    ctrl = None
+    if len(innocent):
+        p0 = null.null_hit_rate(int((innocent < d0).sum()), innocent.size)
+        need = null.min_keys_binomial(p0, alpha)
+        if need > N:
+            raise InputError(f"{N} key samples cannot reach a {alpha:g} false-positive rate against this null "
+                             f"(innocent hit rate {p0:.3f}): it takes at least {need} keys. Select more keys or "
+                             "raise --target-fpr.")
+        n_use = N if budget is None else min(N, int(budget) // S)
+        if n_use < need:
+            raise InputError(f"query budget {budget} is too small for a {alpha:g} false-positive rate: the smallest "
+                             f"that would do is {need * S} ({need} keys x {S} seeds).")
+        m_use = 0
+    else:
+        ctrl = read_imagefolder(controls, size=key_set.references.shape[1])
+        keep = ctrl.distinct_indices()
+        split = null.smallest_fisher_split(alpha, N, len(keep))
+        if split is None:
+            raise InputError(f"{N} keys and {len(keep)} control samples cannot reach a {alpha:g} false-positive rate "
+                             "(Fisher exact test); add keys or controls, or raise --target-fpr.")
+        slots = N + len(keep) if budget is None else int(budget) // S
+        if slots < sum(split):
+            raise InputError(f"query budget {budget} is too small for a {alpha:g} false-positive rate: the smallest "
+                             f"that would do is {sum(split) * S} ({split[0]} keys + {split[1]} controls x {S} seeds).")
+        n_use = min(N, max(split[0], math.ceil(slots / 2)))
+        m_use = min(len(keep), slots - n_use)
+        p0 = None
+
+    suspect_model = _suspect(suspect, cfg, cache_dir, "suspect")
+    keys_used = key_set.subset(n_use)
+    rd, best_seed, recon = _rd(suspect_model, keys_used.prompts, keys_used.references, seeds, distance, progress)
+    hits = int((rd < d0).sum())
+    if len(innocent):
+        p_value = null.binomial_pvalue(hits, n_use, p0)
+        null_name, null_rds = "innocent shadows (binomial)", innocent[:, :n_use].ravel()
+        empirical = null.empirical_pvalue(conf(rd, d0), [conf(r[:n_use], d0) for r in innocent])
+    else:
+        c_idx = keep[:m_use]
+        c_rd, _, _ = _rd(suspect_model, [ctrl.records[i]["text"] for i in c_idx], to_uint8(ctrl.load_images()[c_idx]), seeds,
+                         distance, progress)
+        p_value = null.fisher_pvalue(hits, n_use, int((c_rd < d0).sum()), m_use)
+        null_name, null_rds, empirical = "control samples (Fisher exact)", c_rd, None
+
+    disc = None
+    if innocent_shadows and infringing_shadows:
+        per_sample = pd.concat([pd.DataFrame({"model": f"{role}{i}", "strategy": "k", "rank": range(n_use), "rd": r[:n_use]})
+                                for (role, i), r in shadow_rd.items()]
+                               + [pd.DataFrame({"model": "suspect", "strategy": "k", "rank": range(n_use), "rd": rd})])
+        names = [f"{role}{i}" for role, i in shadow_rd]
+        y = np.array([int(role == "infringing") for role, _ in shadow_rd])
+        x_tr = features(per_sample, names, "k", n_use, d0)
+        score, _, _ = fit_score(P["statistical"].get("classifier", "logistic"), x_tr, y,
+                                features(per_sample, ["suspect"], "k", n_use, d0), int(P["seed"]))
+        disc = float(score[0])
+
+    table = pd.DataFrame({"rank": range(n_use), "prompt": keys_used.prompts, "rd": rd, "best_seed": best_seed,
+                          "hit": rd < d0})
+    settings = {"source": str(source), "suspect": getattr(suspect_model, "name", str(suspect)),
+                "strategy": key_set.strategy, "profile": P.name, "seeds": seeds, "distance": distance,
+                "generation": {k: v for k, v in P["generation"].items() if k != "batch"},
+                "innocent_shadows": [_name(p) for p in innocent_shadows],
+                "infringing_shadows": [_name(p) for p in infringing_shadows],
+                "controls": str(controls) if controls is not None and not len(innocent) else None,
+                "n_controls": m_use, "budget": budget}
+    return Verdict("infringing" if p_value <= alpha else "not shown", float(p_value), null_name, alpha,
+                   conf(rd, d0), d0, d0_from, n_use, hits, (n_use + m_use) * S, disc, empirical, p0, settings,
+                   table, np.asarray(null_rds, dtype=float), recon, keys_used.references)

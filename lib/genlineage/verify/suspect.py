@@ -1,0 +1,126 @@
+"""The suspect: untrusted, and queried only through (prompt, seed) -> image.
+
+Two kinds. ``PipelineSuspect`` is a diffusers Stable-Diffusion pipeline folder, loaded from
+safetensors only (``check_pipeline_folder`` refuses pickles, links leaving the folder, and configs
+that ask for remote code) and never written to: its generations are cached in the verify run's own
+folder. ``CallableSuspect`` wraps any function ``generate(prompt, seed) -> image`` (a remote API,
+another library): images are resized to the key size and cached by (name, prompt, seed), so an
+interrupted run never pays for a query twice.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from ..errors import InputError
+from ..generation import GenerationCache, GenerationConfig, generate_cached
+from ..io import atomic_path, stable_hash
+from ..models.pipeline_io import check_pipeline_folder, load_pipeline
+
+SD_PIPELINES = ("StableDiffusionPipeline",)
+
+
+class Suspect(Protocol):
+    name: str
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int], size: int, progress: bool) -> np.ndarray:
+        """uint8 [N, size, size, 3], one image per (prompt, seed)."""
+
+
+def check_sd_pipeline(path: str | Path, role: str) -> Path:
+    """A safe Stable-Diffusion pipeline folder, or InputError naming ``role`` and the fix."""
+    try:
+        path = check_pipeline_folder(path)
+    except InputError as err:
+        raise InputError(f"{role}: {err}") from None
+    cls = json.loads((path / "model_index.json").read_text()).get("_class_name")
+    if cls not in SD_PIPELINES:
+        raise InputError(f"{role}: {path} is a {cls} folder; genlineage verify compares Stable-Diffusion "
+                         f"pipelines ({', '.join(SD_PIPELINES)}: SD-v1.x/v2.x architecture). Export the model "
+                         "in that format, or wrap it as a callable (--suspect-callable).")
+    return path
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+class PipelineSuspect:
+    def __init__(self, path: str | Path, cfg: GenerationConfig, cache_dir: Path, role: str = "suspect"):
+        self.path = check_sd_pipeline(path, role)
+        if _inside(cache_dir, self.path):
+            raise InputError(f"{role}: the output folder {cache_dir} lies inside the model folder {self.path}; "
+                             "genlineage never writes into a suspect's folder. Pass --out elsewhere.")
+        try:
+            self.components = load_pipeline(self.path)
+        except InputError:
+            raise
+        except Exception as err:  # a config of another architecture, mismatched shapes, ...
+            raise InputError(f"{role}: {self.path} cannot be loaded as a Stable-Diffusion pipeline "
+                             f"({type(err).__name__}: {str(err)[:300]}).") from None
+        self.name = self.path.name
+        self.cfg, self.cache = cfg, GenerationCache(cache_dir)
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int], size: int, progress: bool) -> np.ndarray:
+        if self.components.image_size != size:
+            raise InputError(f"{self.path} generates {self.components.image_size} px images but the key samples "
+                             f"are {size} px; select keys at the suspect's resolution (or resize the key folder).")
+        return generate_cached(self.components, list(prompts), [int(s) for s in seeds], self.cfg, self.cache,
+                               progress=progress)
+
+
+def load_callable(spec: str) -> Callable:
+    """``module:function`` or ``path/to/file.py:function``."""
+    if ":" not in spec:
+        raise InputError(f"--suspect-callable {spec!r}: write it as module:function or path/to/file.py:function.")
+    where, func = spec.rsplit(":", 1)
+    try:
+        if where.endswith(".py"):
+            file = Path(where)
+            if not file.is_file():
+                raise InputError(f"--suspect-callable: {file} does not exist.")
+            module_spec = importlib.util.spec_from_file_location(file.stem, file)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except InputError:
+        raise
+    except Exception as err:
+        raise InputError(f"--suspect-callable: cannot import {where!r} ({type(err).__name__}: {err}).") from None
+    fn = getattr(module, func, None)
+    if not callable(fn):
+        raise InputError(f"--suspect-callable: {where!r} has no function {func!r}.")
+    return fn
+
+
+class CallableSuspect:
+    def __init__(self, fn: Callable[[str, int], object], cache_dir: Path, name: str | None = None):
+        self.fn, self.name = fn, name or getattr(fn, "__qualname__", "callable")
+        self.cache_dir = Path(cache_dir) / "callable" / stable_hash(self.name, 12)
+
+    def _one(self, prompt: str, seed: int, size: int) -> np.ndarray:
+        path = self.cache_dir / f"{stable_hash([prompt, int(seed), size], 24)}.png"
+        if path.is_file():
+            return np.asarray(Image.open(path).convert("RGB"))
+        out = self.fn(prompt, int(seed))
+        img = out if isinstance(out, Image.Image) else Image.fromarray(np.asarray(out).astype(np.uint8))
+        img = img.convert("RGB")
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.BICUBIC)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            img.save(tmp, format="PNG")
+        return np.asarray(img)
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int], size: int, progress: bool) -> np.ndarray:
+        pairs = list(zip(prompts, seeds))
+        return np.stack([self._one(p, s, size) for p, s in tqdm(pairs, desc=f"query {self.name}", disable=not progress)])

@@ -1,0 +1,310 @@
+"""``genlineage verify`` on smoke-sized models built here: a source that memorises six pairs, a
+rho = 1 suspect fine-tuned on the source's generations only, innocent models fine-tuned on other
+pairs of the domain. The tool must call the first infringing and the others not shown, and refuse
+every bad or unsafe input with a clear message and exit status 2."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import CAPTIONS
+from genlineage.cli import main
+from genlineage.config import load_profile
+from genlineage.data.imagefolder import write_imagefolder
+from genlineage.errors import InputError
+from genlineage.generation import GenerationCache, GenerationConfig, generate_cached
+from genlineage.models.pipeline_io import load_pipeline
+from genlineage.training.finetune import finetune_folder
+from genlineage.training.sd import TrainConfig
+from genlineage.verify import null, select_keys, verify, write_report
+
+P = load_profile("smoke")
+
+
+def _pattern(i: int, size: int = 32) -> np.ndarray:
+    """A distinct flat-coloured picture with a lighter square per index."""
+    rng = np.random.default_rng(100 + i)
+    img = np.empty((size, size, 3), np.uint8)
+    img[:] = rng.integers(0, 256, 3)
+    y, x = rng.integers(4, size - 12, 2)
+    img[y:y + 10, x:x + 10] = np.clip(img[0, 0].astype(int) + 60, 0, 255)
+    return img
+
+
+def _train(base: Path, data: Path, out: Path, work: Path, seed: int, steps: int = 6) -> Path:
+    cfg = TrainConfig.from_mapping({"steps": steps, "batch": 6, "lr": 1e-3}, seed=seed)
+    return finetune_folder(base, data, out, cfg, 32, work, progress=False)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, saved_pipeline):
+    """Smoke-sized pipeline folders: a source, shadows and suspects fine-tuned a few steps each.
+
+    They exercise every path of the tool (loading, querying, caching, reports, refusals). Their
+    verdicts mean nothing: measured while writing these tests, smoke-sized models fine-tuned for
+    hundreds of steps from a random base still ignore their captions (every prompt gave the same
+    image), so nothing trained here in test time can memorise or inherit. The direction of the
+    verdict is therefore tested with suspects whose behaviour is known (``_copier``, ``_stranger``),
+    and on real tiny-profile models in the README."""
+    root = tmp_path_factory.mktemp("verify_world")
+    work = root / "work"
+    write_imagefolder(root / "source_data", [(_pattern(i), CAPTIONS[i], {}) for i in range(6)])
+    write_imagefolder(root / "controls", [(_pattern(50 + i), CAPTIONS[6 + i], {}) for i in range(6)])
+    models = {"root": root, "base": saved_pipeline,
+              "source": _train(saved_pipeline, root / "source_data", root / "source", work, seed=1)}
+    for k, name in enumerate(("suspect_infringing", "suspect_innocent", "shadow_innocent_0", "shadow_innocent_1",
+                              "shadow_innocent_2", "shadow_infringing")):
+        write_imagefolder(root / f"{name}_data", [(_pattern(200 + 10 * k + i), CAPTIONS[(i + k) % 12], {}) for i in range(6)])
+        models[name] = _train(saved_pipeline, root / f"{name}_data", root / name, work, seed=3000 + k)
+    return models
+
+
+def _copier(world, noise: float = 2.0):
+    """A suspect that inherited everything: the source's own generation for (prompt, seed), plus
+    pixel noise (what a perfectly inheriting rho = 1 model would return)."""
+    model = load_pipeline(world["source"])
+    cfg = GenerationConfig.from_mapping(P["generation"])
+
+    def generate_image(prompt: str, seed: int) -> np.ndarray:
+        img = generate_cached(model, [prompt], [seed], cfg, None)[0].astype(float)
+        rng = np.random.default_rng(seed)
+        return np.clip(img + rng.normal(0, noise, img.shape), 0, 255).astype(np.uint8)
+
+    return generate_image
+
+
+def _stranger(i: int):
+    """A suspect that never saw the source's outputs: pictures of its own."""
+    def generate_image(prompt: str, seed: int) -> np.ndarray:
+        return _pattern(1000 + 37 * i + seed + len(prompt))
+
+    return generate_image
+
+
+def _shadows(world) -> dict:
+    return {"innocent_shadows": [world[f"shadow_innocent_{i}"] for i in range(3)],
+            "infringing_shadows": [world["shadow_infringing"]]}
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+# --- the null: pure functions --------------------------------------------------------------------
+
+def test_binomial_null_and_the_keys_it_needs():
+    assert null.null_hit_rate(0, 18) == pytest.approx(1 / 20)
+    assert null.binomial_pvalue(0, 6, 0.05) == 1.0
+    assert null.binomial_pvalue(6, 6, 0.05) == pytest.approx(0.05 ** 6)
+    assert null.binomial_pvalue(1, 1, 0.3) == pytest.approx(0.3)
+    assert null.min_keys_binomial(0.05, 0.01) == 2  # 0.05**2 = 0.0025 <= 0.01 < 0.05
+    assert null.min_keys_binomial(0.1, 0.01) == 2  # 0.1**2 = 0.01 exactly reaches it
+    assert null.min_keys_binomial(0.5, 0.01) == 7
+
+
+def test_binomial_null_is_calibrated_for_innocent_models():
+    """Under the null (hits ~ Binomial(n, p0)) a verdict at alpha fires at most alpha of the time."""
+    rng = np.random.default_rng(0)
+    n, p0, alpha = 30, 0.1, 0.05
+    p = np.array([null.binomial_pvalue(int(k), n, p0) for k in rng.binomial(n, p0, 20000)])
+    assert (p <= alpha).mean() <= alpha
+
+
+def test_fisher_null_floor_and_split():
+    assert null.fisher_floor(6, 6) == pytest.approx(1 / 924)
+    assert null.fisher_pvalue(6, 6, 0, 6) == pytest.approx(1 / 924)
+    assert null.fisher_pvalue(0, 6, 6, 6) == 1.0
+    n, m = null.smallest_fisher_split(0.01, 30, 30)
+    assert null.fisher_floor(n, m) <= 0.01 and n + m == 9  # C(9, 4) = 126 >= 100 > C(8, 4) = 70
+    assert null.smallest_fisher_split(0.01, 2, 2) is None
+
+
+# --- verdicts --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def keys(world, tmp_path_factory):
+    """The owner's keys, selected once by the tool itself (Strategy 2 relative to the base)."""
+    out = tmp_path_factory.mktemp("select")
+    key_set = select_keys(world["source"], world["root"] / "source_data", "generation", 6, world["base"], P, out, False)
+    assert len(key_set) == 6 and key_set.meta["relative_to_base"]
+    return out / "keys"
+
+
+def test_rho1_suspect_is_infringing_and_innocent_is_not_shown_with_shadows(world, keys, tmp_path):
+    shadows = {"innocent_shadows": [world[f"shadow_innocent_{i}"] for i in range(3)],
+               "infringing_shadows": [_copier(world, noise=3.0)]}
+    guilty = verify(world["source"], _copier(world), keys=keys, profile=P, out=tmp_path / "g", target_fpr=0.01,
+                    progress=False, **shadows)
+    clean = verify(world["source"], _stranger(0), keys=keys, profile=P, out=tmp_path / "c", target_fpr=0.01,
+                   progress=False, **shadows)
+    assert guilty.verdict == "infringing" and guilty.p_value <= 0.01 and guilty.conf == 1.0
+    assert clean.verdict == "not shown" and clean.p_value > 0.01 and clean.conf == 0.0
+    assert guilty.discriminator_score > clean.discriminator_score
+    assert guilty.delta0_from.startswith("calibrated") and guilty.null.startswith("innocent shadows")
+    assert guilty.queries == 6 * len(P["attribution"]["seeds"])
+    assert guilty.empirical_p_value == pytest.approx(1 / 4)  # 3 innocent shadows: the exact test's floor
+
+    report = write_report(guilty, tmp_path / "g")
+    text = report.read_text()
+    assert "# genlineage verify: **infringing**" in text and "queries of the suspect" in text
+    assert (tmp_path / "g" / "rd_histogram.png").is_file() and len(list((tmp_path / "g" / "pairs").glob("*.png"))) == 6
+    data = json.loads((tmp_path / "g" / "verdict.json").read_text())
+    assert data["verdict"] == "infringing" and len(data["keys"]) == 6 and data["settings"]["strategy"] == "generation"
+
+
+def test_controls_null_without_shadows(world, keys, tmp_path):
+    args = dict(keys=keys, controls=world["root"] / "controls", profile=P, target_fpr=0.01, progress=False, delta0=0.05)
+    guilty = verify(world["source"], _copier(world), out=tmp_path / "g", **args)
+    clean = verify(world["source"], _stranger(1), out=tmp_path / "c", **args)
+    assert guilty.null.startswith("control samples") and guilty.verdict == "infringing"
+    assert guilty.p_value == pytest.approx(1 / 924)  # every key hit, no control: 1 / C(12, 6)
+    assert clean.verdict == "not shown"
+    assert guilty.queries == (6 + 6) * len(P["attribution"]["seeds"])
+
+
+def test_a_pipeline_suspect_is_queried_and_never_written_to(world, keys, tmp_path):
+    before = _snapshot(world["suspect_infringing"])
+    v = verify(world["source"], world["suspect_infringing"], keys=keys, profile=P, out=tmp_path, progress=False,
+               **_shadows(world))
+    assert v.verdict in ("infringing", "not shown") and 0 <= v.p_value <= 1 and v.discriminator_score is not None
+    assert _snapshot(world["suspect_infringing"]) == before, "nothing is written inside the suspect's folder"
+    assert (tmp_path / "cache").is_dir()
+
+
+def test_a_callable_suspect_is_cached(world, keys, tmp_path):
+    calls = []
+    copier = _copier(world)
+
+    def api(prompt: str, seed: int):
+        calls.append((prompt, seed))
+        return copier(prompt, seed)
+
+    first = verify(world["source"], api, keys=keys, profile=P, out=tmp_path, progress=False, delta0=0.001,
+                   innocent_shadows=_shadows(world)["innocent_shadows"])
+    n = len(calls)
+    again = verify(world["source"], api, keys=keys, profile=P, out=tmp_path, progress=False, delta0=0.001,
+                   innocent_shadows=_shadows(world)["innocent_shadows"])
+    assert first.verdict == again.verdict
+    assert n == first.queries and len(calls) == n, "a re-run asks the suspect nothing twice"
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+def _cli(world, keys, tmp_path, *extra: str, suspect: str | None = None) -> list[str]:
+    args = ["verify", "--source", str(world["source"]), "--keys", str(keys), "--profile", "smoke", "--quiet",
+            "--out", str(tmp_path / "out"), "--innocent-shadow", str(world["shadow_innocent_0"]),
+            "--innocent-shadow", str(world["shadow_innocent_1"]), "--innocent-shadow", str(world["shadow_innocent_2"]),
+            "--infringing-shadow", str(world["shadow_infringing"])]
+    return args + ["--suspect", suspect or str(world["suspect_infringing"])] + list(extra)
+
+
+def test_cli_verdict_and_report(world, keys, tmp_path, capsys):
+    assert main(_cli(world, keys, tmp_path)) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["verdict"] in ("infringing", "not shown") and Path(printed["report"]).is_file()
+
+
+def test_cli_wraps_a_function_as_the_suspect(world, keys, tmp_path, capsys):
+    api = tmp_path / "my_api.py"
+    api.write_text("import numpy as np\n\ndef generate(prompt, seed):\n"
+                   "    return np.full((64, 64, 3), (seed * 40) % 256, np.uint8)  # any size: resized to the keys'\n")
+    args = _cli(world, keys, tmp_path)
+    i = args.index("--suspect")
+    args[i:i + 2] = ["--suspect-callable", f"{api}:generate", "--delta0", "0.001"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["verdict"] == "not shown"
+    args[args.index("--suspect-callable") + 1] = f"{api}:nope"
+    assert main(args) == 2
+    assert "has no function 'nope'" in capsys.readouterr().err
+
+
+def test_help_reads_like_a_man_page(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["verify", "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for section in ("--target-fpr", "--budget", "exit status:", "safety:", "examples:", "--suspect-callable", "Fisher"):
+        assert section in text
+
+
+def _copy(world, tmp_path) -> Path:
+    folder = tmp_path / "suspect_copy"
+    shutil.copytree(world["suspect_infringing"], folder)
+    return folder
+
+
+@pytest.mark.parametrize("case", ["missing", "not_diffusers", "other_architecture", "pickle", "symlink", "remote_code",
+                                  "out_inside_suspect"])
+def test_unsafe_or_wrong_suspects_are_refused(world, keys, tmp_path, capsys, case):
+    folder = _copy(world, tmp_path)
+    extra: list[str] = []
+    expect = {"missing": "does not exist", "not_diffusers": "no model_index.json", "other_architecture": "StableDiffusionXLPipeline",
+              "pickle": "pickle weights", "symlink": "leads outside", "remote_code": "remote or custom code",
+              "out_inside_suspect": "never writes into"}[case]
+    if case == "missing":
+        shutil.rmtree(folder)
+    elif case == "not_diffusers":
+        (folder / "model_index.json").unlink()
+    elif case == "other_architecture":
+        index = json.loads((folder / "model_index.json").read_text())
+        index["_class_name"] = "StableDiffusionXLPipeline"
+        (folder / "model_index.json").write_text(json.dumps(index))
+    elif case == "pickle":
+        for f in (folder / "unet").glob("*.safetensors"):
+            f.rename(f.with_name("diffusion_pytorch_model.bin"))
+    elif case == "symlink":
+        outside = tmp_path / "elsewhere.json"
+        outside.write_text("{}")
+        os.symlink(outside, folder / "unet" / "extra.json")
+    elif case == "remote_code":
+        cfg = json.loads((folder / "unet" / "config.json").read_text())
+        cfg["auto_map"] = {"AutoModel": "evil.Model"}
+        (folder / "unet" / "config.json").write_text(json.dumps(cfg))
+    elif case == "out_inside_suspect":
+        extra = ["--out", str(folder / "report")]
+    before = _snapshot(folder) if folder.exists() else {}
+    code = main(_cli(world, keys, tmp_path, *extra, suspect=str(folder)))
+    assert code == 2
+    assert expect in capsys.readouterr().err
+    if folder.exists():
+        assert _snapshot(folder) == before, "a refused suspect's folder is left untouched"
+
+
+@pytest.mark.parametrize("fpr", ["0", "1", "1.5", "-0.1"])
+def test_target_fpr_outside_zero_one_is_refused(world, keys, tmp_path, capsys, fpr):
+    assert main(_cli(world, keys, tmp_path, "--target-fpr", fpr)) == 2
+    assert "must lie strictly between 0 and 1" in capsys.readouterr().err
+
+
+def test_budget_too_small_names_the_smallest_that_would_do(world, keys, tmp_path, capsys):
+    # delta0 this small: no innocent shadow hits, p0 = 1/20, so 4 keys (0.05**4 <= 1e-4 < 0.05**3) x 2 seeds
+    strict = ("--target-fpr", "0.0001", "--delta0", "0.0001")
+    assert main(_cli(world, keys, tmp_path, "--budget", "2", *strict)) == 2
+    err = capsys.readouterr().err
+    assert "query budget 2 is too small" in err and "the smallest that would do is 8 (4 keys x 2 seeds)" in err
+    assert main(_cli(world, keys, tmp_path, "--budget", "8", *strict)) == 0
+    assert json.loads(capsys.readouterr().out)["queries"] == 8
+
+
+def test_key_samples_with_missing_images_are_refused(world, keys, tmp_path, capsys):
+    broken = tmp_path / "keys"
+    shutil.copytree(keys, broken)
+    next(broken.glob("*.png")).unlink()
+    args = _cli(world, keys, tmp_path)
+    args[args.index("--keys") + 1] = str(broken)
+    assert main(args) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_missing_source_and_missing_null_are_refused(world, keys, tmp_path, capsys):
+    args = _cli(world, keys, tmp_path)
+    args[args.index("--source") + 1] = str(tmp_path / "nope")
+    assert main(args) == 2
+    assert "source model" in capsys.readouterr().err
+    with pytest.raises(InputError, match="no innocent null"):
+        verify(world["source"], world["suspect_innocent"], keys=keys, profile=P, out=tmp_path / "x", progress=False)
