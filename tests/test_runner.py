@@ -73,3 +73,8 @@ def test_timings_are_appended_not_overwritten(tmp_path):
     runner.record_timing(path, {"run": "a", "stage": "01", "seconds": 1.0, "status": "ok", "note": ""})
     runner.record_timing(path, {"run": "b", "stage": "01", "seconds": 0.5, "status": "ok", "note": ""})
     assert list(pd.read_csv(path).run) == ["a", "b"]
+
+
+def test_an_unknown_profile_is_refused_with_exit_2(capsys):
+    assert runner.main(["no-such-profile"]) == 2
+    assert "profile 'no-such-profile' cannot be used" in capsys.readouterr().err

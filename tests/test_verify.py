@@ -103,7 +103,8 @@ def test_binomial_null_and_the_keys_it_needs():
     assert null.binomial_pvalue(6, 6, 0.05) == pytest.approx(0.05 ** 6)
     assert null.binomial_pvalue(1, 1, 0.3) == pytest.approx(0.3)
     assert null.min_keys_binomial(0.05, 0.01) == 2  # 0.05**2 = 0.0025 <= 0.01 < 0.05
-    assert null.min_keys_binomial(0.1, 0.01) == 2  # 0.1**2 = 0.01 exactly reaches it
+    # 0.1**2 is 0.010000000000000002 in floats: the verdict (p <= alpha) would miss it, so 3 keys
+    assert null.min_keys_binomial(0.1, 0.01) == 3 and null.binomial_pvalue(2, 2, 0.1) > 0.01
     assert null.min_keys_binomial(0.5, 0.01) == 7
 
 
@@ -122,6 +123,9 @@ def test_fisher_null_floor_and_split():
     n, m = null.smallest_fisher_split(0.01, 30, 30)
     assert null.fisher_floor(n, m) <= 0.01 and n + m == 9  # C(9, 4) = 126 >= 100 > C(8, 4) = 70
     assert null.smallest_fisher_split(0.01, 2, 2) is None
+    assert null.smallest_fisher_split(0.05, 3, 3) is None  # 1 / C(6, 3) is 0.05000000000000001 in floats
+    n, m = null.smallest_fisher_split(0.05, 4, 3)
+    assert null.fisher_pvalue(n, n, 0, m) <= 0.05
 
 
 # --- verdicts --------------------------------------------------------------------------------------
@@ -308,3 +312,31 @@ def test_missing_source_and_missing_null_are_refused(world, keys, tmp_path, caps
     assert "source model" in capsys.readouterr().err
     with pytest.raises(InputError, match="no innocent null"):
         verify(world["source"], world["suspect_innocent"], keys=keys, profile=P, out=tmp_path / "x", progress=False)
+
+
+@pytest.mark.parametrize("extra, expect", [(["--n-keys", "0"], "at least 1 key"), (["--delta0", "0"], "positive number"),
+                                           (["--delta0", "nan"], "positive number"), (["--budget", "0"], "positive number")])
+def test_nonsense_numbers_are_refused(world, keys, tmp_path, capsys, extra, expect):
+    assert main(_cli(world, keys, tmp_path, *extra)) == 2
+    assert expect in capsys.readouterr().err
+
+
+def test_an_out_folder_holding_a_model_is_refused(world, keys, tmp_path, capsys):
+    args = _cli(world, keys, tmp_path)
+    args[args.index("--out") + 1] = str(world["root"])  # the folder that holds every model of this test
+    assert main(args) == 2
+    assert "overlap" in capsys.readouterr().err
+
+
+def test_a_callable_may_return_floats_or_pil_and_bad_shapes_are_refused(world, keys, tmp_path):
+    from PIL import Image
+
+    copier = _copier(world)
+    as_float = verify(world["source"], lambda p, s: copier(p, s) / 255.0, keys=keys, controls=world["root"] / "controls",
+                      profile=P, out=tmp_path / "f", progress=False, delta0=0.05, suspect_name="float copier")
+    as_pil = verify(world["source"], lambda p, s: Image.fromarray(copier(p, s)), keys=keys, controls=world["root"] / "controls",
+                    profile=P, out=tmp_path / "p", progress=False, delta0=0.05, suspect_name="pil copier")
+    assert as_float.verdict == as_pil.verdict == "infringing"
+    with pytest.raises(InputError, match="returned an array of shape"):
+        verify(world["source"], lambda p, s: np.zeros((4, 4)), keys=keys, controls=world["root"] / "controls",
+               profile=P, out=tmp_path / "b", progress=False, delta0=0.05, suspect_name="broken")

@@ -70,7 +70,8 @@ def _verify_parser(sub) -> argparse.ArgumentParser:
     src.add_argument("--strategy", default="generation", choices=["generation", "detection", "random"],
                      help="key selection with --key-data: generation (Strategy 2, default), detection (Strategy 1), random")
     src.add_argument("--base", metavar="DIR", help="the base the source was tuned from (Strategy 2 scores keys relative to it)")
-    src.add_argument("--n-keys", type=int, metavar="N", help="number of key samples (default: the profile's)")
+    src.add_argument("--n-keys", type=int, metavar="N",
+                     help="key samples to use (default: every saved key with --keys; the profile's number with --key-data)")
     sus = p.add_argument_group("suspect (one of)")
     sus.add_argument("--suspect", metavar="DIR", help="the suspect: a diffusers Stable-Diffusion pipeline folder")
     sus.add_argument("--suspect-callable", metavar="MODULE:FUNC",
@@ -80,7 +81,8 @@ def _verify_parser(sub) -> argparse.ArgumentParser:
                      help="an innocent shadow model you fine-tuned on data the source never generated (repeatable)")
     nul.add_argument("--infringing-shadow", action="append", default=[], metavar="DIR",
                      help="an infringing shadow model (repeatable): calibrates delta0, enables the discriminator")
-    nul.add_argument("--controls", metavar="DIR", help="pairs of the source's domain it never trained on (image folder)")
+    nul.add_argument("--controls", metavar="DIR",
+                     help="pairs of the source's domain it never trained on (image folder); the null when no innocent shadow is given")
     dec = p.add_argument_group("decision")
     dec.add_argument("--target-fpr", type=float, default=0.01, metavar="A", help="false-positive rate, in (0, 1) (default 0.01)")
     dec.add_argument("--budget", type=int, metavar="Q", help="most images to ask of the suspect (refused if too small for A)")
@@ -89,6 +91,12 @@ def _verify_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", default="verify_report", metavar="DIR", help="report folder (default ./verify_report)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
+
+
+def _callable_name(spec: str) -> str:
+    """The cache name of a --suspect-callable: its resolved file (or module) and function."""
+    where, func = spec.rsplit(":", 1)
+    return f"{Path(where).resolve() if where.endswith('.py') else where}:{func}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,11 +114,12 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             suspect = args.suspect or load_callable(args.suspect_callable)
+            name = None if args.suspect else _callable_name(args.suspect_callable)
             verdict = verify(args.source, suspect, keys=args.keys, key_data=args.key_data, strategy=args.strategy,
                              base=args.base, innocent_shadows=args.innocent_shadow,
                              infringing_shadows=args.infringing_shadow, controls=args.controls,
                              target_fpr=args.target_fpr, budget=args.budget, n_keys=args.n_keys, delta0=args.delta0,
-                             profile=args.profile, out=args.out, progress=not args.quiet)
+                             profile=args.profile, out=args.out, progress=not args.quiet, suspect_name=name)
         except InputError as err:
             print(f"genlineage verify: {err}", file=sys.stderr)
             return 2

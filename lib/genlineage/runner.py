@@ -38,14 +38,15 @@ class StageFailure(Exception):
     cell: int | None
     execution_count: int | None
     error: str
-    executed_copy: Path
+    executed_copy: Path | None
 
     def __str__(self) -> str:
         where = f"cell {self.cell}" if self.cell is not None else "before any cell ran"
         if self.execution_count is not None:
             where += f" (In [{self.execution_count}])"
-        return (f"stage {self.notebook} failed at {where}: {self.error}\n"
-                f"the executed copy with the traceback is {self.executed_copy}")
+        copy = (f"the executed copy with the traceback is {self.executed_copy}" if self.executed_copy
+                else "no executed copy was written")
+        return f"stage {self.notebook} failed at {where}: {self.error}\n{copy}"
 
 
 def stage_notebooks(notebooks_dir: Path) -> list[Path]:
@@ -80,6 +81,7 @@ def run_stage(notebook: Path, profile: str, out_dir: Path, progress: bool = True
     final = out_dir / notebook.name
     failed = out_dir / f"{notebook.stem}.failed.ipynb"
     partial = out_dir / f".{notebook.stem}.running.ipynb"
+    failed.unlink(missing_ok=True)  # a copy from an earlier failure must never be taken for this one's
     start = time.perf_counter()
     try:
         papermill.execute_notebook(str(notebook), str(partial), parameters={"profile": profile}, kernel_name="python3",
@@ -90,7 +92,8 @@ def run_stage(notebook: Path, profile: str, out_dir: Path, progress: bool = True
     except Exception as err:  # the kernel died, the notebook is unreadable, ...
         if partial.exists():
             os.replace(partial, failed)
-        raise StageFailure(notebook.name, None, None, f"{type(err).__name__}: {err}", failed) from None
+        raise StageFailure(notebook.name, None, None, f"{type(err).__name__}: {err}",
+                           failed if failed.exists() else None) from None
     os.replace(partial, final)
     failed.unlink(missing_ok=True)
     return time.perf_counter() - start
@@ -159,6 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         print("\n".join(nb.stem for nb in stage_notebooks(REPO_ROOT / "notebooks")))
         return 0
+    try:
+        load_profile(args.profile)
+    except Exception as err:  # an unknown name, a YAML that does not parse, ...
+        print(f"[run_all] profile {args.profile!r} cannot be used: {err}", file=sys.stderr)
+        return 2
     try:
         run_all(args.profile, args.only, args.start, out_root=args.out, progress=not args.no_progress,
                 update_notebooks=args.update_notebooks)

@@ -58,7 +58,8 @@ def verify_evaluated(profile: Profile, target_fpr: float = 0.05, progress: bool 
         rows.append({**row, "verdict": v.verdict, "p_value": v.p_value, "conf": v.conf, "delta0": v.delta0,
                      "discriminator": v.discriminator_score, "null_hit_rate": v.null_hit_rate, "queries": v.queries,
                      "reason": ""})
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=["model", "source", "lineage", "rho", "label", "target_fpr", "verdict", "p_value",
+                                        "conf", "delta0", "discriminator", "null_hit_rate", "queries", "reason"])
     with atomic_path(cached) as tmp:
         table.to_csv(tmp, index=False)
     write_json(stamp, {"key": key})

@@ -113,8 +113,10 @@ def check_pipeline_folder(path: str | Path) -> Path:
                          "Save the model with StableDiffusionPipeline.save_pretrained(folder).")
     try:
         index_data = json.loads(index.read_text())
-    except json.JSONDecodeError as err:
-        raise InputError(f"{index} is not valid JSON ({err}); re-save the pipeline.") from err
+    except ValueError as err:  # not JSON, or not UTF-8 text
+        raise InputError(f"{index} is not valid JSON ({err}); re-save the pipeline.") from None
+    if not isinstance(index_data, dict):
+        raise InputError(f"{index} is not a pipeline index (a JSON object naming the components); re-save the pipeline.")
     root = path.resolve()
     for item in path.rglob("*"):
         if item.is_symlink() and root not in item.resolve().parents:

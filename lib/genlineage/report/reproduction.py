@@ -59,8 +59,8 @@ def all_claims(profile: Profile) -> pd.DataFrame:
     parts.append(figure7_claims(figure7_table(profile, models, per_sample, D["calibrated"])).assign(section="Figure 7"))
     parts.append(table1_claims(table1(profile, score_models(profile, models, per_sample))).assign(section="Table 1"))
     verdicts = tables_dir(profile) / "verify_verdicts.csv"
-    if verdicts.is_file():
-        v = pd.read_csv(verdicts)
+    v = pd.read_csv(verdicts) if verdicts.is_file() else pd.DataFrame()
+    if len(v):
         judged = v[v.verdict != "refused"]
         inf, inn = judged[judged.label == 1], judged[judged.label == 0]
         parts.append(pd.DataFrame([{

@@ -24,9 +24,8 @@ from ..distances import get_distance
 from ..errors import InputError
 from ..generation import GenerationCache, GenerationConfig
 from ..keys import KeySet, to_uint8, detection_keys, generation_keys, random_keys
-from ..models.pipeline_io import load_pipeline
 from . import null
-from .suspect import CallableSuspect, PipelineSuspect, Suspect, check_sd_pipeline
+from .suspect import CallableSuspect, PipelineSuspect, Suspect, check_sd_pipeline, load_sd_pipeline
 
 STRATEGIES = ("generation", "detection", "random")
 
@@ -79,13 +78,13 @@ def select_keys(source: str | Path, key_data: str | Path, strategy: str = "gener
     seeds, distance = [int(s) for s in att["seeds"]], att.get("distance", "l2")
     cfg = GenerationConfig.from_mapping(P["generation"])
     cache = GenerationCache(Path(out) / "cache") if out is not None else None
-    src = load_pipeline(check_sd_pipeline(source, "source model"))
+    src = load_sd_pipeline(source, "source model")
     data = read_imagefolder(key_data, size=src.image_size)
     keep = data.distinct_indices()
     prompts = [data.records[i]["text"] for i in keep]
     n = min(int(n_keys or att["n_keys"]), len(prompts))
     if strategy == "generation":
-        base_components = load_pipeline(check_sd_pipeline(base, "base")) if base else None
+        base_components = load_sd_pipeline(base, "base") if base else None
         key_set = generation_keys(src, prompts, n, seeds, cfg, cache, distance, base=base_components, progress=progress)
     elif strategy == "detection":
         key_set = detection_keys(src, prompts, data.load_images()[keep], n, seeds, cfg, cache, distance, progress=progress)
@@ -130,14 +129,58 @@ def _name(model) -> str:
     return str(model) if isinstance(model, (str, Path)) else getattr(model, "__qualname__", type(model).__name__)
 
 
-def _suspect(suspect, cfg: GenerationConfig, cache_dir: Path, role: str) -> Suspect:
+def _suspect(suspect, cfg: GenerationConfig, cache_dir: Path, role: str, name: str | None = None) -> Suspect:
     if isinstance(suspect, (str, Path)):
         return PipelineSuspect(suspect, cfg, cache_dir, role)
     if callable(suspect):
-        return CallableSuspect(suspect, cache_dir)
+        return CallableSuspect(suspect, cache_dir, name, role)
     if hasattr(suspect, "generate"):
         return suspect
     raise InputError(f"{role}: pass a pipeline folder or a callable (prompt, seed) -> image; got {type(suspect).__name__}.")
+
+
+def _binomial_plan(innocent: np.ndarray, d0: float, alpha: float, n_keys: int, n_seeds: int,
+                   budget: int | None) -> tuple[int, float]:
+    """How many keys to ask (the most the budget allows that can still reach alpha) and the null
+    hit rate on exactly those keys (keys are stored best first, so the rate depends on how many)."""
+    def rate(n: int) -> float:
+        return null.null_hit_rate(int((innocent[:, :n] < d0).sum()), innocent[:, :n].size)
+
+    def reachable(n: int) -> bool:
+        return null.binomial_pvalue(n, n, rate(n)) <= alpha
+
+    cap = n_keys if budget is None else min(n_keys, int(budget) // n_seeds)
+    usable = [n for n in range(1, cap + 1) if reachable(n)]
+    if usable:
+        return usable[-1], rate(usable[-1])
+    smallest = next((n for n in range(cap + 1, n_keys + 1) if reachable(n)), None)
+    if smallest is None:
+        raise InputError(f"{n_keys} key samples cannot reach a {alpha:g} false-positive rate against this null "
+                         f"(innocent per-key hit rate {rate(n_keys):.3f} at delta0 {d0:.3f}): select more keys, "
+                         "add innocent shadows, or raise --target-fpr.")
+    raise InputError(f"query budget {budget} is too small for a {alpha:g} false-positive rate: the smallest that "
+                     f"would do is {smallest * n_seeds} ({smallest} keys x {n_seeds} seeds).")
+
+
+def _fisher_plan(alpha: float, n_keys: int, n_controls: int, n_seeds: int, budget: int | None) -> tuple[int, int]:
+    """(keys, controls) to ask: all of both without a budget, else a split of the budget that still
+    reaches alpha (keys first to half, leftover slots to whichever side has samples left)."""
+    split = null.smallest_fisher_split(alpha, n_keys, n_controls)
+    if split is None:
+        raise InputError(f"{n_keys} keys and {n_controls} control samples cannot reach a {alpha:g} false-positive "
+                         "rate (Fisher exact test); add keys or controls, or raise --target-fpr.")
+    if budget is None:
+        return n_keys, n_controls
+    slots = int(budget) // n_seeds
+    if slots < sum(split):
+        raise InputError(f"query budget {budget} is too small for a {alpha:g} false-positive rate: the smallest that "
+                         f"would do is {sum(split) * n_seeds} ({split[0]} keys + {split[1]} controls x {n_seeds} seeds).")
+    n_use = min(n_keys, max(split[0], math.ceil(slots / 2)))
+    m_use = min(n_controls, slots - n_use)
+    n_use = min(n_keys, slots - m_use)
+    if null.fisher_pvalue(n_use, n_use, 0, m_use) > alpha:
+        return split
+    return n_use, m_use
 
 
 def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path | KeySet | None = None,
@@ -145,14 +188,26 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
            innocent_shadows: Sequence[str | Path | Callable] = (), infringing_shadows: Sequence[str | Path | Callable] = (),
            controls: str | Path | None = None, target_fpr: float = 0.01, budget: int | None = None,
            n_keys: int | None = None, delta0: float | None = None, profile: str | Profile = "tiny",
-           out: str | Path = "verify_report", progress: bool = True, cache_dir: str | Path | None = None) -> Verdict:
+           out: str | Path = "verify_report", progress: bool = True, cache_dir: str | Path | None = None,
+           suspect_name: str | None = None) -> Verdict:
     """Is ``suspect`` fine-tuned on ``source``'s outputs? Query it with the owner's key samples and
     decide at ``target_fpr`` against the innocent null (innocent shadow models, else controls).
 
     ``budget`` caps the images asked of the suspect; a budget that cannot reach ``target_fpr`` is
     refused before any query, with the smallest budget that would do. Generations are cached in
-    ``cache_dir`` (default ``out/cache``; the pipeline's own cache makes re-checks free)."""
+    ``cache_dir`` (default ``out/cache``; the pipeline's own cache makes re-checks free); a callable
+    suspect's images are cached under ``suspect_name`` (default: its module and name), so give two
+    different callables different names.
+
+    delta0, when calibrated, and the null hit rate come from the same innocent shadows: with few
+    shadows the null is somewhat optimistic for the owner; the report says which null was used."""
     alpha = _check_fpr(target_fpr)
+    if n_keys is not None and int(n_keys) < 1:
+        raise InputError(f"--n-keys {n_keys}: ask for at least 1 key sample.")
+    if delta0 is not None and not (math.isfinite(float(delta0)) and float(delta0) > 0):
+        raise InputError(f"--delta0 {delta0}: the distance threshold must be a positive number (e.g. 0.15).")
+    if budget is not None and int(budget) < 1:
+        raise InputError(f"--budget {budget}: the query budget must be a positive number of images.")
     P = profile if isinstance(profile, Profile) else load_profile(profile)
     att = P["attribution"]
     seeds = [int(s) for s in att["seeds"]]
@@ -163,10 +218,10 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
     source = check_sd_pipeline(source, "source model")
     folders = [m for m in [suspect, *innocent_shadows, *infringing_shadows] if isinstance(m, (str, Path))]
     for path in folders:
-        folder = Path(path).resolve()
-        if out.resolve() == folder or folder in out.resolve().parents:
-            raise InputError(f"--out {out} lies inside the model folder {path}; genlineage never writes into a "
-                             "suspect's or shadow's folder. Pass --out elsewhere.")
+        folder, where = Path(path).resolve(), out.resolve()
+        if where == folder or folder in where.parents or where in folder.parents:
+            raise InputError(f"--out {out} and the model folder {path} overlap; genlineage never writes into a "
+                             "suspect's or shadow's folder. Pass an --out that neither holds nor lies in a model.")
     # Every model folder is checked before any work, so a bad suspect costs no shadow queries.
     if isinstance(suspect, (str, Path)):
         check_sd_pipeline(suspect, "suspect")
@@ -174,13 +229,16 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
         for path in paths:
             if isinstance(path, (str, Path)):
                 check_sd_pipeline(path, role)
-    out.mkdir(parents=True, exist_ok=True)
     if not innocent_shadows and controls is None:
         raise InputError("no innocent null: pass innocent shadow models (--innocent-shadow, fine-tuned by you on data "
                          "the source never generated) or --controls (pairs of the source's domain it never trained on).")
+    out.mkdir(parents=True, exist_ok=True)
 
     key_set = _resolve_keys(keys, key_data, strategy, n_keys, source, Path(base) if base else None, P, out, progress)
     N, S = len(key_set), len(seeds)
+    suspect_model = _suspect(suspect, cfg, cache_dir, "suspect", suspect_name)
+    if isinstance(suspect_model, PipelineSuspect):
+        suspect_model.check_size(key_set.references.shape[1])
 
     # Shadows first: they fix delta0 and the null before the suspect costs a single query.
     shadow_rd = {}
@@ -203,33 +261,14 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
     innocent = np.array([rd for (role, _), rd in shadow_rd.items() if role == "innocent"])
     ctrl = None
     if len(innocent):
-        p0 = null.null_hit_rate(int((innocent < d0).sum()), innocent.size)
-        need = null.min_keys_binomial(p0, alpha)
-        if need > N:
-            raise InputError(f"{N} key samples cannot reach a {alpha:g} false-positive rate against this null "
-                             f"(innocent hit rate {p0:.3f}): it takes at least {need} keys. Select more keys or "
-                             "raise --target-fpr.")
-        n_use = N if budget is None else min(N, int(budget) // S)
-        if n_use < need:
-            raise InputError(f"query budget {budget} is too small for a {alpha:g} false-positive rate: the smallest "
-                             f"that would do is {need * S} ({need} keys x {S} seeds).")
+        n_use, p0 = _binomial_plan(innocent, d0, alpha, N, S, budget)
         m_use = 0
     else:
         ctrl = read_imagefolder(controls, size=key_set.references.shape[1])
         keep = ctrl.distinct_indices()
-        split = null.smallest_fisher_split(alpha, N, len(keep))
-        if split is None:
-            raise InputError(f"{N} keys and {len(keep)} control samples cannot reach a {alpha:g} false-positive rate "
-                             "(Fisher exact test); add keys or controls, or raise --target-fpr.")
-        slots = N + len(keep) if budget is None else int(budget) // S
-        if slots < sum(split):
-            raise InputError(f"query budget {budget} is too small for a {alpha:g} false-positive rate: the smallest "
-                             f"that would do is {sum(split) * S} ({split[0]} keys + {split[1]} controls x {S} seeds).")
-        n_use = min(N, max(split[0], math.ceil(slots / 2)))
-        m_use = min(len(keep), slots - n_use)
+        n_use, m_use = _fisher_plan(alpha, N, len(keep), S, budget)
         p0 = None
 
-    suspect_model = _suspect(suspect, cfg, cache_dir, "suspect")
     keys_used = key_set.subset(n_use)
     rd, best_seed, recon = _rd(suspect_model, keys_used.prompts, keys_used.references, seeds, distance, progress)
     hits = int((rd < d0).sum())

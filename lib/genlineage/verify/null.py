@@ -40,11 +40,16 @@ def binomial_pvalue(k: int, n: int, p0: float) -> float:
     return float(binom.sf(k - 1, n, p0)) if k > 0 else 1.0
 
 
-def min_keys_binomial(p0: float, alpha: float) -> int:
-    """Fewest keys whose best case (every key hit, p = p0**n) reaches alpha."""
+def min_keys_binomial(p0: float, alpha: float, max_keys: int = 100_000) -> int | None:
+    """Fewest keys whose best case (every key hit) reaches alpha, judged by the very function the
+    verdict uses (so float rounding can never let a budget pass that the verdict then misses)."""
     if not 0 < p0 < 1:
         raise ValueError(f"p0={p0} must lie in (0, 1)")
-    return max(1, math.ceil(math.log(alpha) / math.log(p0) - 1e-12))
+    guess = max(1, math.floor(math.log(alpha) / math.log(p0)))
+    for n in range(guess, max_keys + 1):
+        if binomial_pvalue(n, n, p0) <= alpha:
+            return n
+    return None
 
 
 def fisher_pvalue(key_hits: int, n_keys: int, control_hits: int, n_controls: int) -> float:
@@ -59,11 +64,11 @@ def fisher_floor(n_keys: int, n_controls: int) -> float:
 
 
 def smallest_fisher_split(alpha: float, max_keys: int, max_controls: int) -> tuple[int, int] | None:
-    """(keys, controls) with the fewest total queries whose best case reaches alpha; None if even
-    every key and control together cannot."""
+    """(keys, controls) with the fewest total queries whose best case reaches alpha (by
+    ``fisher_pvalue`` itself); None if even every key and control together cannot."""
     for total in range(2, max_keys + max_controls + 1):
         for n in range(max(1, total - max_controls), min(max_keys, total - 1) + 1):
-            if fisher_floor(n, total - n) <= alpha:
+            if fisher_floor(n, total - n) <= alpha * (1 + 1e-9) and fisher_pvalue(n, n, 0, total - n) <= alpha:
                 return n, total - n
     return None
 

@@ -46,7 +46,9 @@ def _pair_image(reference: np.ndarray, reconstruction: np.ndarray, scale: int = 
 def _histogram(v: Verdict, path: Path) -> None:
     fig = Figure(figsize=(6, 3.2))
     ax = fig.subplots()
-    bins = np.linspace(0, max(float(np.max(v.keys.rd)), float(np.max(v.null_rds)) if len(v.null_rds) else 0, v.delta0) * 1.05, 30)
+    values = np.r_[v.keys.rd.to_numpy(dtype=float), np.asarray(v.null_rds, dtype=float), v.delta0]
+    top = float(np.nanmax(values)) if np.isfinite(values).any() else 0.0
+    bins = np.linspace(0, (top if top > 0 else 1.0) * 1.05, 30)
     if len(v.null_rds):
         ax.hist(v.null_rds, bins=bins, density=True, alpha=0.5, label=f"null: {v.null}")
     ax.hist(v.keys.rd, bins=bins, density=True, alpha=0.6, label="suspect on the key samples")

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..generation import GenerationCache, GenerationConfig, generate_cached
 from ..io import atomic_path, stable_hash
+from ..keys import to_uint8
 from ..models.pipeline_io import check_pipeline_folder, load_pipeline
 
 SD_PIPELINES = ("StableDiffusionPipeline",)
@@ -40,12 +41,26 @@ def check_sd_pipeline(path: str | Path, role: str) -> Path:
         path = check_pipeline_folder(path)
     except InputError as err:
         raise InputError(f"{role}: {err}") from None
-    cls = json.loads((path / "model_index.json").read_text()).get("_class_name")
+    index = json.loads((path / "model_index.json").read_text())
+    cls = index.get("_class_name") if isinstance(index, dict) else None
     if cls not in SD_PIPELINES:
-        raise InputError(f"{role}: {path} is a {cls} folder; genlineage verify compares Stable-Diffusion "
+        what = f"a {cls} folder" if cls else "a folder whose model_index.json names no pipeline class"
+        raise InputError(f"{role}: {path} is {what}; genlineage verify compares Stable-Diffusion "
                          f"pipelines ({', '.join(SD_PIPELINES)}: SD-v1.x/v2.x architecture). Export the model "
                          "in that format, or wrap it as a callable (--suspect-callable).")
     return path
+
+
+def load_sd_pipeline(path: str | Path, role: str):
+    """Check, then load from safetensors; any loading failure becomes an InputError naming ``role``."""
+    path = check_sd_pipeline(path, role)
+    try:
+        return load_pipeline(path)
+    except InputError:
+        raise
+    except Exception as err:  # a config of another architecture, mismatched shapes, ...
+        raise InputError(f"{role}: {path} cannot be loaded as a Stable-Diffusion pipeline "
+                         f"({type(err).__name__}: {str(err)[:300]}).") from None
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -57,22 +72,19 @@ class PipelineSuspect:
     def __init__(self, path: str | Path, cfg: GenerationConfig, cache_dir: Path, role: str = "suspect"):
         self.path = check_sd_pipeline(path, role)
         if _inside(cache_dir, self.path):
-            raise InputError(f"{role}: the output folder {cache_dir} lies inside the model folder {self.path}; "
+            raise InputError(f"{role}: the cache folder {cache_dir} lies inside the model folder {self.path}; "
                              "genlineage never writes into a suspect's folder. Pass --out elsewhere.")
-        try:
-            self.components = load_pipeline(self.path)
-        except InputError:
-            raise
-        except Exception as err:  # a config of another architecture, mismatched shapes, ...
-            raise InputError(f"{role}: {self.path} cannot be loaded as a Stable-Diffusion pipeline "
-                             f"({type(err).__name__}: {str(err)[:300]}).") from None
+        self.components = load_sd_pipeline(self.path, role)
         self.name = self.path.name
         self.cfg, self.cache = cfg, GenerationCache(cache_dir)
 
-    def generate(self, prompts: Sequence[str], seeds: Sequence[int], size: int, progress: bool) -> np.ndarray:
+    def check_size(self, size: int) -> None:
         if self.components.image_size != size:
             raise InputError(f"{self.path} generates {self.components.image_size} px images but the key samples "
                              f"are {size} px; select keys at the suspect's resolution (or resize the key folder).")
+
+    def generate(self, prompts: Sequence[str], seeds: Sequence[int], size: int, progress: bool) -> np.ndarray:
+        self.check_size(size)
         return generate_cached(self.components, list(prompts), [int(s) for s in seeds], self.cfg, self.cache,
                                progress=progress)
 
@@ -103,17 +115,28 @@ def load_callable(spec: str) -> Callable:
 
 
 class CallableSuspect:
-    def __init__(self, fn: Callable[[str, int], object], cache_dir: Path, name: str | None = None):
-        self.fn, self.name = fn, name or getattr(fn, "__qualname__", "callable")
-        self.cache_dir = Path(cache_dir) / "callable" / stable_hash(self.name, 12)
+    """``fn(prompt, seed)`` returning a PIL image or an HxWx3 array (uint8, or float in [0, 1]).
+    Its images are cached under (name, role): two different functions need two different names."""
+
+    def __init__(self, fn: Callable[[str, int], object], cache_dir: Path, name: str | None = None, role: str = "suspect"):
+        self.fn = fn
+        self.name = name or f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+        self.cache_dir = Path(cache_dir) / "callable" / stable_hash([self.name, role], 16)
+
+    def _image(self, out: object) -> Image.Image:
+        if isinstance(out, Image.Image):
+            return out.convert("RGB")
+        arr = np.asarray(out)
+        if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+            raise InputError(f"suspect callable {self.name} returned an array of shape {arr.shape}; return a PIL image "
+                             "or an HxWx3 array (uint8, or float in [0, 1]).")
+        return Image.fromarray(to_uint8(arr[..., :3]))
 
     def _one(self, prompt: str, seed: int, size: int) -> np.ndarray:
         path = self.cache_dir / f"{stable_hash([prompt, int(seed), size], 24)}.png"
         if path.is_file():
             return np.asarray(Image.open(path).convert("RGB"))
-        out = self.fn(prompt, int(seed))
-        img = out if isinstance(out, Image.Image) else Image.fromarray(np.asarray(out).astype(np.uint8))
-        img = img.convert("RGB")
+        img = self._image(self.fn(prompt, int(seed)))
         if img.size != (size, size):
             img = img.resize((size, size), Image.BICUBIC)
         path.parent.mkdir(parents=True, exist_ok=True)
