@@ -152,10 +152,12 @@ def test_rho1_suspect_is_infringing_and_innocent_is_not_shown_with_shadows(world
     assert guilty.delta0_from.startswith("calibrated") and guilty.null.startswith("innocent shadows")
     assert guilty.queries == 6 * len(P["attribution"]["seeds"])
     assert guilty.empirical_p_value == pytest.approx(1 / 4)  # 3 innocent shadows: the exact test's floor
+    assert "cannot support a 0.01 false-positive rate" in guilty.warning and "at least 99" in guilty.warning
+    assert clean.warning == ""
 
     report = write_report(guilty, tmp_path / "g")
     text = report.read_text()
-    assert "# genlineage verify: **infringing**" in text and "queries of the suspect" in text
+    assert "# genlineage verify: **infringing**" in text and "queries of the suspect" in text and "**Warning.**" in text
     assert (tmp_path / "g" / "rd_histogram.png").is_file() and len(list((tmp_path / "g" / "pairs").glob("*.png"))) == 6
     data = json.loads((tmp_path / "g" / "verdict.json").read_text())
     assert data["verdict"] == "infringing" and len(data["keys"]) == 6 and data["settings"]["strategy"] == "generation"

@@ -124,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"genlineage verify: {err}", file=sys.stderr)
             return 2
         report = write_report(verdict, args.out)
+        if verdict.warning:
+            print(f"genlineage verify: warning: {verdict.warning}", file=sys.stderr)
         print(json.dumps({"verdict": verdict.verdict, "p_value": verdict.p_value, "conf": verdict.conf,
                           "discriminator_score": verdict.discriminator_score, "queries": verdict.queries,
                           "report": str(report)}, indent=2))

@@ -35,7 +35,8 @@ def verify_evaluated(profile: Profile, target_fpr: float = 0.05, progress: bool 
                       for r in manifest.to_dict("records")},
            "keys": {s: read_json(keys_dir(profile, s, strategy) / "_want.json") for s in sorted(manifest.source.unique())},
            "attribution": profile["attribution"], "statistical": profile["statistical"],
-           "generation": profile["generation"], "target_fpr": target_fpr, "showcase": sorted(showcase)}
+           "generation": profile["generation"], "target_fpr": target_fpr, "showcase": sorted(showcase),
+           "format": 2}  # bump when the table or the verdict logic changes
     if cached.is_file() and stamp.is_file() and read_json(stamp).get("key") == key:
         return pd.read_csv(cached).fillna({"reason": ""})
     rows = []
@@ -56,10 +57,11 @@ def verify_evaluated(profile: Profile, target_fpr: float = 0.05, progress: bool 
         if m["name"] in showcase:
             write_report(v, out)
         rows.append({**row, "verdict": v.verdict, "p_value": v.p_value, "conf": v.conf, "delta0": v.delta0,
-                     "discriminator": v.discriminator_score, "null_hit_rate": v.null_hit_rate, "queries": v.queries,
-                     "reason": ""})
+                     "discriminator": v.discriminator_score, "null_hit_rate": v.null_hit_rate,
+                     "empirical_p": v.empirical_p_value, "warned": bool(v.warning), "queries": v.queries, "reason": ""})
     table = pd.DataFrame(rows, columns=["model", "source", "lineage", "rho", "label", "target_fpr", "verdict", "p_value",
-                                        "conf", "delta0", "discriminator", "null_hit_rate", "queries", "reason"])
+                                        "conf", "delta0", "discriminator", "null_hit_rate", "empirical_p", "warned", "queries",
+                                        "reason"])
     with atomic_path(cached) as tmp:
         table.to_csv(tmp, index=False)
     write_json(stamp, {"key": key})

@@ -31,7 +31,9 @@ def save_figure(fig: Figure, path_stem: str | Path, dpi: int = 150, formats: Seq
     for ext in formats:
         target = path_stem.with_name(f"{path_stem.name}.{ext}")
         with atomic_path(target) as tmp:
-            fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight")
+            # no creation date or software version in the file: a re-run writes the same bytes
+            meta = {"CreationDate": None} if ext == "pdf" else {"Software": None}
+            fig.savefig(tmp, format=ext, dpi=dpi, bbox_inches="tight", metadata=meta)
         written.append(target)
     return written
 

@@ -48,6 +48,7 @@ class Verdict:
     empirical_p_value: float | None
     null_hit_rate: float | None
     settings: dict
+    warning: str
     keys: pd.DataFrame = field(repr=False)          # per key: prompt, rd, best seed
     null_rds: np.ndarray = field(repr=False)        # RDs of the null (shadows' keys, or the suspect's controls)
     reconstructions: np.ndarray = field(repr=False)  # the suspect's best image per key
@@ -304,6 +305,15 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
                 "infringing_shadows": [_name(p) for p in infringing_shadows],
                 "controls": str(controls) if controls is not None and not len(innocent) else None,
                 "n_controls": m_use, "budget": budget}
-    return Verdict("infringing" if p_value <= alpha else "not shown", float(p_value), null_name, alpha,
-                   conf(rd, d0), d0, d0_from, n_use, hits, (n_use + m_use) * S, disc, empirical, p0, settings,
+    verdict = "infringing" if p_value <= alpha else "not shown"
+    warning = ""
+    if verdict == "infringing" and empirical is not None and empirical > alpha:
+        beaten = int(round(empirical * (len(innocent) + 1))) - 1
+        warning = (f"{beaten} of {len(innocent)} innocent shadows score a conf at least as high as the suspect's, so "
+                   f"the shadows alone cannot support a {alpha:g} false-positive rate (empirical p {empirical:.2g}); the "
+                   "binomial null assumes keys are hit independently, which real models violate (notebook 08 measures "
+                   "how often it calls innocent models infringing). Add innocent shadows (at least "
+                   f"{math.ceil(1 / alpha) - 1} for an exact test at this rate) before relying on this verdict.")
+    return Verdict(verdict, float(p_value), null_name, alpha,
+                   conf(rd, d0), d0, d0_from, n_use, hits, (n_use + m_use) * S, disc, empirical, p0, settings, warning,
                    table, np.asarray(null_rds, dtype=float), recon, keys_used.references)

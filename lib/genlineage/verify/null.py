@@ -7,8 +7,11 @@ Two nulls, both stated so a reader can judge them:
   keys, give the per-key hit rate of an innocent model: p0 = (hits + 1) / (keys x shadows + 2)
   (add-one, so a clean null is never 0). The suspect's number of hits k among n keys is then
   compared with Binomial(n, p0): p = P(X >= k). The approximation: keys hit independently and
-  alike. ``empirical_pvalue`` gives the assumption-free rank of the suspect's conf among the
-  shadows' (coarse: it cannot go below 1 / (shadows + 1)).
+  alike. On real models it does not hold well: models differ in how
+  close they come to *every* key, so hits within one model are correlated and the binomial tail is
+  too small (notebook 08 measures its false-positive rate on innocent models). ``empirical_pvalue`` gives
+  the assumption-free rank of the suspect's conf among the shadows' (coarse: it cannot go below
+  1 / (shadows + 1)); the verdict carries a warning whenever the two disagree.
 * **From control samples**, when there are no shadows: pairs of the source's domain that the
   source never trained on. An innocent suspect should reconstruct keys no better than controls, so
   a one-sided Fisher exact test on (key hits, control hits) gives the p-value. The approximation:

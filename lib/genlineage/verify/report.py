@@ -85,6 +85,7 @@ def write_report(v: Verdict, out: str | Path, max_images: int = 30) -> Path:
              ("queries of the suspect", str(v.queries))]
     text = "\n".join([
         f"# genlineage verify: **{v.verdict}**", "", summary_paragraph(v), "",
+        *([f"> **Warning.** {v.warning}", ""] if v.warning else []),
         "## Decision", "", markdown(pd.DataFrame(facts, columns=["", "value"])),
         "## Distances against the innocent null", "", "![](rd_histogram.png)", "",
         "## Key samples (closest first): reference | suspect's best reconstruction", "",
