@@ -93,12 +93,6 @@ def _verify_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def _callable_name(spec: str) -> str:
-    """The cache name of a --suspect-callable: its resolved file (or module) and function."""
-    where, func = spec.rsplit(":", 1)
-    return f"{Path(where).resolve() if where.endswith('.py') else where}:{func}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="genlineage", description="Training-data attribution for text-to-image diffusion.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         from .verify.suspect import load_callable
 
         try:
-            suspect = args.suspect or load_callable(args.suspect_callable)
-            name = None if args.suspect else _callable_name(args.suspect_callable)
+            suspect, name = (args.suspect, None) if args.suspect else load_callable(args.suspect_callable)
             verdict = verify(args.source, suspect, keys=args.keys, key_data=args.key_data, strategy=args.strategy,
                              base=args.base, innocent_shadows=args.innocent_shadow,
                              infringing_shadows=args.infringing_shadow, controls=args.controls,

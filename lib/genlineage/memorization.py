@@ -12,7 +12,7 @@ closely than unseen images of the same domain. Two measures:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -35,10 +35,18 @@ def reconstruct(components: SDComponents, prompts: Sequence[str], references: np
                 cfg: GenerationConfig, cache: GenerationCache | None, distance: str = "l2",
                 progress: bool = False) -> Reconstruction:
     """RD of each (prompt, reference) pair: generate with every seed, keep the closest."""
+    return reconstruct_with(lambda p, s: generate_cached(components, p, s, cfg, cache, progress=progress),
+                            prompts, references, seeds, distance)
+
+
+def reconstruct_with(generate: Callable[[list[str], list[int]], np.ndarray], prompts: Sequence[str],
+                     references: np.ndarray, seeds: Sequence[int], distance: str = "l2") -> Reconstruction:
+    """The same for any image source ``generate(prompts, seeds) -> uint8 [N, H, W, 3]`` (a pipeline,
+    a suspect behind an API): one definition of RD for every stage and for ``genlineage verify``."""
     n, s = len(prompts), len(seeds)
     flat_prompts = [p for p in prompts for _ in seeds]
     flat_seeds = [int(seed) for _ in prompts for seed in seeds]
-    images = generate_cached(components, flat_prompts, flat_seeds, cfg, cache, progress=progress)
+    images = np.asarray(generate(flat_prompts, flat_seeds))
     images = images.reshape(n, s, *images.shape[1:])
     dist = get_distance(distance)(images, np.asarray(references)[:, None])
     best = dist.argmin(axis=1)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Mapping
 from tqdm import tqdm
 
 from ..errors import InputError
-from ..io import clean_partials, read_json, stable_hash, write_json
+from ..io import clean_partials, read_json, stable_hash, stamp_matches, write_json
 from . import Sample, convert, faces, scenes
 from .convert import convert_cc3m, convert_celeba_dialog
 from .faces import face_sample
@@ -50,13 +50,7 @@ def datasets_root(profile: Any, root: str | Path | None = None) -> Path:
 
 
 def _stamp_matches(folder: Path, key: str) -> bool:
-    stamp = folder / BUILD_STAMP
-    if not stamp.is_file() or not (folder / "metadata.jsonl").is_file():
-        return False
-    try:
-        return json.loads(stamp.read_text()).get("key") == key
-    except (json.JSONDecodeError, OSError, AttributeError):
-        return False
+    return (folder / "metadata.jsonl").is_file() and stamp_matches(folder / BUILD_STAMP, key)
 
 
 def _build_pool(name: str, cfg: Mapping, out_root: Path, size: int, progress: bool) -> ImageFolder:

@@ -17,7 +17,7 @@ import pandas as pd
 from ..config import Profile
 from ..data.build import load_pretrain_folder, load_split_folder
 from ..generation import GenerationCache, GenerationConfig
-from ..io import atomic_path, read_json, write_json
+from ..io import atomic_path, read_json, stamp_matches, write_json
 from ..jobs import run_jobs
 from ..keys import KeySet, detection_keys, generation_keys, random_keys
 from ..memorization import reconstruct
@@ -100,7 +100,7 @@ def query_model(profile: dict, row: dict) -> str:
     key = {"model": read_json(Path(row["path"]) / "genlineage.json").get("stage_key"),
            "keys": {s: read_json(keys_dir(profile, row["source"], s) / "_want.json") for s in STRATEGIES}}
     stamp = out.with_suffix(".json")
-    if out.is_file() and stamp.is_file() and read_json(stamp).get("key") == key:
+    if out.is_file() and stamp_matches(stamp, key):
         return str(out)
     model = profile.load_model(row["path"])
     cfg, cache = _gen(profile)

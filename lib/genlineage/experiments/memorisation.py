@@ -12,7 +12,7 @@ import pandas as pd
 from ..config import Profile
 from ..data.imagefolder import read_imagefolder
 from ..generation import GenerationCache, GenerationConfig
-from ..io import atomic_path, read_json, write_json
+from ..io import atomic_path, read_json, stamp_matches, write_json
 from ..jobs import run_jobs
 from ..memorization import nearest_own_share, reconstruct, summarize
 from . import layout
@@ -30,7 +30,7 @@ def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progre
     key = {"model": str(model_dir), "recorded": read_json(model_dir / "genlineage.json").get("stage_key"),
            "generation": profile["generation"], "memorization": profile["memorization"]}
     summary_file = out_stem.with_suffix(".json")
-    if summary_file.is_file() and read_json(summary_file).get("key") == key:
+    if stamp_matches(summary_file, key):
         return read_json(summary_file)
     size = int(profile["data"]["image_size"])
     cfg = GenerationConfig.from_mapping(profile["generation"])

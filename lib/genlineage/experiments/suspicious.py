@@ -22,7 +22,7 @@ from ..config import Profile
 from ..data.build import load_split_folder
 from ..data.imagefolder import write_imagefolder
 from ..generation import GenerationCache, GenerationConfig, generate_cached
-from ..io import atomic_path, derive_seed, read_json
+from ..io import atomic_path, derive_seed, read_json, stamp_matches
 from ..jobs import run_jobs
 from ..training.finetune import finetune_folder
 from ..training.sd import TrainConfig
@@ -101,7 +101,7 @@ def build_training_set(profile: Profile, row: dict) -> Path:
     stamp_key = {"row": {k: row[k] for k in ("source", "pool", "rho", "n_samples", "seed")},
                  "generation": profile["generation"], "watermark": bool(profile["suspicious"].get("watermark_generated"))}
     stamp = out / "_suspicious.json"
-    if stamp.is_file() and read_json(stamp).get("key") == stamp_key:
+    if stamp_matches(stamp, stamp_key):
         return out
     pool = load_split_folder(profile, row["domain"], row["pool"].split("_", 1)[1])
     rng = np.random.default_rng(row["seed"] % (2**32))

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from ..config import Profile
 from ..errors import InputError
-from ..io import atomic_path, read_json, write_json
+from ..io import atomic_path, read_json, stamp_matches, write_json
 from ..verify import verify, write_report
 from . import layout
 from .attribution import keys_dir
@@ -37,7 +37,7 @@ def verify_evaluated(profile: Profile, target_fpr: float = 0.05, progress: bool 
            "attribution": profile["attribution"], "statistical": profile["statistical"],
            "generation": profile["generation"], "target_fpr": target_fpr, "showcase": sorted(showcase),
            "format": 2}  # bump when the table or the verdict logic changes
-    if cached.is_file() and stamp.is_file() and read_json(stamp).get("key") == key:
+    if cached.is_file() and stamp_matches(stamp, key):
         return pd.read_csv(cached).fillna({"reason": ""})
     rows = []
     evaluated = manifest[manifest.role == "evaluated"]
@@ -66,6 +66,14 @@ def verify_evaluated(profile: Profile, target_fpr: float = 0.05, progress: bool 
         table.to_csv(tmp, index=False)
     write_json(stamp, {"key": key})
     return pd.read_csv(cached).fillna({"reason": ""})  # what a cached run returns
+
+
+def showcase_models(profile: Profile) -> tuple[str, str]:
+    """The two suspects whose full report notebook 08 shows: the first source's rho = 1 and innocent
+    evaluated models from its own base."""
+    manifest = read_manifest(profile)
+    ev = manifest[(manifest.role == "evaluated") & (manifest.lineage == "same")]
+    return ev[ev.rho == 1.0].name.iloc[0], ev[ev.rho == 0.0].name.iloc[0]
 
 
 def verdict_rates(table: pd.DataFrame) -> pd.DataFrame:

@@ -20,9 +20,9 @@ from ..attribution import calibrate_delta0, conf, delta_grid
 from ..config import Profile, load_profile
 from ..data.imagefolder import read_imagefolder
 from ..discriminator import features, fit_score
-from ..distances import get_distance
 from ..errors import InputError
 from ..generation import GenerationCache, GenerationConfig
+from ..memorization import reconstruct_with
 from ..keys import KeySet, to_uint8, detection_keys, generation_keys, random_keys
 from . import null
 from .suspect import CallableSuspect, PipelineSuspect, Suspect, check_sd_pipeline, load_sd_pipeline
@@ -117,13 +117,19 @@ def _resolve_keys(keys, key_data, strategy: str, n_keys: int | None, source: Pat
 def _rd(suspect: Suspect, prompts: Sequence[str], references: np.ndarray, seeds: list[int], distance: str,
         progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reconstruction distance (min over seeds) per pair, the best seed and the best image."""
-    flat_p = [p for p in prompts for _ in seeds]
-    flat_s = [s for _ in prompts for s in seeds]
     size = references.shape[1]
-    images = suspect.generate(flat_p, flat_s, size, progress).reshape(len(prompts), len(seeds), size, size, 3)
-    dist = get_distance(distance)(images, np.asarray(references)[:, None])
-    best = dist.argmin(axis=1)
-    return dist.min(axis=1), np.asarray(seeds)[best], images[np.arange(len(prompts)), best]
+    rec = reconstruct_with(lambda p, s: suspect.generate(p, s, size, progress), prompts, references, seeds, distance)
+    best = np.array([seeds.index(int(b)) for b in rec.best_seed], dtype=int)
+    return rec.distance, rec.best_seed, rec.generations[np.arange(len(prompts)), best]
+
+
+_PS_STRATEGY = "keys"  # the one strategy of a verify run, in the per-sample tables the library reads
+
+
+def _per_sample(rds: dict, n: int) -> pd.DataFrame:
+    """{(role, i): RDs} as the per-sample table that calibrate_delta0 and features read (first n keys)."""
+    return pd.concat([pd.DataFrame({"model": f"{role}{i}", "strategy": _PS_STRATEGY, "rank": range(n), "rd": rd[:n]})
+                      for (role, i), rd in rds.items()], ignore_index=True)
 
 
 def _name(model) -> str:
@@ -250,11 +256,9 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
     if delta0 is not None:
         d0, d0_from = float(delta0), "given"
     elif innocent_shadows and infringing_shadows:
-        rows, labels = [], []
-        for (role, i), rd in shadow_rd.items():
-            rows.append(pd.DataFrame({"model": f"{role}{i}", "strategy": key_set.strategy, "rank": range(N), "rd": rd}))
-            labels.append({"name": f"{role}{i}", "role": "shadow", "label": int(role == "infringing")})
-        d0, _ = calibrate_delta0(pd.concat(rows), pd.DataFrame(labels), key_set.strategy, N, delta_grid(att["delta0_grid"]))
+        labels = pd.DataFrame([{"name": f"{role}{i}", "role": "shadow", "label": int(role == "infringing")}
+                               for role, i in shadow_rd])
+        d0, _ = calibrate_delta0(_per_sample(shadow_rd, N), labels, _PS_STRATEGY, N, delta_grid(att["delta0_grid"]))
         d0_from = "calibrated on the shadow models"
     else:
         d0, d0_from = float(att["delta0"]), f"profile {P.name}"
@@ -286,14 +290,12 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
 
     disc = None
     if innocent_shadows and infringing_shadows:
-        per_sample = pd.concat([pd.DataFrame({"model": f"{role}{i}", "strategy": "k", "rank": range(n_use), "rd": r[:n_use]})
-                                for (role, i), r in shadow_rd.items()]
-                               + [pd.DataFrame({"model": "suspect", "strategy": "k", "rank": range(n_use), "rd": rd})])
+        per_sample = _per_sample({**shadow_rd, ("suspect", ""): rd}, n_use)
         names = [f"{role}{i}" for role, i in shadow_rd]
         y = np.array([int(role == "infringing") for role, _ in shadow_rd])
-        x_tr = features(per_sample, names, "k", n_use, d0)
+        x_tr = features(per_sample, names, _PS_STRATEGY, n_use, d0)
         score, _, _ = fit_score(P["statistical"].get("classifier", "logistic"), x_tr, y,
-                                features(per_sample, ["suspect"], "k", n_use, d0), int(P["seed"]))
+                                features(per_sample, ["suspect"], _PS_STRATEGY, n_use, d0), int(P["seed"]))
         disc = float(score[0])
 
     table = pd.DataFrame({"rank": range(n_use), "prompt": keys_used.prompts, "rd": rd, "best_seed": best_seed,

@@ -89,8 +89,9 @@ class PipelineSuspect:
                                progress=progress)
 
 
-def load_callable(spec: str) -> Callable:
-    """``module:function`` or ``path/to/file.py:function``."""
+def load_callable(spec: str) -> tuple[Callable, str]:
+    """``module:function`` or ``path/to/file.py:function``: the function and its cache name (the
+    resolved file or module, and the function)."""
     if ":" not in spec:
         raise InputError(f"--suspect-callable {spec!r}: write it as module:function or path/to/file.py:function.")
     where, func = spec.rsplit(":", 1)
@@ -111,7 +112,7 @@ def load_callable(spec: str) -> Callable:
     fn = getattr(module, func, None)
     if not callable(fn):
         raise InputError(f"--suspect-callable: {where!r} has no function {func!r}.")
-    return fn
+    return fn, f"{Path(where).resolve() if where.endswith('.py') else where}:{func}"
 
 
 class CallableSuspect:
