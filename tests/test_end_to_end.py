@@ -177,25 +177,26 @@ def test_a_killed_run_resumes_to_the_same_tables(smoke_root, tmp_path):
 @pytest.mark.slow
 def test_verify_command_on_smoke_profile_models(smoke_root, tmp_path, monkeypatch):
     """The installed console script on the pipeline's own models: a rho = 1 evaluated suspect and an
-    innocent one, the source's stored Strategy-2 keys, the source's shadows as the null. At smoke
-    size the verdicts mean nothing (models trained 3 steps); what must hold is the whole path:
-    safe loading, querying, a verdict, a report, the query count."""
+    innocent one, the source's stored Strategy-2 keys, the domain's innocent shadows as the null (as
+    notebook 08 does). At smoke size the verdicts mean nothing (models trained 3 steps); what must
+    hold is the whole path: safe loading, querying, a verdict, a report, the query count."""
     from genlineage.experiments.attribution import keys_dir
+    from genlineage.experiments.verdicts import innocent_shadow_paths
 
     monkeypatch.setenv("GENLINEAGE_DATA", str(smoke_root))
     P = load_profile("smoke")
     manifest = pd.read_csv(smoke_root / "smoke" / "manifest.csv")
     m = manifest[manifest.source == "v1-celeba"]
-    shadows = m[m.role == "shadow"]
     args = [str(Path(sys.executable).parent / "genlineage"), "verify", "--source", m.source_path.iloc[0],
             "--keys", str(keys_dir(P, "v1-celeba", "generation")), "--profile", "smoke", "--quiet"]
-    for _, r in shadows.iterrows():
-        args += ["--innocent-shadow" if r.label == 0 else "--infringing-shadow", r.path]
+    for path in innocent_shadow_paths(manifest, "v1-celeba", "domain"):
+        args += ["--innocent-shadow", path]
+    for path in m[(m.role == "shadow") & (m.label == 1)].path:
+        args += ["--infringing-shadow", path]
     for rho in (1.0, 0.0):
         suspect = m[(m.role == "evaluated") & (m.rho == rho) & (m.lineage == "same")].path.iloc[0]
         out = tmp_path / f"rho{rho:g}"
-        # delta0 this small keeps the null's hit rate at its add-one floor, so 3 smoke keys can reach 0.2
-        result = subprocess.run(args + ["--suspect", suspect, "--out", str(out), "--target-fpr", "0.2", "--delta0", "0.0001"],
+        result = subprocess.run(args + ["--suspect", suspect, "--out", str(out), "--target-fpr", "0.2"],
                                 env=_env(smoke_root), capture_output=True, text=True, cwd=tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
         verdict = json.loads((out / "verdict.json").read_text())

@@ -50,7 +50,9 @@ def world(tmp_path_factory, saved_pipeline):
     hundreds of steps from a random base still ignore their captions (every prompt gave the same
     image), so nothing trained here in test time can memorise or inherit. The direction of the
     verdict is therefore tested with suspects whose behaviour is known (``_copier``, ``_stranger``),
-    and on real tiny-profile models in the README."""
+    an innocent real pipeline must come out not shown, and the tiny profile's real models are judged
+    in notebook 08. ``scripts/probe_smoke_verify_direction.py`` repeats the measurement: rho = 1
+    smoke pipelines tuned on the source's generations were not separated from innocent ones."""
     root = tmp_path_factory.mktemp("verify_world")
     work = root / "work"
     write_imagefolder(root / "source_data", [(_pattern(i), CAPTIONS[i], {}) for i in range(6)])
@@ -97,23 +99,80 @@ def _snapshot(folder: Path) -> dict:
 
 # --- the null: pure functions --------------------------------------------------------------------
 
-def test_binomial_null_and_the_keys_it_needs():
-    assert null.null_hit_rate(0, 18) == pytest.approx(1 / 20)
-    assert null.binomial_pvalue(0, 6, 0.05) == 1.0
-    assert null.binomial_pvalue(6, 6, 0.05) == pytest.approx(0.05 ** 6)
-    assert null.binomial_pvalue(1, 1, 0.3) == pytest.approx(0.3)
-    assert null.min_keys_binomial(0.05, 0.01) == 2  # 0.05**2 = 0.0025 <= 0.01 < 0.05
-    # 0.1**2 is 0.010000000000000002 in floats: the verdict (p <= alpha) would miss it, so 3 keys
-    assert null.min_keys_binomial(0.1, 0.01) == 3 and null.binomial_pvalue(2, 2, 0.1) > 0.01
-    assert null.min_keys_binomial(0.5, 0.01) == 7
+def test_prediction_null_by_hand():
+    shadows = np.array([0.3, 0.4])  # mean 0.35, s = 0.1 / sqrt(2); df = 1 (a Cauchy)
+    scale = (0.1 / np.sqrt(2)) * np.sqrt(1 + 1 / 2)
+    assert null.prediction_pvalue(0.35, shadows) == pytest.approx(0.5)
+    assert null.prediction_pvalue(0.2, shadows) == pytest.approx(0.5 + np.arctan(-0.15 / scale) / np.pi)
+    assert null.prediction_floor(shadows) == pytest.approx(0.5 + np.arctan(-0.35 / scale) / np.pi)
+    assert null.prediction_pvalue(0.5, shadows) > 0.5
+    assert null.empirical_pvalue(0.2, shadows) == pytest.approx(1 / 3)  # closer than both: the floor
+    assert null.empirical_pvalue(0.3, shadows) == pytest.approx(2 / 3)  # ties count against the suspect
+    assert null.model_statistic([0.1, 0.2, 0.6]) == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="at least 2"):
+        null.prediction_pvalue(0.1, [0.3])
+    with pytest.raises(ValueError, match="all equal"):
+        null.prediction_pvalue(0.1, [0.3, 0.3])
 
 
-def test_binomial_null_is_calibrated_for_innocent_models():
-    """Under the null (hits ~ Binomial(n, p0)) a verdict at alpha fires at most alpha of the time."""
-    rng = np.random.default_rng(0)
-    n, p0, alpha = 30, 0.1, 0.05
-    p = np.array([null.binomial_pvalue(int(k), n, p0) for k in rng.binomial(n, p0, 20000)])
-    assert (p <= alpha).mean() <= alpha
+def _innocent_population(rng, n_models: int, n_keys: int = 30) -> np.ndarray:
+    """Per-key distances of innocent models that differ in how close they come to every key (what
+    notebook 08 measured on tiny models): a model effect plus per-key noise."""
+    model_effect = rng.normal(0.30, 0.04, (n_models, 1))
+    return np.clip(model_effect + rng.normal(0, 0.08, (n_models, n_keys)), 0, None)
+
+
+@pytest.mark.parametrize("k", [3, 8])
+def test_model_level_null_is_calibrated_when_models_differ_and_a_per_key_count_is_not(k):
+    """An innocent suspect and k innocent shadows drawn from the same population: the t prediction
+    fires at about alpha (Monte-Carlo slack of 3 standard errors), the rank test at most alpha; the
+    per-key binomial count this replaced fires far more often."""
+    from scipy.stats import binom
+
+    rng = np.random.default_rng(k)
+    alpha, trials, delta0 = 0.05, 4000, 0.25
+    t_calls = rank_calls = binomial_calls = 0
+    for _ in range(trials):
+        models = _innocent_population(rng, k + 1)
+        suspect, shadows = models[0], models[1:]
+        stats = shadows.mean(axis=1)
+        t_calls += null.prediction_pvalue(null.model_statistic(suspect), stats) <= alpha
+        rank_calls += null.empirical_pvalue(null.model_statistic(suspect), stats) <= alpha
+        p0 = ((shadows < delta0).sum() + 1) / (shadows.size + 2)
+        binomial_calls += binom.sf(int((suspect < delta0).sum()) - 1, suspect.size, p0) <= alpha
+    slack = 3 * np.sqrt(alpha * (1 - alpha) / trials)
+    assert t_calls / trials <= alpha + slack
+    assert rank_calls / trials <= alpha + slack
+    assert binomial_calls / trials > 3 * alpha
+
+
+def test_model_level_null_detects_a_model_that_comes_closer_to_every_key():
+    rng = np.random.default_rng(1)
+    shadows = _innocent_population(rng, 8).mean(axis=1)
+    copier = np.clip(_innocent_population(rng, 1)[0] - 0.2, 0, None)
+    assert null.prediction_pvalue(null.model_statistic(copier), shadows) < 0.01
+
+
+def _spread_then_tight(values: list[float], n_keys: int = 6) -> np.ndarray:
+    """Shadows that disagree on the first key only: the spread of their means shrinks as 1 / keys."""
+    rd = np.full((len(values), n_keys), 0.5)
+    rd[:, 0] = values
+    return rd
+
+
+def test_shadow_plan_asks_the_fewest_keys_the_null_allows_and_refuses_the_rest():
+    from genlineage.verify.core import _shadow_plan
+
+    innocent = _spread_then_tight([0.1, 0.5, 0.9])
+    # floor p over n keys: t_2 at -0.5 n / (0.4 sqrt(4/3)); reaches 0.05 (t_2 = -2.92) from n = 3
+    assert _shadow_plan(innocent, 0.05, 6, 2, None) == 6
+    assert _shadow_plan(innocent, 0.05, 6, 2, 8) == 4
+    with pytest.raises(InputError, match=r"the smallest that would do is 6 \(3 keys x 2 seeds\)"):
+        _shadow_plan(innocent, 0.05, 6, 2, 4)
+    with pytest.raises(InputError, match="too spread"):  # 0.001 needs t_2 = -22.3: n >= 21
+        _shadow_plan(innocent, 0.001, 6, 2, None)
+    with pytest.raises(InputError, match="one model passed twice"):
+        _shadow_plan(np.full((2, 6), 0.4), 0.05, 6, 2, None)
 
 
 def test_fisher_null_floor_and_split():
@@ -171,6 +230,7 @@ def test_controls_null_without_shadows(world, keys, tmp_path):
     assert guilty.p_value == pytest.approx(1 / 924)  # every key hit, no control: 1 / C(12, 6)
     assert clean.verdict == "not shown"
     assert guilty.queries == (6 + 6) * len(P["attribution"]["seeds"])
+    assert "The controls null assumes" in guilty.warning and clean.warning == ""
 
 
 def test_a_pipeline_suspect_is_queried_and_never_written_to(world, keys, tmp_path):
@@ -180,6 +240,15 @@ def test_a_pipeline_suspect_is_queried_and_never_written_to(world, keys, tmp_pat
     assert v.verdict in ("infringing", "not shown") and 0 <= v.p_value <= 1 and v.discriminator_score is not None
     assert _snapshot(world["suspect_infringing"]) == before, "nothing is written inside the suspect's folder"
     assert (tmp_path / "cache").is_dir()
+
+
+def test_an_innocent_smoke_pipeline_is_not_shown(world, keys, tmp_path):
+    """A real pipeline fine-tuned from the base on pairs the source never generated, judged against
+    three innocent shadows of the same kind: the calibrated null says not shown."""
+    v = verify(world["source"], world["suspect_innocent"], keys=keys, profile=P, out=tmp_path, progress=False,
+               target_fpr=0.01, **_shadows(world))
+    assert v.verdict == "not shown" and v.p_value > 0.01 and v.warning == ""
+    assert v.null.startswith("innocent shadows (3;") and len(v.innocent_mean_rds) == 3
 
 
 def test_a_callable_suspect_is_cached(world, keys, tmp_path):
@@ -288,13 +357,15 @@ def test_target_fpr_outside_zero_one_is_refused(world, keys, tmp_path, capsys, f
 
 
 def test_budget_too_small_names_the_smallest_that_would_do(world, keys, tmp_path, capsys):
-    # delta0 this small: no innocent shadow hits, p0 = 1/20, so 4 keys (0.05**4 <= 1e-4 < 0.05**3) x 2 seeds
-    strict = ("--target-fpr", "0.0001", "--delta0", "0.0001")
-    assert main(_cli(world, keys, tmp_path, "--budget", "2", *strict)) == 2
+    # controls as the null: 6 keys, 6 controls; 1 / C(9, 4) = 1/126 is the first floor <= 0.01: 4 keys + 5 controls
+    args = ["verify", "--source", str(world["source"]), "--keys", str(keys), "--profile", "smoke", "--quiet",
+            "--out", str(tmp_path / "out"), "--controls", str(world["root"] / "controls"),
+            "--suspect", str(world["suspect_infringing"]), "--target-fpr", "0.01"]
+    assert main(args + ["--budget", "2"]) == 2
     err = capsys.readouterr().err
-    assert "query budget 2 is too small" in err and "the smallest that would do is 8 (4 keys x 2 seeds)" in err
-    assert main(_cli(world, keys, tmp_path, "--budget", "8", *strict)) == 0
-    assert json.loads(capsys.readouterr().out)["queries"] == 8
+    assert "query budget 2 is too small" in err and "the smallest that would do is 18 (4 keys + 5 controls x 2 seeds)" in err
+    assert main(args + ["--budget", "18"]) == 0
+    assert json.loads(capsys.readouterr().out)["queries"] == 18
 
 
 def test_key_samples_with_missing_images_are_refused(world, keys, tmp_path, capsys):
@@ -314,6 +385,10 @@ def test_missing_source_and_missing_null_are_refused(world, keys, tmp_path, caps
     assert "source model" in capsys.readouterr().err
     with pytest.raises(InputError, match="no innocent null"):
         verify(world["source"], world["suspect_innocent"], keys=keys, profile=P, out=tmp_path / "x", progress=False)
+    with pytest.raises(InputError, match="1 innocent shadow model.s. given, and the null needs at least 2"):
+        verify(world["source"], world["suspect_innocent"], keys=keys, profile=P, out=tmp_path / "y", progress=False,
+               innocent_shadows=[world["shadow_innocent_0"]])
+    assert not (tmp_path / "y").exists(), "refused before anything is written"
 
 
 @pytest.mark.parametrize("extra, expect", [(["--n-keys", "0"], "at least 1 key"), (["--delta0", "0"], "positive number"),

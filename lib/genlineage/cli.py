@@ -15,11 +15,18 @@ choose, without any watermark injected beforehand (Zhang et al., arXiv 2409.1578
 The suspect is queried with the captions of the source's key samples (training pairs the source
 memorised) under a few fixed seeds; the reconstruction distance of each key is the closest of
 those generations to the key's reference image. A key is a hit when its distance is below delta0;
-conf is the share of hits. The p-value compares the suspect's hits with an innocent null:
+conf is the share of hits. The p-value compares the suspect with an innocent null:
 
-  with --innocent-shadow models  per-key hit rate of your innocent shadows (add-one), binomial tail
-  with --controls only           the suspect's own hits on pairs the source never trained on,
-                                 one-sided Fisher exact test
+  with 2+ --innocent-shadow models  the suspect's mean distance over the keys against your innocent
+                                    shadows' (Student-t prediction: their spread assumed normal);
+                                    too few or too spread shadows are refused before any query
+  with --controls only              the suspect's own hits on pairs the source never trained on,
+                                    one-sided Fisher exact test (a fallback: it assumes keys are no
+                                    easier than controls for innocent models, which failed on tiny
+                                    models; its infringing verdicts carry a warning)
+
+The null's unit is the model: innocent models differ in how close they come to every key, so a
+per-key count from the shadows would call far too many innocent models infringing.
 
 The verdict is "infringing" when p <= --target-fpr, else "not shown". With infringing shadows as
 well, delta0 is calibrated on the shadows and a discriminator (sorted distances + conf) scores the
@@ -44,9 +51,11 @@ exit status:
   2  bad input or usage (the message names the input and the fix)
 
 examples:
-  # keys already selected, innocent shadows as the null
+  # keys already selected, innocent shadows as the null (the more, the better: 19 give an
+  # assumption-free test at 0.05)
   genlineage verify --source models/v1_celeba --keys owner/keys --suspect suspect_model \\
-      --innocent-shadow shadows/inn1 --innocent-shadow shadows/inn2 --target-fpr 0.01 --out report
+      --innocent-shadow shadows/inn1 --innocent-shadow shadows/inn2 --innocent-shadow shadows/inn3 \\
+      --innocent-shadow shadows/inn4 --target-fpr 0.05 --out report
 
   # select 30 keys now (Strategy 2, relative to the base), control samples as the null
   genlineage verify --source models/v1_celeba --key-data data/celeba_source --strategy generation \\
@@ -78,7 +87,8 @@ def _verify_parser(sub) -> argparse.ArgumentParser:
                      help="or a function generate(prompt, seed) -> image, as module:function or file.py:function")
     nul = p.add_argument_group("the innocent null (at least one)")
     nul.add_argument("--innocent-shadow", action="append", default=[], metavar="DIR",
-                     help="an innocent shadow model you fine-tuned on data the source never generated (repeatable)")
+                     help="an innocent shadow model you fine-tuned on data the source never generated (repeatable; "
+                          "at least 2, and 1/A - 1 for a verdict that needs no assumption)")
     nul.add_argument("--infringing-shadow", action="append", default=[], metavar="DIR",
                      help="an infringing shadow model (repeatable): calibrates delta0, enables the discriminator")
     nul.add_argument("--controls", metavar="DIR",

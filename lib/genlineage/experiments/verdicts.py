@@ -1,14 +1,23 @@
 """Stage 08: the model owner's tool (``genlineage verify``) on every evaluated suspicious model.
 
 Why: the paper reports figures over many models; an owner has one suspect. Running the tool on
-each evaluated model, with that source's shadow models as the null and the stored key samples,
-shows how often its verdict is right at a stated false-positive rate. The generation cache of the
-pipeline is shared, so this costs no new queries after notebook 04.
+each evaluated model, with shadow models as the null and the stored key samples, shows how often
+its verdict is right at a stated false-positive rate. The generation cache of the pipeline is
+shared, so only the innocent shadows borrowed from other sources cost new queries.
+
+Which null (``innocent_pool``): ``"source"`` uses the innocent shadows a source's own shadow set
+holds (two at the tiny profile); ``"domain"`` uses every innocent (rho = 0) shadow of the source's
+domain. An innocent shadow is a model fine-tuned from a base on real pairs of the domain; all of a
+domain's rho = 0 shadows are drawn alike (same shadow pool, both bases), whichever source they were
+listed under, and none saw any source's outputs. ``"controls"`` uses no shadow at all: the domain's
+held-out pairs, asked of the suspect itself (the tool's Fisher null), with the delta0 calibrated on
+the shadow models in notebook 04. No evaluated model is ever part of a null.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -17,50 +26,81 @@ from ..errors import InputError
 from ..io import atomic_path, read_json, stamp_matches, write_json
 from ..verify import verify, write_report
 from . import layout
-from .attribution import keys_dir
+from .attribution import keys_dir, load_results
+from .instance import deltas
 from .suspicious import read_manifest
 
 STAGE = "08_verify"
 
 
+INNOCENT_POOLS = ("source", "domain", "controls")
+
+
+def innocent_shadow_paths(manifest: pd.DataFrame, source: str, pool: str) -> list[str]:
+    """The innocent shadows that serve as ``source``'s null (see the module docstring)."""
+    if pool not in INNOCENT_POOLS:
+        raise ValueError(f"innocent pool {pool!r}: choose one of {INNOCENT_POOLS}")
+    innocent = manifest[(manifest.role == "shadow") & (manifest.label == 0)]
+    if pool == "controls":
+        return []
+    if pool == "source":
+        return list(innocent[innocent.source == source].path)
+    domain = manifest.loc[manifest.source == source, "domain"].iloc[0]
+    return list(innocent[innocent.domain == domain].path)
+
+
+def null_models(profile: Profile, manifest: pd.DataFrame, model: pd.Series, pool: str) -> dict:
+    """``verify``'s null arguments for one evaluated model: shadows (the source's infringing ones
+    calibrate delta0 and train the discriminator), or the domain's held-out pairs as controls."""
+    if pool == "controls":
+        return {"controls": layout.datasets_dir(profile) / f"{model.domain}_heldout"}
+    infringing = manifest[(manifest.source == model.source) & (manifest.role == "shadow") & (manifest.label == 1)]
+    return {"innocent_shadows": innocent_shadow_paths(manifest, model.source, pool),
+            "infringing_shadows": list(infringing.path)}
+
+
 def verify_evaluated(profile: Profile, target_fpr: float = 0.05, progress: bool = True,
-                     showcase: tuple[str, ...] = ()) -> pd.DataFrame:
+                     showcase: tuple[str, ...] = (), innocent_pool: str = "domain") -> pd.DataFrame:
     """One row per evaluated model: the tool's verdict, p-value, conf and discriminator score.
     Models named in ``showcase`` also get their full report under ``results/08_verify/<name>/``."""
     manifest = read_manifest(profile)
     strategy = profile["attribution"]["main_strategy"]
-    cached = layout.results_dir(profile, STAGE) / "verdicts.csv"
+    cached = layout.results_dir(profile, STAGE) / f"verdicts_{innocent_pool}.csv"
     stamp = cached.with_suffix(".json")
     key = {"models": {r["name"]: read_json(Path(r["path"]) / "genlineage.json").get("stage_key")
                       for r in manifest.to_dict("records")},
            "keys": {s: read_json(keys_dir(profile, s, strategy) / "_want.json") for s in sorted(manifest.source.unique())},
            "attribution": profile["attribution"], "statistical": profile["statistical"],
            "generation": profile["generation"], "target_fpr": target_fpr, "showcase": sorted(showcase),
-           "format": 2}  # bump when the table or the verdict logic changes
+           "innocent_pool": innocent_pool,
+           "format": 5}  # bump when the table or the verdict logic changes
     if cached.is_file() and stamp_matches(stamp, key):
         return pd.read_csv(cached).fillna({"reason": ""})
     rows = []
+    delta0 = None
+    if innocent_pool == "controls":  # no shadow in the null: delta0 from notebook 04's shadow calibration
+        delta0 = deltas(profile, *load_results(profile))[0]["calibrated"]
     evaluated = manifest[manifest.role == "evaluated"]
     for _, m in tqdm(list(evaluated.iterrows()), desc="verify", disable=not progress):
-        shadows = manifest[(manifest.source == m.source) & (manifest.role == "shadow")]
-        out = layout.results_dir(profile, STAGE) / m["name"]
+        out = layout.results_dir(profile, STAGE) / innocent_pool / m["name"]
         row = {"model": m["name"], "source": m.source, "lineage": m.lineage, "rho": m.rho, "label": m.label,
                "target_fpr": target_fpr}
         try:
-            v = verify(m.source_path, m.path, keys=keys_dir(profile, m.source, strategy),
-                       innocent_shadows=list(shadows[shadows.label == 0].path),
-                       infringing_shadows=list(shadows[shadows.label == 1].path), target_fpr=target_fpr,
-                       profile=profile, out=out, progress=False, cache_dir=layout.generation_cache_dir(profile))
-        except InputError as err:  # e.g. the null's hit rate is too high for the keys to reach target_fpr
+            v = verify(m.source_path, m.path, keys=keys_dir(profile, m.source, strategy), target_fpr=target_fpr,
+                       delta0=delta0, profile=profile, out=out, progress=False,
+                       cache_dir=layout.generation_cache_dir(profile), **null_models(profile, manifest, m, innocent_pool))
+        except InputError as err:  # e.g. innocent shadows too few or too spread to reach target_fpr
             rows.append({**row, "verdict": "refused", "reason": str(err)})
             continue
         if m["name"] in showcase:
             write_report(v, out)
         rows.append({**row, "verdict": v.verdict, "p_value": v.p_value, "conf": v.conf, "delta0": v.delta0,
-                     "discriminator": v.discriminator_score, "null_hit_rate": v.null_hit_rate,
+                     "discriminator": v.discriminator_score, "mean_rd": v.mean_rd,
+                     "innocent_mean_rd": float(np.mean(v.innocent_mean_rds)) if v.innocent_mean_rds else float("nan"),
+                     "null_hit_rate": float(np.mean(v.null_rds < v.delta0)),
                      "empirical_p": v.empirical_p_value, "warned": bool(v.warning), "queries": v.queries, "reason": ""})
     table = pd.DataFrame(rows, columns=["model", "source", "lineage", "rho", "label", "target_fpr", "verdict", "p_value",
-                                        "conf", "delta0", "discriminator", "null_hit_rate", "empirical_p", "warned", "queries",
+                                        "conf", "delta0", "discriminator", "mean_rd", "innocent_mean_rd", "null_hit_rate", "empirical_p", "warned", "queries",
                                         "reason"])
     with atomic_path(cached) as tmp:
         table.to_csv(tmp, index=False)
@@ -91,3 +131,22 @@ def verdict_rates(table: pd.DataFrame) -> pd.DataFrame:
     result = pd.DataFrame(out)
     result.attrs["refused"] = refused
     return result
+
+
+def pool_comparison(tables: dict[str, pd.DataFrame], manifest: pd.DataFrame) -> pd.DataFrame:
+    """One row per innocent pool: how many innocent shadows each source's null had, and how often the
+    tool called infringing and innocent models infringing (refusals counted apart)."""
+    rows = []
+    for pool, table in tables.items():
+        shadows = sorted({len(innocent_shadow_paths(manifest, s, pool)) for s in table.source.unique()})
+        judged = table[table.verdict != "refused"]
+        called = judged.verdict == "infringing"
+        inf, inn = judged.label == 1, judged.label == 0
+        rows.append({"innocent pool": pool, "innocent shadows per source": "/".join(map(str, shadows)),
+                     "target FPR": float(table.target_fpr.iloc[0]) if len(table) else float("nan"),
+                     "infringing called": f"{int((called & inf).sum())}/{int(inf.sum())}",
+                     "innocent called": f"{int((called & inn).sum())}/{int(inn.sum())}",
+                     "refused": int((table.verdict == "refused").sum()),
+                     "TPR": float(called[inf].mean()) if inf.any() else float("nan"),
+                     "FPR": float(called[inn].mean()) if inn.any() else float("nan")})
+    return pd.DataFrame(rows)

@@ -60,15 +60,13 @@ def all_claims(profile: Profile) -> pd.DataFrame:
     saved = tables_dir(profile) / "table1_statistical.csv"  # notebook 05's table: its bootstrap is not redone here
     t1 = pd.read_csv(saved) if saved.is_file() else table1(profile, score_models(profile, models, per_sample))
     parts.append(table1_claims(t1).assign(section="Table 1"))
-    verdicts = tables_dir(profile) / "verify_verdicts.csv"
-    v = pd.read_csv(verdicts) if verdicts.is_file() else pd.DataFrame()
-    if len(v):
-        judged = v[v.verdict != "refused"]
-        inf, inn = judged[judged.label == 1], judged[judged.label == 0]
+    pools = tables_dir(profile) / "verify_pools.csv"  # notebook 08's comparison of the tool's innocent nulls
+    for r in (pd.read_csv(pools).to_dict("records") if pools.is_file() else []):
         parts.append(pd.DataFrame([{
-            "paper's claim": f"(beyond the paper) `genlineage verify` at target FPR {v.target_fpr.iloc[0]:g}, one suspect at a time",
-            "ours": f"called infringing: {int((inf.verdict == 'infringing').sum())}/{len(inf)} infringing, "
-                    f"{int((inn.verdict == 'infringing').sum())}/{len(inn)} innocent; refused {len(v) - len(judged)}",
+            "paper's claim": f"(beyond the paper) `genlineage verify` at target FPR {r['target FPR']:g}, one suspect at "
+                             f"a time, innocent shadows: {r['innocent pool']} ({r['innocent shadows per source']} per source)",
+            "ours": f"called infringing: {r['infringing called']} infringing, {r['innocent called']} innocent; "
+                    f"refused {r['refused']}",
             "held": "n/a", "section": "model owner's tool"}]))
     table = pd.concat(parts, ignore_index=True)
     return table[["section", "paper's claim", "ours", "held"]]

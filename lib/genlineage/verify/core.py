@@ -36,7 +36,7 @@ class Verdict:
 
     verdict: str                      # "infringing" | "not shown"
     p_value: float
-    null: str                         # "innocent shadows (binomial)" | "control samples (Fisher exact)"
+    null: str                         # which null gave p_value (see :mod:`.null`)
     target_fpr: float
     conf: float
     delta0: float
@@ -46,7 +46,8 @@ class Verdict:
     queries: int
     discriminator_score: float | None
     empirical_p_value: float | None
-    null_hit_rate: float | None
+    mean_rd: float                    # the suspect's mean distance over the keys (the shadow null's statistic)
+    innocent_mean_rds: list[float] | None  # the same statistic for each innocent shadow
     settings: dict
     warning: str
     keys: pd.DataFrame = field(repr=False)          # per key: prompt, rd, best seed
@@ -146,25 +147,28 @@ def _suspect(suspect, cfg: GenerationConfig, cache_dir: Path, role: str, name: s
     raise InputError(f"{role}: pass a pipeline folder or a callable (prompt, seed) -> image; got {type(suspect).__name__}.")
 
 
-def _binomial_plan(innocent: np.ndarray, d0: float, alpha: float, n_keys: int, n_seeds: int,
-                   budget: int | None) -> tuple[int, float]:
-    """How many keys to ask (the most the budget allows that can still reach alpha) and the null
-    hit rate on exactly those keys (keys are stored best first, so the rate depends on how many)."""
-    def rate(n: int) -> float:
-        return null.null_hit_rate(int((innocent[:, :n] < d0).sum()), innocent[:, :n].size)
-
+def _shadow_plan(innocent: np.ndarray, alpha: float, n_keys: int, n_seeds: int, budget: int | None) -> int:
+    """How many keys to ask: every key the budget allows (fixed before looking at the shadows:
+    choosing the count where the shadows happen to agree would shrink their spread and the p-value
+    with it). Refused before any query of the suspect when even a perfect copy (distance 0) could
+    not beat the shadows' null over those keys at alpha."""
     def reachable(n: int) -> bool:
-        return null.binomial_pvalue(n, n, rate(n)) <= alpha
+        stats = innocent[:, :n].mean(axis=1)
+        return bool(np.ptp(stats) > 0) and null.prediction_floor(stats) <= alpha
 
     cap = n_keys if budget is None else min(n_keys, int(budget) // n_seeds)
-    usable = [n for n in range(1, cap + 1) if reachable(n)]
-    if usable:
-        return usable[-1], rate(usable[-1])
+    if cap >= 1 and reachable(cap):
+        return cap
     smallest = next((n for n in range(cap + 1, n_keys + 1) if reachable(n)), None)
     if smallest is None:
-        raise InputError(f"{n_keys} key samples cannot reach a {alpha:g} false-positive rate against this null "
-                         f"(innocent per-key hit rate {rate(n_keys):.3f} at delta0 {d0:.3f}): select more keys, "
-                         "add innocent shadows, or raise --target-fpr.")
+        stats = innocent.mean(axis=1)
+        if not np.ptp(stats) > 0:
+            raise InputError("the innocent shadows come equally close to every key: they look like one model passed "
+                             "twice; pass different innocent shadows.")
+        raise InputError(f"{len(innocent)} innocent shadows cannot support a {alpha:g} false-positive rate: their mean "
+                         f"distances ({', '.join(f'{x:.3f}' for x in stats)}) are too spread for even a perfect copy to "
+                         f"stand out (smallest p-value {null.prediction_floor(stats):.2g}). Add innocent shadows, "
+                         "or raise --target-fpr.")
     raise InputError(f"query budget {budget} is too small for a {alpha:g} false-positive rate: the smallest that "
                      f"would do is {smallest * n_seeds} ({smallest} keys x {n_seeds} seeds).")
 
@@ -206,8 +210,10 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
     suspect's images are cached under ``suspect_name`` (default: its module and name), so give two
     different callables different names.
 
-    delta0, when calibrated, and the null hit rate come from the same innocent shadows: with few
-    shadows the null is somewhat optimistic for the owner; the report says which null was used."""
+    With innocent shadows (two or more) the p-value compares the suspect's mean distance over the
+    keys with theirs and does not depend on delta0; delta0 (calibrated on the shadows when both
+    kinds are given) sets conf, the hits and the discriminator's features. With controls only, the
+    Fisher test counts hits below delta0. The report says which null was used."""
     alpha = _check_fpr(target_fpr)
     if n_keys is not None and int(n_keys) < 1:
         raise InputError(f"--n-keys {n_keys}: ask for at least 1 key sample.")
@@ -236,9 +242,10 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
         for path in paths:
             if isinstance(path, (str, Path)):
                 check_sd_pipeline(path, role)
-    if not innocent_shadows and controls is None:
-        raise InputError("no innocent null: pass innocent shadow models (--innocent-shadow, fine-tuned by you on data "
-                         "the source never generated) or --controls (pairs of the source's domain it never trained on).")
+    if len(innocent_shadows) < 2 and controls is None:
+        raise InputError(f"no innocent null: {len(innocent_shadows)} innocent shadow model(s) given, and the null needs at "
+                         "least 2 (--innocent-shadow, fine-tuned by you on data the source never generated) to measure "
+                         "how innocent models differ; or pass --controls (pairs of the source's domain it never trained on).")
     out.mkdir(parents=True, exist_ok=True)
 
     key_set = _resolve_keys(keys, key_data, strategy, n_keys, source, Path(base) if base else None, P, out, progress)
@@ -264,23 +271,24 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
         d0, d0_from = float(att["delta0"]), f"profile {P.name}"
 
     innocent = np.array([rd for (role, _), rd in shadow_rd.items() if role == "innocent"])
-    ctrl = None
-    if len(innocent):
-        n_use, p0 = _binomial_plan(innocent, d0, alpha, N, S, budget)
-        m_use = 0
+    use_shadows = len(innocent) >= 2 or controls is None
+    if use_shadows:
+        n_use, m_use = _shadow_plan(innocent, alpha, N, S, budget), 0
     else:
         ctrl = read_imagefolder(controls, size=key_set.references.shape[1])
         keep = ctrl.distinct_indices()
         n_use, m_use = _fisher_plan(alpha, N, len(keep), S, budget)
-        p0 = None
 
     keys_used = key_set.subset(n_use)
     rd, best_seed, recon = _rd(suspect_model, keys_used.prompts, keys_used.references, seeds, distance, progress)
     hits = int((rd < d0).sum())
-    if len(innocent):
-        p_value = null.binomial_pvalue(hits, n_use, p0)
-        null_name, null_rds = "innocent shadows (binomial)", innocent[:, :n_use].ravel()
-        empirical = null.empirical_pvalue(conf(rd, d0), [conf(r[:n_use], d0) for r in innocent])
+    innocent_stats = None
+    if use_shadows:
+        innocent_stats = innocent[:, :n_use].mean(axis=1)
+        p_value = null.prediction_pvalue(null.model_statistic(rd), innocent_stats)
+        null_name = f"innocent shadows ({len(innocent)}; t prediction on the mean distance)"
+        null_rds = innocent[:, :n_use].ravel()
+        empirical = null.empirical_pvalue(null.model_statistic(rd), innocent_stats)
     else:
         c_idx = keep[:m_use]
         c_rd, _, _ = _rd(suspect_model, [ctrl.records[i]["text"] for i in c_idx], to_uint8(ctrl.load_images()[c_idx]), seeds,
@@ -305,17 +313,24 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
                 "generation": {k: v for k, v in P["generation"].items() if k != "batch"},
                 "innocent_shadows": [_name(p) for p in innocent_shadows],
                 "infringing_shadows": [_name(p) for p in infringing_shadows],
-                "controls": str(controls) if controls is not None and not len(innocent) else None,
+                "controls": str(controls) if not use_shadows else None,
                 "n_controls": m_use, "budget": budget}
     verdict = "infringing" if p_value <= alpha else "not shown"
     warning = ""
     if verdict == "infringing" and empirical is not None and empirical > alpha:
-        beaten = int(round(empirical * (len(innocent) + 1))) - 1
-        warning = (f"{beaten} of {len(innocent)} innocent shadows score a conf at least as high as the suspect's, so "
-                   f"the shadows alone cannot support a {alpha:g} false-positive rate (empirical p {empirical:.2g}); the "
-                   "binomial null assumes keys are hit independently, which real models violate (notebook 08 measures "
-                   "how often it calls innocent models infringing). Add innocent shadows (at least "
-                   f"{math.ceil(1 / alpha) - 1} for an exact test at this rate) before relying on this verdict.")
-    return Verdict(verdict, float(p_value), null_name, alpha,
-                   conf(rd, d0), d0, d0_from, n_use, hits, (n_use + m_use) * S, disc, empirical, p0, settings, warning,
+        closer = int(round(empirical * (len(innocent) + 1))) - 1
+        warning = (f"The verdict rests on the null's assumption that innocent models' mean distance is normally spread: "
+                   f"{closer} of {len(innocent)} innocent shadows come at least as close as the suspect, and their rank "
+                   f"alone cannot support a {alpha:g} false-positive rate (empirical p {empirical:.2g}). Add innocent "
+                   f"shadows (at least {math.ceil(1 / alpha) - 1} for a test with no assumption at this rate) before "
+                   "relying on this verdict.")
+    if verdict == "infringing" and not use_shadows:
+        warning = ("The controls null assumes that a model which did not inherit the source's outputs reconstructs the "
+                   "key samples no better than the control pairs; key samples are the pairs the source reproduces best, "
+                   "which can be easier for any model of the domain (notebook 08 measures how often this null calls "
+                   "innocent models infringing). Confirm with innocent shadow models (at least 2) before relying on "
+                   "this verdict.")
+    return Verdict(verdict, float(p_value), null_name, alpha, conf(rd, d0), d0, d0_from, n_use, hits, (n_use + m_use) * S,
+                   disc, empirical, null.model_statistic(rd),
+                   None if innocent_stats is None else [float(x) for x in innocent_stats], settings, warning,
                    table, np.asarray(null_rds, dtype=float), recon, keys_used.references)
