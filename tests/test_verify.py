@@ -88,6 +88,18 @@ def _stranger(i: int):
     return generate_image
 
 
+def _counting_copier(world):
+    """The copier as a remote API that records every (prompt, seed) it is asked."""
+    calls: list = []
+    copier = _copier(world)
+
+    def api(prompt: str, seed: int):
+        calls.append((prompt, seed))
+        return copier(prompt, seed)
+
+    return api, calls
+
+
 def _shadows(world) -> dict:
     return {"innocent_shadows": [world[f"shadow_innocent_{i}"] for i in range(3)],
             "infringing_shadows": [world["shadow_infringing"]]}
@@ -160,31 +172,20 @@ def _spread_then_tight(values: list[float], n_keys: int = 6) -> np.ndarray:
     return rd
 
 
-def test_shadow_plan_asks_the_fewest_keys_the_null_allows_and_refuses_the_rest():
+def test_shadow_plan_asks_every_key_the_budget_allows_and_refuses_the_rest():
     from genlineage.verify.core import _shadow_plan
 
     innocent = _spread_then_tight([0.1, 0.5, 0.9])
     # floor p over n keys: t_2 at -0.5 n / (0.4 sqrt(4/3)); reaches 0.05 (t_2 = -2.92) from n = 3
     assert _shadow_plan(innocent, 0.05, 6, 2, None) == 6
     assert _shadow_plan(innocent, 0.05, 6, 2, 8) == 4
-    with pytest.raises(InputError, match=r"the smallest that would do is 6 \(3 keys x 2 seeds\)"):
+    # a budget of 2 keys is refused; the only other count suggested is all keys (not a count tuned on the shadows)
+    with pytest.raises(InputError, match=r"all 6 keys would do, a budget of 12 \(6 keys x 2 seeds\)"):
         _shadow_plan(innocent, 0.05, 6, 2, 4)
     with pytest.raises(InputError, match="too spread"):  # 0.001 needs t_2 = -22.3: n >= 21
         _shadow_plan(innocent, 0.001, 6, 2, None)
-    with pytest.raises(InputError, match="one model passed twice"):
+    with pytest.raises(InputError, match="too spread"):  # equal shadows: no spread, nothing to compare with
         _shadow_plan(np.full((2, 6), 0.4), 0.05, 6, 2, None)
-
-
-def test_fisher_null_floor_and_split():
-    assert null.fisher_floor(6, 6) == pytest.approx(1 / 924)
-    assert null.fisher_pvalue(6, 6, 0, 6) == pytest.approx(1 / 924)
-    assert null.fisher_pvalue(0, 6, 6, 6) == 1.0
-    n, m = null.smallest_fisher_split(0.01, 30, 30)
-    assert null.fisher_floor(n, m) <= 0.01 and n + m == 9  # C(9, 4) = 126 >= 100 > C(8, 4) = 70
-    assert null.smallest_fisher_split(0.01, 2, 2) is None
-    assert null.smallest_fisher_split(0.05, 3, 3) is None  # 1 / C(6, 3) is 0.05000000000000001 in floats
-    n, m = null.smallest_fisher_split(0.05, 4, 3)
-    assert null.fisher_pvalue(n, n, 0, m) <= 0.05
 
 
 # --- verdicts --------------------------------------------------------------------------------------
@@ -211,6 +212,9 @@ def test_rho1_suspect_is_infringing_and_innocent_is_not_shown_with_shadows(world
     assert guilty.delta0_from.startswith("calibrated") and guilty.null.startswith("innocent shadows")
     assert guilty.queries == 6 * len(P["attribution"]["seeds"])
     assert guilty.empirical_p_value == pytest.approx(1 / 4)  # 3 innocent shadows: the exact test's floor
+    for v in (guilty, clean):  # the p-value is the t prediction on the reported statistics, over the keys asked
+        assert v.p_value == pytest.approx(null.prediction_pvalue(v.mean_rd, v.innocent_mean_rds))
+        assert v.mean_rd == pytest.approx(v.keys.rd.mean())
     assert "cannot support a 0.01 false-positive rate" in guilty.warning and "at least 99" in guilty.warning
     assert clean.warning == ""
 
@@ -231,6 +235,7 @@ def test_controls_null_without_shadows(world, keys, tmp_path):
     assert clean.verdict == "not shown"
     assert guilty.queries == (6 + 6) * len(P["attribution"]["seeds"])
     assert "The controls null assumes" in guilty.warning and clean.warning == ""
+    assert guilty.innocent_mean_rds is None and "Warning" in write_report(guilty, tmp_path / "g").read_text()
 
 
 def test_a_pipeline_suspect_is_queried_and_never_written_to(world, keys, tmp_path):
@@ -252,13 +257,7 @@ def test_an_innocent_smoke_pipeline_is_not_shown(world, keys, tmp_path):
 
 
 def test_a_callable_suspect_is_cached(world, keys, tmp_path):
-    calls = []
-    copier = _copier(world)
-
-    def api(prompt: str, seed: int):
-        calls.append((prompt, seed))
-        return copier(prompt, seed)
-
+    api, calls = _counting_copier(world)
     first = verify(world["source"], api, keys=keys, profile=P, out=tmp_path, progress=False, delta0=0.001,
                    innocent_shadows=_shadows(world)["innocent_shadows"])
     n = len(calls)
@@ -366,6 +365,43 @@ def test_budget_too_small_names_the_smallest_that_would_do(world, keys, tmp_path
     assert "query budget 2 is too small" in err and "the smallest that would do is 18 (4 keys + 5 controls x 2 seeds)" in err
     assert main(args + ["--budget", "18"]) == 0
     assert json.loads(capsys.readouterr().out)["queries"] == 18
+
+
+def test_shadow_null_budget_is_spent_on_keys_and_refusals_cost_no_query(world, keys, tmp_path):
+    api, calls = _counting_copier(world)
+    S = len(P["attribution"]["seeds"])
+    v = verify(world["source"], api, keys=keys, profile=P, out=tmp_path / "a", progress=False, target_fpr=0.2,
+               budget=3 * S + 1, suspect_name="budget copier", **_shadows(world))
+    assert v.n_keys == 3 and v.queries == 3 * S == len(calls)
+    calls.clear()
+    with pytest.raises(InputError, match="cannot support a 1e-12 false-positive rate"):
+        verify(world["source"], api, keys=keys, profile=P, out=tmp_path / "b", progress=False, target_fpr=1e-12,
+               suspect_name="budget copier 2", **_shadows(world))
+    assert calls == [], "a refusal asks the suspect nothing"
+
+
+def test_the_same_model_twice_is_refused(world, keys, tmp_path):
+    with pytest.raises(InputError, match="given more than once"):
+        verify(world["source"], world["suspect_innocent"], keys=keys, profile=P, out=tmp_path / "a", progress=False,
+               innocent_shadows=[world["shadow_innocent_0"], world["shadow_innocent_0"], world["shadow_innocent_1"]])
+    with pytest.raises(InputError, match="given more than once"):
+        verify(world["source"], world["shadow_innocent_0"], keys=keys, profile=P, out=tmp_path / "b", progress=False,
+               innocent_shadows=[world["shadow_innocent_0"], world["shadow_innocent_1"]])
+    twin = _stranger(5)
+    with pytest.raises(InputError, match="one model given twice"):
+        verify(world["source"], _stranger(6), keys=keys, profile=P, out=tmp_path / "c", progress=False,
+               innocent_shadows=[twin, twin, _stranger(7)])
+
+
+def test_non_finite_distances_are_refused(world, keys, tmp_path):
+    class NaNSuspect:
+        name = "nan suspect"
+
+        def generate(self, prompts, seeds, size, progress):
+            return np.full((len(prompts), size, size, 3), np.nan)
+
+    with pytest.raises(InputError, match="not finite"):
+        verify(world["source"], NaNSuspect(), keys=keys, profile=P, out=tmp_path, progress=False, **_shadows(world))
 
 
 def test_key_samples_with_missing_images_are_refused(world, keys, tmp_path, capsys):

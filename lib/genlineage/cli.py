@@ -85,14 +85,14 @@ def _verify_parser(sub) -> argparse.ArgumentParser:
     sus.add_argument("--suspect", metavar="DIR", help="the suspect: a diffusers Stable-Diffusion pipeline folder")
     sus.add_argument("--suspect-callable", metavar="MODULE:FUNC",
                      help="or a function generate(prompt, seed) -> image, as module:function or file.py:function")
-    nul = p.add_argument_group("the innocent null (at least one)")
+    nul = p.add_argument_group("the innocent null (2+ innocent shadows, or controls)")
     nul.add_argument("--innocent-shadow", action="append", default=[], metavar="DIR",
                      help="an innocent shadow model you fine-tuned on data the source never generated (repeatable; "
-                          "at least 2, and 1/A - 1 for a verdict that needs no assumption)")
+                          "at least 2; with ceil(1/A) - 1 or more their rank alone supports an infringing verdict, with no warning)")
     nul.add_argument("--infringing-shadow", action="append", default=[], metavar="DIR",
                      help="an infringing shadow model (repeatable): calibrates delta0, enables the discriminator")
     nul.add_argument("--controls", metavar="DIR",
-                     help="pairs of the source's domain it never trained on (image folder); the null when no innocent shadow is given")
+                     help="pairs of the source's domain it never trained on (image folder); the null when fewer than 2 innocent shadows are given")
     dec = p.add_argument_group("decision")
     dec.add_argument("--target-fpr", type=float, default=0.01, metavar="A", help="false-positive rate, in (0, 1) (default 0.01)")
     dec.add_argument("--budget", type=int, metavar="Q", help="most images to ask of the suspect (refused if too small for A)")

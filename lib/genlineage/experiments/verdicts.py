@@ -50,8 +50,9 @@ def innocent_shadow_paths(manifest: pd.DataFrame, source: str, pool: str) -> lis
 
 
 def null_models(profile: Profile, manifest: pd.DataFrame, model: pd.Series, pool: str) -> dict:
-    """``verify``'s null arguments for one evaluated model: shadows (the source's infringing ones
-    calibrate delta0 and train the discriminator), or the domain's held-out pairs as controls."""
+    """``verify``'s null arguments for one evaluated model: shadows (the pool's innocent ones and the
+    source's infringing ones together calibrate delta0 and train the discriminator), or the domain's
+    held-out pairs as controls."""
     if pool == "controls":
         return {"controls": layout.datasets_dir(profile) / f"{model.domain}_heldout"}
     infringing = manifest[(manifest.source == model.source) & (manifest.role == "shadow") & (manifest.label == 1)]
@@ -62,7 +63,7 @@ def null_models(profile: Profile, manifest: pd.DataFrame, model: pd.Series, pool
 def verify_evaluated(profile: Profile, target_fpr: float = 0.05, progress: bool = True,
                      showcase: tuple[str, ...] = (), innocent_pool: str = "domain") -> pd.DataFrame:
     """One row per evaluated model: the tool's verdict, p-value, conf and discriminator score.
-    Models named in ``showcase`` also get their full report under ``results/08_verify/<name>/``."""
+    Models named in ``showcase`` also get their full report under ``results/08_verify/<pool>/<name>/``."""
     manifest = read_manifest(profile)
     strategy = profile["attribution"]["main_strategy"]
     cached = layout.results_dir(profile, STAGE) / f"verdicts_{innocent_pool}.csv"

@@ -151,26 +151,31 @@ def _shadow_plan(innocent: np.ndarray, alpha: float, n_keys: int, n_seeds: int, 
     """How many keys to ask: every key the budget allows (fixed before looking at the shadows:
     choosing the count where the shadows happen to agree would shrink their spread and the p-value
     with it). Refused before any query of the suspect when even a perfect copy (distance 0) could
-    not beat the shadows' null over those keys at alpha."""
-    def reachable(n: int) -> bool:
+    not beat the shadows' null over those keys at alpha; the only other count a refusal suggests is
+    all the keys, which does not depend on the shadows either."""
+    def floor(n: int) -> float:
         stats = innocent[:, :n].mean(axis=1)
-        return bool(np.ptp(stats) > 0) and null.prediction_floor(stats) <= alpha
+        return null.prediction_floor(stats) if np.ptp(stats) > 0 else 1.0
 
     cap = n_keys if budget is None else min(n_keys, int(budget) // n_seeds)
-    if cap >= 1 and reachable(cap):
+    if cap >= 1 and floor(cap) <= alpha:
         return cap
-    smallest = next((n for n in range(cap + 1, n_keys + 1) if reachable(n)), None)
-    if smallest is None:
-        stats = innocent.mean(axis=1)
-        if not np.ptp(stats) > 0:
-            raise InputError("the innocent shadows come equally close to every key: they look like one model passed "
-                             "twice; pass different innocent shadows.")
-        raise InputError(f"{len(innocent)} innocent shadows cannot support a {alpha:g} false-positive rate: their mean "
-                         f"distances ({', '.join(f'{x:.3f}' for x in stats)}) are too spread for even a perfect copy to "
-                         f"stand out (smallest p-value {null.prediction_floor(stats):.2g}). Add innocent shadows, "
-                         "or raise --target-fpr.")
-    raise InputError(f"query budget {budget} is too small for a {alpha:g} false-positive rate: the smallest that "
-                     f"would do is {smallest * n_seeds} ({smallest} keys x {n_seeds} seeds).")
+    if cap < n_keys and floor(n_keys) <= alpha:
+        raise InputError(f"query budget {budget} is too small for a {alpha:g} false-positive rate against these shadows: "
+                         f"all {n_keys} keys would do, a budget of {n_keys * n_seeds} ({n_keys} keys x {n_seeds} seeds).")
+    stats = innocent[:, :max(cap, 1)].mean(axis=1)
+    raise InputError(f"{len(innocent)} innocent shadows cannot support a {alpha:g} false-positive rate over {max(cap, 1)} "
+                     f"keys: their mean distances ({', '.join(f'{x:.3f}' for x in stats)}) are too spread for even a "
+                     f"perfect copy to stand out (smallest p-value {floor(max(cap, 1)):.2g}). Add innocent shadows, "
+                     "or raise --target-fpr.")
+
+
+def _check_distances(rd: np.ndarray, role: str) -> np.ndarray:
+    """Distances must be finite numbers; a NaN would silently turn into a 'not shown' verdict."""
+    if not np.isfinite(rd).all():
+        raise InputError(f"{role}: {int((~np.isfinite(rd)).sum())} reconstruction distances are not finite numbers; "
+                         "the model (or distance) returned NaN or infinite values. Check its images.")
+    return rd
 
 
 def _fisher_plan(alpha: float, n_keys: int, n_controls: int, n_seeds: int, budget: int | None) -> tuple[int, int]:
@@ -235,6 +240,11 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
         if where == folder or folder in where.parents or where in folder.parents:
             raise InputError(f"--out {out} and the model folder {path} overlap; genlineage never writes into a "
                              "suspect's or shadow's folder. Pass an --out that neither holds nor lies in a model.")
+    resolved = [str(Path(m).resolve()) for m in folders]
+    repeated = sorted({m for m in resolved if resolved.count(m) > 1})
+    if repeated:
+        raise InputError(f"the model folder {repeated[0]} is given more than once (as suspect or shadow); each shadow "
+                         "must be a different model, and the suspect cannot be its own shadow.")
     # Every model folder is checked before any work, so a bad suspect costs no shadow queries.
     if isinstance(suspect, (str, Path)):
         check_sd_pipeline(suspect, "suspect")
@@ -250,6 +260,8 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
 
     key_set = _resolve_keys(keys, key_data, strategy, n_keys, source, Path(base) if base else None, P, out, progress)
     N, S = len(key_set), len(seeds)
+    if N == 0:
+        raise InputError("the key set holds no key samples: select keys first (--key-data with --strategy).")
     suspect_model = _suspect(suspect, cfg, cache_dir, "suspect", suspect_name)
     if isinstance(suspect_model, PipelineSuspect):
         suspect_model.check_size(key_set.references.shape[1])
@@ -259,7 +271,8 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
     for role, paths in (("innocent", innocent_shadows), ("infringing", infringing_shadows)):
         for i, path in enumerate(paths):
             model = _suspect(path, cfg, cache_dir, f"{role} shadow {_name(path)}")
-            shadow_rd[(role, i)] = _rd(model, key_set.prompts, key_set.references, seeds, distance, progress)[0]
+            shadow_rd[(role, i)] = _check_distances(
+                _rd(model, key_set.prompts, key_set.references, seeds, distance, progress)[0], f"{role} shadow {_name(path)}")
     if delta0 is not None:
         d0, d0_from = float(delta0), "given"
     elif innocent_shadows and infringing_shadows:
@@ -271,6 +284,9 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
         d0, d0_from = float(att["delta0"]), f"profile {P.name}"
 
     innocent = np.array([rd for (role, _), rd in shadow_rd.items() if role == "innocent"])
+    if len(innocent) and len(np.unique(innocent, axis=0)) < len(innocent):
+        raise InputError("two innocent shadows come exactly as close to every key: they look like one model given "
+                         "twice (a copy, or the same callable); pass different innocent shadows.")
     use_shadows = len(innocent) >= 2 or controls is None
     if use_shadows:
         n_use, m_use = _shadow_plan(innocent, alpha, N, S, budget), 0
@@ -281,6 +297,7 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
 
     keys_used = key_set.subset(n_use)
     rd, best_seed, recon = _rd(suspect_model, keys_used.prompts, keys_used.references, seeds, distance, progress)
+    _check_distances(rd, "suspect")
     hits = int((rd < d0).sum())
     innocent_stats = None
     if use_shadows:

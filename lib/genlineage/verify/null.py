@@ -19,7 +19,7 @@ what replaced it.
   shadows too few or too spread to reach the target are refused before any query.
   ``empirical_pvalue`` gives the assumption-free rank of the suspect among the shadows (exact, but
   it cannot go below 1 / (k + 1)); the verdict warns whenever it alone would not support the call.
-* **From control samples**, when there are no shadows: pairs of the source's domain that the
+* **From control samples**, when there are fewer than two innocent shadows: pairs of the source's domain that the
   source never trained on, asked of the suspect itself. Comparing a model with itself cancels how
   close it comes to everything, so a one-sided Fisher exact test on (key hits, control hits) gives
   the p-value. Assumption: keys are as hard to reconstruct as controls for a model that did not
