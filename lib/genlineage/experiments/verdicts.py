@@ -74,7 +74,7 @@ def verify_evaluated(profile: Profile, target_fpr: float = 0.05, progress: bool 
            "attribution": profile["attribution"], "statistical": profile["statistical"],
            "generation": profile["generation"], "target_fpr": target_fpr, "showcase": sorted(showcase),
            "innocent_pool": innocent_pool,
-           "format": 5}  # bump when the table or the verdict logic changes
+           "format": 6}  # bump when the table or the verdict logic changes
     if cached.is_file() and stamp_matches(stamp, key):
         return pd.read_csv(cached).fillna({"reason": ""})
     rows = []
