@@ -117,20 +117,23 @@ def showcase_models(profile: Profile) -> tuple[str, str]:
     return ev[ev.rho == 1.0].name.iloc[0], ev[ev.rho == 0.0].name.iloc[0]
 
 
+def _call_rates(judged: pd.DataFrame) -> dict:
+    """Infringing and innocent models called infringing, as counts and rates (judged verdicts only)."""
+    called = judged.verdict == "infringing"
+    inf, inn = judged.label == 1, judged.label == 0
+    return {"infringing called": f"{int((called & inf).sum())}/{int(inf.sum())}",
+            "innocent called": f"{int((called & inn).sum())}/{int(inn.sum())}",
+            "TPR": float(called[inf].mean()) if inf.any() else float("nan"),
+            "FPR": float(called[inn].mean()) if inn.any() else float("nan")}
+
+
 def verdict_rates(table: pd.DataFrame) -> pd.DataFrame:
     """Per source and lineage: share of infringing models called infringing (TPR) and of innocent
     ones (FPR), over the models the tool could judge."""
-    judged = table[table.verdict != "refused"].assign(called=lambda t: (t.verdict == "infringing").astype(int))
-    out = []
-    for (source, lineage), g in judged.groupby(["source", "lineage"]):
-        inf, inn = g[g.label == 1], g[g.label == 0]
-        out.append({"source": source, "lineage": lineage, "infringing called": f"{inf.called.sum()}/{len(inf)}",
-                    "innocent called": f"{inn.called.sum()}/{len(inn)}",
-                    "TPR": inf.called.mean() if len(inf) else float("nan"),
-                    "FPR": inn.called.mean() if len(inn) else float("nan")})
-    refused = int((table.verdict == "refused").sum())
-    result = pd.DataFrame(out)
-    result.attrs["refused"] = refused
+    judged = table[table.verdict != "refused"]
+    result = pd.DataFrame([{"source": source, "lineage": lineage, **_call_rates(g)}
+                           for (source, lineage), g in judged.groupby(["source", "lineage"])])
+    result.attrs["refused"] = int((table.verdict == "refused").sum())
     return result
 
 
@@ -140,14 +143,9 @@ def pool_comparison(tables: dict[str, pd.DataFrame], manifest: pd.DataFrame) -> 
     rows = []
     for pool, table in tables.items():
         shadows = sorted({len(innocent_shadow_paths(manifest, s, pool)) for s in table.source.unique()})
-        judged = table[table.verdict != "refused"]
-        called = judged.verdict == "infringing"
-        inf, inn = judged.label == 1, judged.label == 0
+        rates = _call_rates(table[table.verdict != "refused"])
         rows.append({"innocent pool": pool, "innocent shadows per source": "/".join(map(str, shadows)),
                      "target FPR": float(table.target_fpr.iloc[0]) if len(table) else float("nan"),
-                     "infringing called": f"{int((called & inf).sum())}/{int(inf.sum())}",
-                     "innocent called": f"{int((called & inn).sum())}/{int(inn.sum())}",
-                     "refused": int((table.verdict == "refused").sum()),
-                     "TPR": float(called[inf].mean()) if inf.any() else float("nan"),
-                     "FPR": float(called[inn].mean()) if inn.any() else float("nan")})
+                     "infringing called": rates["infringing called"], "innocent called": rates["innocent called"],
+                     "refused": int((table.verdict == "refused").sum()), "TPR": rates["TPR"], "FPR": rates["FPR"]})
     return pd.DataFrame(rows)

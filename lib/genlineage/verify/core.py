@@ -299,13 +299,14 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
     rd, best_seed, recon = _rd(suspect_model, keys_used.prompts, keys_used.references, seeds, distance, progress)
     _check_distances(rd, "suspect")
     hits = int((rd < d0).sum())
+    statistic = null.model_statistic(rd)
     innocent_stats = None
     if use_shadows:
         innocent_stats = innocent[:, :n_use].mean(axis=1)
-        p_value = null.prediction_pvalue(null.model_statistic(rd), innocent_stats)
+        p_value = null.prediction_pvalue(statistic, innocent_stats)
         null_name = f"innocent shadows ({len(innocent)}; t prediction on the mean distance)"
         null_rds = innocent[:, :n_use].ravel()
-        empirical = null.empirical_pvalue(null.model_statistic(rd), innocent_stats)
+        empirical = null.empirical_pvalue(statistic, innocent_stats)
     else:
         c_idx = keep[:m_use]
         c_rd, _, _ = _rd(suspect_model, [ctrl.records[i]["text"] for i in c_idx], to_uint8(ctrl.load_images()[c_idx]), seeds,
@@ -348,6 +349,6 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
                    "innocent models infringing). Confirm with innocent shadow models (at least 2) before relying on "
                    "this verdict.")
     return Verdict(verdict, float(p_value), null_name, alpha, conf(rd, d0), d0, d0_from, n_use, hits, (n_use + m_use) * S,
-                   disc, empirical, null.model_statistic(rd),
+                   disc, empirical, statistic,
                    None if innocent_stats is None else [float(x) for x in innocent_stats], settings, warning,
                    table, np.asarray(null_rds, dtype=float), recon, keys_used.references)
