@@ -42,7 +42,7 @@ def main(src_steps: int, steps: int, lr: float, root: Path) -> None:
     torch.set_num_threads(1)
     P = load_profile("smoke")
     cfg = GenerationConfig.from_mapping(P["generation"])
-    seeds = [int(s) for s in P["attribution"]["seeds"]]
+    seeds = [int(s) for s in P["attribution"]["query_seeds"]]
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     base = root / "base"

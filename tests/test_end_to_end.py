@@ -21,7 +21,7 @@ from genlineage.experiments.source_models import build_source_models, stage_cost
 from genlineage.config import load_profile
 from genlineage.data.imagefolder import read_imagefolder
 from genlineage.experiments.attribution import run_attribution
-from genlineage.experiments.instance import deltas, table2
+from genlineage.experiments.instance import deltas, table2, table2_per_model
 from genlineage.experiments.statistical import score_models, table1
 from genlineage.experiments.suspicious import build_suspicious_models
 from genlineage.models.pipeline_io import load_pipeline
@@ -59,7 +59,7 @@ def test_stages_build_six_sources_and_measure_them(P):
     summary, per_sample = memorisation_table(P)
     assert len(summary) == 8 and summary.nearest_own.between(0, 1).all()
     assert set(per_sample.split) == {"own", "heldout"}
-    checks = memorisation_checks(P, summary)
+    checks = memorisation_checks(summary, per_sample)
     assert len(checks) == 4
     costs = stage_costs(P)
     assert costs.seconds.notna().all()
@@ -71,8 +71,13 @@ def test_suspicious_models_and_attribution(P):
     cfg = P["suspicious"]
     per_lineage = len(cfg["rhos"]) * cfg["evaluated"]["infringing"] + cfg["evaluated"]["innocent"] \
         + cfg["shadow"]["infringing"] + cfg["shadow"]["innocent"]
-    assert len(manifest) == 6 * len(cfg["lineages"]) * per_lineage
+    assert len(manifest) == 6 * len(cfg["lineages"]) * per_lineage * len(cfg["replicates"])
     assert manifest.name.is_unique
+    assert sorted(manifest.replicate.unique()) == sorted(cfg["replicates"])
+    evaluated = manifest[manifest.role == "evaluated"]  # (a shadow's rho, in its name, is drawn per replicate)
+    seeds = evaluated.assign(stem=evaluated.name.str.rsplit("__s", n=1).str[0]).pivot(
+        index="stem", columns="replicate", values="seed")
+    assert (seeds.nunique(axis=1) == len(cfg["replicates"])).all(), "each replicate draws its own model seeds"
     assert (manifest.label == (manifest.rho > 0)).all()
     assert set(manifest[manifest.role == "shadow"].pool.str.split("_", n=1).str[1]) == {"shadow_pool"}
     assert set(manifest[manifest.role == "evaluated"].pool.str.split("_", n=1).str[1]) == {"suspicious_pool"}
@@ -87,9 +92,12 @@ def test_suspicious_models_and_attribution(P):
     assert set(per_sample.strategy) == {"detection", "generation", "random"}
     assert set(per_sample.model) == set(manifest.name)
     assert models.watermark_bit_accuracy.between(0, 1).all()
-    D, _ = deltas(P, models, per_sample)
-    assert D["paper"] == 0.15 and 0 < D["calibrated"] < 1
-    assert len(table2(P, models, per_sample)) == 7
+    D, curve = deltas(P, models, per_sample)
+    assert set(D["calibrated"]) == set(cfg["replicates"]) == set(curve.replicate)
+    assert all(d == 0.15 for d in D["paper"].values()) and all(0 < d < 1 for d in D["calibrated"].values())
+    per_model = table2_per_model(P, models, per_sample, D["calibrated"])
+    assert len(per_model) == 6 * (cfg["evaluated"]["innocent"] + 1) * len(cfg["replicates"])
+    assert len(table2(per_model)) == 6 + 2
 
     def ids(name: str) -> set:
         return {r["id"] for r in read_imagefolder(P.data_root / "suspicious_data" / name).records}
@@ -201,5 +209,5 @@ def test_verify_command_on_smoke_profile_models(smoke_root, tmp_path, monkeypatc
         assert result.returncode == 0, result.stderr[-3000:]
         verdict = json.loads((out / "verdict.json").read_text())
         assert verdict["verdict"] in ("infringing", "not shown")
-        assert verdict["queries"] == verdict["n_keys"] * len(P["attribution"]["seeds"])
+        assert verdict["queries"] == verdict["n_keys"] * len(P["attribution"]["query_seeds"])
         assert (out / "report.md").is_file() and (out / "rd_histogram.png").is_file()

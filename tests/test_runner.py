@@ -70,9 +70,110 @@ def test_main_reports_the_failure_and_exits_non_zero(stages, tmp_path, smoke_pro
 
 def test_timings_are_appended_not_overwritten(tmp_path):
     path = tmp_path / "t.csv"
-    runner.record_timing(path, {"run": "a", "stage": "01", "seconds": 1.0, "status": "ok", "note": ""})
-    runner.record_timing(path, {"run": "b", "stage": "01", "seconds": 0.5, "status": "ok", "note": ""})
+    runner.record_timing(path, {"run": "a", "stage": "01", "seconds": 1.0, "status": "ok"})
+    runner.record_timing(path, {"run": "b", "stage": "01", "seconds": 0.5, "status": "ok"})
     assert list(pd.read_csv(path).run) == ["a", "b"]
+
+
+STAGES = ["01_a", "02_b", "03_c"]
+
+
+def _plant(profile, rows: list[dict]) -> None:
+    """Write a time record as the runner does, one row per (run facts, stage, seconds, status)."""
+    path = profile.data_root / "results" / runner.TIMINGS
+    for row in rows:
+        runner.record_timing(path, row)
+
+
+def _run_rows(run: str, seconds: list[float], cold: bool, statuses: list[str] | None = None,
+              stages: list[str] = STAGES, n_stages: int = len(STAGES)) -> list[dict]:
+    """One invocation's rows: ``cold`` sets both flags (every stage, no cached work at start)."""
+    facts = {"run": run, "full_run": cold, "empty_cache": cold, "n_stages": n_stages, "cpus": 2,
+             "platform": "Linux-test", "device": "cpu", "commit": "abc123"}
+    statuses = statuses or ["ok"] * len(seconds)
+    return [runner.timing_row(facts, stage, sec, status) for stage, sec, status in zip(stages, seconds, statuses)]
+
+
+def test_the_table_takes_cold_times_from_the_one_cold_run_and_latest_from_the_re_run(smoke_profile, monkeypatch):
+    from genlineage.report.reproduction import timing_table
+
+    monkeypatch.delenv(runner.RUN_ID_ENV, raising=False)
+    # a cold complete run, then a cached re-run from stage 02 that is slower at 03 (a busy machine):
+    # the old "longest run per stage" rule would have mixed the two
+    _plant(smoke_profile, _run_rows("cold", [10.0, 100.0, 20.0], cold=True)
+           + _run_rows("rerun", [3.0, 25.0], cold=False, stages=STAGES[1:], n_stages=2))
+    table = timing_table(smoke_profile).set_index("stage")
+    assert list(table["cold (s)"]) == [10.0, 100.0, 20.0, 130.0]
+    assert list(table["latest (s)"]) == [10.0, 3.0, 25.0, 38.0]
+    assert "run `cold`" in table.attrs["cold_run"] and "2 CPUs" in table.attrs["cold_run"]
+    assert "note" not in table.columns
+
+
+def test_a_run_with_a_failed_or_missing_stage_is_not_a_complete_cold_run(smoke_profile, monkeypatch):
+    from genlineage.report.reproduction import timing_table
+
+    monkeypatch.delenv(runner.RUN_ID_ENV, raising=False)
+    failed = _run_rows("failed", [10.0, 50.0, 1.0], cold=True, statuses=["ok", "ok", "failed"])
+    killed = _run_rows("killed", [11.0, 60.0], cold=True)  # stopped before its last stage: no row for it
+    _plant(smoke_profile, failed + killed)
+    t = runner.read_timings(smoke_profile)
+    assert runner.complete_cold_runs(t) == [] and runner.latest_cold_run(t) is None
+    table = timing_table(smoke_profile)
+    assert set(table["cold (s)"]) == {"-"}, "no cold time is invented"
+    assert table.attrs["cold_run"].startswith("**No complete cold run is recorded**")
+    assert list(table.set_index("stage")["latest (s)"]) == [11.0, 60.0, 71.0], "a failed stage's time is not 'latest'"
+
+
+def test_the_report_names_its_own_unfinished_cold_run(smoke_profile, monkeypatch):
+    from genlineage.report.reproduction import timing_table
+
+    _plant(smoke_profile, _run_rows("now", [10.0, 20.0], cold=True))
+    monkeypatch.setenv(runner.RUN_ID_ENV, "now")
+    assert "this run (`now`) is cold but still running" in timing_table(smoke_profile).attrs["cold_run"]
+
+
+def test_an_old_record_without_run_facts_reads_as_not_cold(smoke_profile):
+    path = smoke_profile.data_root / "results" / runner.TIMINGS
+    path.parent.mkdir(parents=True)
+    path.write_text("run,stage,seconds,status,note\n2026-01-01T00:00:00,01_a,28.0,ok,typed by hand\n")
+    t = runner.read_timings(smoke_profile)
+    assert list(t.stage) == ["01_a"] and not t.cold.any() and "note" not in t.columns
+    assert runner.latest_cold_run(t) is None
+
+
+def test_the_cold_flag_needs_every_stage_and_no_cached_work(tmp_path):
+    root = tmp_path / "data" / "smoke"
+    assert not runner.has_cached_work(root), "no data folder: a fresh clone"
+    (root / "results").mkdir(parents=True)
+    (root / "results" / runner.TIMINGS).write_text("run\n")
+    (root / "models").mkdir()
+    assert not runner.has_cached_work(root), "the time record itself and empty folders are no cached work"
+    (root / "models" / "weights.bin").write_bytes(b"0")
+    assert runner.has_cached_work(root)
+
+
+def test_the_runner_records_run_id_cold_flag_and_machine(stages, tmp_path, smoke_profile, monkeypatch):
+    for nb in ("02_broken.ipynb", "03_after.ipynb"):
+        (stages / nb).unlink()
+    _notebook(stages / "02_env.ipynb", "import os; print('run id', os.environ.get('GENLINEAGE_RUN_ID'))")
+    monkeypatch.delenv(runner.RUN_ID_ENV, raising=False)
+    runner.run_all("smoke", out_root=tmp_path / "out", notebooks_dir=stages, progress=False)
+    (smoke_profile.data_root / "models").mkdir(parents=True)
+    (smoke_profile.data_root / "models" / "cached.bin").write_bytes(b"0")
+    runner.run_all("smoke", out_root=tmp_path / "out", notebooks_dir=stages, progress=False)  # cached work now
+    runner.run_all("smoke", only=["02"], out_root=tmp_path / "out", notebooks_dir=stages, progress=False)
+    t = runner.read_timings(smoke_profile)
+    runs = list(dict.fromkeys(t.run))
+    assert len(runs) == 3 and list(t.groupby("run", sort=False).size()) == [2, 2, 1]
+    first = t[t.run == runs[0]]
+    assert first.cold.all() and first.full_run.all() and first.empty_cache.all() and (first.n_stages == 2).all()
+    assert not t[t.run == runs[1]].cold.any() and t[t.run == runs[1]].full_run.all()
+    assert not t[t.run == runs[2]].full_run.any()
+    assert runner.latest_cold_run(t) == runs[0]
+    assert (t.cpus == __import__("os").cpu_count()).all() and t.platform.notna().all()
+    executed = nbformat.read(tmp_path / "out" / "smoke" / "02_env.ipynb", as_version=4)
+    assert f"run id {runs[2]}" in str(executed.cells[-1].outputs), "the stages' kernels see the run id"
+    assert runner.RUN_ID_ENV not in __import__("os").environ
 
 
 def test_an_unknown_profile_is_refused_with_exit_2(capsys):

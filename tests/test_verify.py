@@ -18,6 +18,7 @@ from genlineage.config import load_profile
 from genlineage.data.imagefolder import write_imagefolder
 from genlineage.errors import InputError
 from genlineage.generation import GenerationCache, GenerationConfig, generate_cached
+from genlineage.keys import KeySet
 from genlineage.models.pipeline_io import load_pipeline
 from genlineage.training.finetune import finetune_folder
 from genlineage.training.sd import TrainConfig
@@ -66,14 +67,22 @@ def world(tmp_path_factory, saved_pipeline):
     return models
 
 
-def _copier(world, noise: float = 2.0):
-    """A suspect that inherited everything: the source's own generation for (prompt, seed), plus
-    pixel noise (what a perfectly inheriting rho = 1 model would return)."""
+def _copier(world, keys: Path, noise: float = 2.0):
+    """A suspect that inherited everything: for a prompt the source drew a key reference for, that
+    picture (the source's medoid generation) whatever the seed, as memory is; for any other prompt
+    the source's own generation at (prompt, seed); plus pixel noise. Not the source's generation at
+    the query seed for a key: the references are drawn at key seeds the suspect is never asked
+    with (attribution.key_seeds vs query_seeds), and smoke models change their picture with the
+    seed, so that copy would not come close to the references; with shared seeds it came close
+    only through the shared initial noise."""
     model = load_pipeline(world["source"])
     cfg = GenerationConfig.from_mapping(P["generation"])
+    key_set = KeySet.load(keys)
+    memory = dict(zip(key_set.prompts, key_set.references))
 
     def generate_image(prompt: str, seed: int) -> np.ndarray:
-        img = generate_cached(model, [prompt], [seed], cfg, None)[0].astype(float)
+        img = memory[prompt] if prompt in memory else generate_cached(model, [prompt], [seed], cfg, None)[0]
+        img = img.astype(float)
         rng = np.random.default_rng(seed)
         return np.clip(img + rng.normal(0, noise, img.shape), 0, 255).astype(np.uint8)
 
@@ -88,10 +97,10 @@ def _stranger(i: int):
     return generate_image
 
 
-def _counting_copier(world):
+def _counting_copier(world, keys: Path):
     """The copier as a remote API that records every (prompt, seed) it is asked."""
     calls: list = []
-    copier = _copier(world)
+    copier = _copier(world, keys)
 
     def api(prompt: str, seed: int):
         calls.append((prompt, seed))
@@ -201,8 +210,8 @@ def keys(world, tmp_path_factory):
 
 def test_rho1_suspect_is_infringing_and_innocent_is_not_shown_with_shadows(world, keys, tmp_path):
     shadows = {"innocent_shadows": [world[f"shadow_innocent_{i}"] for i in range(3)],
-               "infringing_shadows": [_copier(world, noise=3.0)]}
-    guilty = verify(world["source"], _copier(world), keys=keys, profile=P, out=tmp_path / "g", target_fpr=0.01,
+               "infringing_shadows": [_copier(world, keys, noise=3.0)]}
+    guilty = verify(world["source"], _copier(world, keys), keys=keys, profile=P, out=tmp_path / "g", target_fpr=0.01,
                     progress=False, **shadows)
     clean = verify(world["source"], _stranger(0), keys=keys, profile=P, out=tmp_path / "c", target_fpr=0.01,
                    progress=False, **shadows)
@@ -210,7 +219,7 @@ def test_rho1_suspect_is_infringing_and_innocent_is_not_shown_with_shadows(world
     assert clean.verdict == "not shown" and clean.p_value > 0.01 and clean.conf == 0.0
     assert guilty.discriminator_score > clean.discriminator_score
     assert guilty.delta0_from.startswith("calibrated") and guilty.null.startswith("innocent shadows")
-    assert guilty.queries == 6 * len(P["attribution"]["seeds"])
+    assert guilty.queries == 6 * len(P["attribution"]["query_seeds"])
     assert guilty.empirical_p_value == pytest.approx(1 / 4)  # 3 innocent shadows: the exact test's floor
     for v in (guilty, clean):  # the p-value is the t prediction on the reported statistics, over the keys asked
         assert v.p_value == pytest.approx(null.prediction_pvalue(v.mean_rd, v.innocent_mean_rds))
@@ -228,12 +237,12 @@ def test_rho1_suspect_is_infringing_and_innocent_is_not_shown_with_shadows(world
 
 def test_controls_null_without_shadows(world, keys, tmp_path):
     args = dict(keys=keys, controls=world["root"] / "controls", profile=P, target_fpr=0.01, progress=False, delta0=0.05)
-    guilty = verify(world["source"], _copier(world), out=tmp_path / "g", **args)
+    guilty = verify(world["source"], _copier(world, keys), out=tmp_path / "g", **args)
     clean = verify(world["source"], _stranger(1), out=tmp_path / "c", **args)
     assert guilty.null.startswith("control samples") and guilty.verdict == "infringing"
     assert guilty.p_value == pytest.approx(1 / 924)  # every key hit, no control: 1 / C(12, 6)
     assert clean.verdict == "not shown"
-    assert guilty.queries == (6 + 6) * len(P["attribution"]["seeds"])
+    assert guilty.queries == (6 + 6) * len(P["attribution"]["query_seeds"])
     assert "The controls null assumes" in guilty.warning and clean.warning == ""
     assert guilty.innocent_mean_rds is None and "Warning" in write_report(guilty, tmp_path / "g").read_text()
 
@@ -257,7 +266,7 @@ def test_an_innocent_smoke_pipeline_is_not_shown(world, keys, tmp_path):
 
 
 def test_a_callable_suspect_is_cached(world, keys, tmp_path):
-    api, calls = _counting_copier(world)
+    api, calls = _counting_copier(world, keys)
     first = verify(world["source"], api, keys=keys, profile=P, out=tmp_path, progress=False, delta0=0.001,
                    innocent_shadows=_shadows(world)["innocent_shadows"])
     n = len(calls)
@@ -368,8 +377,8 @@ def test_budget_too_small_names_the_smallest_that_would_do(world, keys, tmp_path
 
 
 def test_shadow_null_budget_is_spent_on_keys_and_refusals_cost_no_query(world, keys, tmp_path):
-    api, calls = _counting_copier(world)
-    S = len(P["attribution"]["seeds"])
+    api, calls = _counting_copier(world, keys)
+    S = len(P["attribution"]["query_seeds"])
     v = verify(world["source"], api, keys=keys, profile=P, out=tmp_path / "a", progress=False, target_fpr=0.2,
                budget=3 * S + 1, suspect_name="budget copier", **_shadows(world))
     assert v.n_keys == 3 and v.queries == 3 * S == len(calls)
@@ -444,7 +453,7 @@ def test_an_out_folder_holding_a_model_is_refused(world, keys, tmp_path, capsys)
 def test_a_callable_may_return_floats_or_pil_and_bad_shapes_are_refused(world, keys, tmp_path):
     from PIL import Image
 
-    copier = _copier(world)
+    copier = _copier(world, keys)
     as_float = verify(world["source"], lambda p, s: copier(p, s) / 255.0, keys=keys, controls=world["root"] / "controls",
                       profile=P, out=tmp_path / "f", progress=False, delta0=0.05, suspect_name="float copier")
     as_pil = verify(world["source"], lambda p, s: Image.fromarray(copier(p, s)), keys=keys, controls=world["root"] / "controls",

@@ -37,8 +37,9 @@ def with_watermark(confs: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
 
 
 def attach(confs: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
-    """Join model attributes (source, role, lineage, rho, label) onto a per-model table."""
-    cols = ["name", "source", "role", "lineage", "base", "rho", "label"]
+    """Join model attributes (source, role, lineage, rho, label, and replicate when known) onto a
+    per-model table."""
+    cols = ["name", "source", "role", "lineage", "base", "rho", "label"] + (["replicate"] if "replicate" in models else [])
     return confs.merge(models[cols].rename(columns={"name": "model"}), on="model")
 
 
@@ -75,20 +76,3 @@ def rd_distribution(rd: Sequence[float], edges: Sequence[float] = TABLE2_EDGES) 
     out["average"] = float(rd.mean())
     out["best"] = float(rd.min())
     return out
-
-
-def paired_key_difference(infringing_rd: np.ndarray, innocent_rd: np.ndarray, delta0: float,
-                          n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> dict:
-    """conf(infringing) − conf(innocent) on the same keys, with a bootstrap CI over keys, and
-    the same for the mean RD (innocent − infringing, so positive = infringing closer)."""
-    a, b = np.asarray(infringing_rd, float), np.asarray(innocent_rd, float)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(a), size=(n_boot, len(a)))
-    d_conf = (a[idx] < delta0).mean(1) - (b[idx] < delta0).mean(1)
-    d_rd = b[idx].mean(1) - a[idx].mean(1)
-    lo, hi = 100 * alpha / 2, 100 * (1 - alpha / 2)
-    return {"conf_diff": conf(a, delta0) - conf(b, delta0),
-            "conf_diff_low": float(np.percentile(d_conf, lo)), "conf_diff_high": float(np.percentile(d_conf, hi)),
-            "rd_diff": float(b.mean() - a.mean()),
-            "rd_diff_low": float(np.percentile(d_rd, lo)), "rd_diff_high": float(np.percentile(d_rd, hi)),
-            "closer_share": float(np.mean(a < b))}

@@ -53,12 +53,18 @@ def reconstruct_with(generate: Callable[[list[str], list[int]], np.ndarray], pro
     return Reconstruction(dist.min(axis=1), np.asarray(seeds)[best], images)
 
 
-def nearest_own_share(generations: np.ndarray, train_images: np.ndarray, own_index: np.ndarray) -> float:
-    """Share of generations [N, S, ...] whose nearest training image is their own (own_index[N])."""
+def nearest_own_per_image(generations: np.ndarray, train_images: np.ndarray, own_index: np.ndarray) -> np.ndarray:
+    """Per caption: the share of its generations [N, S, ...] whose nearest training image is its
+    own (own_index[N]); one number per training image, so two models can be compared image by image."""
     n, s = generations.shape[:2]
     flat = generations.reshape(n * s, *generations.shape[2:])
     nearest = pairwise_l2(flat, train_images).argmin(axis=1).reshape(n, s)
-    return float((nearest == np.asarray(own_index)[:, None]).mean())
+    return (nearest == np.asarray(own_index)[:, None]).mean(axis=1)
+
+
+def nearest_own_share(generations: np.ndarray, train_images: np.ndarray, own_index: np.ndarray) -> float:
+    """Share of generations [N, S, ...] whose nearest training image is their own (own_index[N])."""
+    return float(nearest_own_per_image(generations, train_images, own_index).mean())
 
 
 def summarize(rows: pd.DataFrame) -> dict:

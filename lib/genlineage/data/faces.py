@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -161,15 +161,44 @@ def _pick(rng: np.random.Generator, options: list[str]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-# The tiny text encoders read 32 tokens (BOS and EOS included); CelebA-Dialog's overall
-# captions are about as short. Counted the way CLIP's pre-tokenizer splits text.
-MAX_CAPTION_TOKENS = 30
-_TOKEN = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|[^\s\w]+", re.UNICODE)
+# Caption length. The tiny family's text encoders read ``models.bases.<base>.tokenizer.max_length``
+# = 32 tokens, BOS and EOS included (tests/test_captions_fit.py checks that every tiny-family base
+# of every profile reads at least this many); CelebA-Dialog's overall captions are about as short.
+# The limit is a constant here, not read from the profile, because a dataset folder's cache key
+# hashes this file's text: changing the limit must rebuild the captions drawn under it.
+MAX_CAPTION_TOKENS = 32
+# CLIP's pre-tokenizer pattern, as genlineage.models.tokenizer.WORD_PATTERN (a test checks they
+# agree; it is repeated so the generators do not import torch through genlineage.models).
+CLIP_WORDS = re.compile(r"'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|[^\s\w]+", re.UNICODE)
+
+
+def caption_words(caption: str) -> int:
+    """Number of CLIP pre-tokenizer pieces (words, punctuation) in ``caption``."""
+    return len(CLIP_WORDS.findall(caption.lower()))
 
 
 def caption_tokens(caption: str) -> int:
-    """Number of CLIP pre-tokenizer pieces (words, punctuation) in ``caption``, without BOS/EOS."""
-    return len(_TOKEN.findall(caption.lower()))
+    """Tokens ``caption`` costs the tiny family's text encoder, BOS and EOS included.
+
+    That tokenizer makes every word of its corpus one token, and its corpus covers every word
+    the generators can write (``caption_lexicon``), so a caption costs one token per
+    pre-tokenizer piece plus BOS and EOS -- the count is exact, not an estimate.
+    """
+    return caption_words(caption) + 2
+
+
+def caption_lexicon() -> list[str]:
+    """Text holding every word a face caption can contain, for the tokenizer's vocabulary.
+
+    Derived from the templates themselves (both genders), plus the joiners ``_one_caption``
+    adds, so a template edit cannot leave a word out of the tokenizer.
+    """
+    templates = [p for grades in _HAS.values() for options in grades.values() for p in options]
+    templates += [s for grades in _SENTENCE.values() for options in grades.values() for s in options]
+    templates += [s for options in _AGE_START.values() for s in options]
+    templates += [s for options in _PLAIN_START.values() for s in options]
+    templates.append("has , and .")
+    return [t.format(**_words(gender, 3)) for gender in ("male", "female") for t in templates]
 
 
 def _one_caption(attributes: dict, rng: np.random.Generator) -> str:
@@ -205,12 +234,19 @@ def caption_for(attributes: dict, rng: np.random.Generator, max_tokens: int | No
     then one short sentence per remaining attribute, in random order; wording drawn from a few
     templates per grade. Beard is left out for women (CelebA-Dialog leaves it blank for them)
     and for young children. Every attribute is always mentioned, so that no caption leaves a
-    visible attribute to chance; drafts longer than ``max_tokens`` are redrawn (from the same
-    rng, so still deterministic) so the text encoder never truncates one.
+    visible attribute to chance; drafts longer than ``max_tokens`` tokens (BOS and EOS
+    included, see ``caption_tokens``) are redrawn (from the same rng, so still deterministic)
+    so the text encoder never truncates one.
     """
+    return redraw_until_fits(lambda: _one_caption(attributes, rng), max_tokens)
+
+
+def redraw_until_fits(draft: Callable[[], str], max_tokens: int | None, tries: int = 64) -> str:
+    """The first of up to ``tries`` drafts whose token count fits ``max_tokens`` (else the
+    shortest): one guard for the face and scene captions, counting what the tokenizer counts."""
     best = ""
-    for _ in range(64):
-        caption = _one_caption(attributes, rng)
+    for _ in range(tries):
+        caption = draft()
         if max_tokens is None or caption_tokens(caption) <= max_tokens:
             return caption
         if not best or caption_tokens(caption) < caption_tokens(best):
@@ -498,10 +534,16 @@ def face_attributes(index: int, seed: int = 0) -> dict:
     return attrs
 
 
+def face_caption(index: int, seed: int = 0, attributes: dict | None = None) -> str:
+    """The caption of face ``index`` without drawing it (what ``face_sample`` writes)."""
+    attrs = face_attributes(index, seed) if attributes is None else attributes
+    return caption_for(attrs, _streams(index, seed)[2])
+
+
 def face_sample(index: int, size: int, seed: int = 0) -> Sample:
     """Face number ``index`` of the generator seeded ``seed``, at size×size px; deterministic."""
     if index < 0:
         raise ValueError(f"index must be >= 0, got {index}")
     attrs = face_attributes(index, seed)
-    caption = caption_for(attrs, _streams(index, seed)[2])
+    caption = face_caption(index, seed, attrs)
     return Sample(render_face(attrs, size), caption, attrs)

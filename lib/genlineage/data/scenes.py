@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from . import Sample
+from .faces import MAX_CAPTION_TOKENS, redraw_until_fits
 
 _DOMAIN_TAG = 0x5CE7E
 SUPERSAMPLE = 4
@@ -60,8 +61,7 @@ def _obj_phrase(obj: dict) -> str:
     return f"{_article(obj['colour'])} {obj['colour']} {obj['shape']}"
 
 
-def scene_caption_for(attributes: dict, rng: np.random.Generator) -> str:
-    """An alt-text-like caption naming the objects, their layout, the background and the style."""
+def _one_scene_caption(attributes: dict, rng: np.random.Generator) -> str:
     objs = attributes["objects"]
     layout = attributes["layout"]
     if len(objs) == 1:
@@ -83,6 +83,28 @@ def scene_caption_for(attributes: dict, rng: np.random.Generator) -> str:
     if form == 1:
         return f"{style[0].upper() + style[1:]} of {what} {bg_text}"
     return f"{what[0].upper() + what[1:]} {bg_text}. {style[0].upper() + style[1:]}."
+
+
+def scene_caption_for(attributes: dict, rng: np.random.Generator,
+                      max_tokens: int | None = MAX_CAPTION_TOKENS) -> str:
+    """An alt-text-like caption naming the objects, their layout, the background and the style.
+
+    Drafts longer than ``max_tokens`` tokens (BOS and EOS included, counted as the faces'
+    ``caption_tokens`` does) are redrawn from the same rng, so the text encoder never cuts off
+    the background or the style, which come last. No draft needs it at 32 tokens (the longest
+    is 28), so the guard changes no caption today; it keeps a longer template honest.
+    """
+    return redraw_until_fits(lambda: _one_scene_caption(attributes, rng), max_tokens)
+
+
+def caption_lexicon() -> list[str]:
+    """Text holding every word a scene caption can contain, for the tokenizer's vocabulary."""
+    colours = sorted(COLOURS)
+    text = [" ".join(colours), " ".join(SHAPES), " ".join(POSITIONS), "next to above below in a row scattered",
+            "a an of and , ."]
+    text += [p.format(c=c) for options in _BG_PHRASES.values() for p in options for c in colours]
+    text += [p for options in _STYLE_PHRASES.values() for p in options]
+    return text
 
 
 def _sample_attributes(rng: np.random.Generator) -> dict[str, Any]:
@@ -287,10 +309,16 @@ def scene_attributes(index: int, seed: int = 0) -> dict:
     return attrs
 
 
+def scene_caption(index: int, seed: int = 0, attributes: dict | None = None) -> str:
+    """The caption of scene ``index`` without drawing it (what ``scene_sample`` writes)."""
+    attrs = scene_attributes(index, seed) if attributes is None else attributes
+    return scene_caption_for(attrs, _streams(index, seed)[2])
+
+
 def scene_sample(index: int, size: int, seed: int = 0) -> Sample:
     """Scene number ``index`` of the generator seeded ``seed``, at size×size px; deterministic."""
     if index < 0:
         raise ValueError(f"index must be >= 0, got {index}")
     attrs = scene_attributes(index, seed)
-    caption = scene_caption_for(attrs, _streams(index, seed)[2])
+    caption = scene_caption(index, seed, attrs)
     return Sample(render_scene(attrs, size), caption, attrs)

@@ -2,9 +2,10 @@
 
 Per source, three key sets (Strategy 1 detection, Strategy 2 generation, Baseline 2 random) of
 ``max(n_keys_grid)`` keys each, stored best first so that every N of Figure 7 is a prefix. Per
-suspicious model, every key prompt is queried with the profile's seeds and the reconstruction
-distance RD = min over seeds of d(reference, generation) is written per (model, strategy, key):
-``per_sample.csv``, from which every figure and table is rebuilt without generating again.
+suspicious model, every key prompt is queried with the profile's ``attribution.query_seeds`` and
+the reconstruction distance RD = min over them of d(reference, generation) is written per (model,
+strategy, key): ``per_sample.csv``, from which every figure and table is rebuilt without generating
+again. The references are made with ``attribution.key_seeds``, disjoint from the query seeds.
 Baseline 1 decodes the source's watermark from the suspect's generations of the random keys.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ..data.build import load_pretrain_folder, load_split_folder
 from ..generation import GenerationCache, GenerationConfig
 from ..io import atomic_path, read_json, stamp_matches, write_json
 from ..jobs import run_jobs
-from ..keys import KeySet, detection_keys, generation_keys, random_keys
+from ..keys import KeySet, detection_keys, generation_keys, profile_seeds, random_keys
 from ..memorization import reconstruct
 from . import layout
 from .suspicious import read_manifest, source_table, source_watermark_bits
@@ -64,12 +65,12 @@ def build_keys(profile: dict, source: str, progress: bool = False) -> dict[str, 
     prompts, images = candidates(profile, row)
     n = min(max(int(k) for k in att["n_keys_grid"]), len(prompts))
     cfg, cache = _gen(profile)
-    seeds = [int(s) for s in att["seeds"]]
+    seeds, _ = profile_seeds(profile)  # key_seeds: never the seeds suspects are queried with
     source_model = profile.load_model(row.path)
     made = {}
     for strategy in STRATEGIES:
         folder = keys_dir(profile, source, strategy)
-        want = {"n": n, "candidates": len(prompts), "seeds": seeds, "generation": cfg.key(),
+        want = {"n": n, "candidates": len(prompts), "key_seeds": seeds, "generation": cfg.key(),
                 "distance": att.get("distance", "l2"), "model": read_json(Path(row.path) / "genlineage.json").get("stage_key")}
         if (folder / "_want.json").is_file() and read_json(folder / "_want.json") == want:
             made[strategy] = n
@@ -96,15 +97,15 @@ def query_model(profile: dict, row: dict) -> str:
     """RD of every key of every strategy on one suspicious model, and its watermark bits."""
     profile = Profile(profile)
     att = profile["attribution"]
+    _, seeds = profile_seeds(profile)  # query_seeds: disjoint from the seeds the references were made with
     out = layout.results_dir(profile, STAGE) / "per_model" / f"{row['name']}.csv"
-    key = {"model": read_json(Path(row["path"]) / "genlineage.json").get("stage_key"),
+    key = {"model": read_json(Path(row["path"]) / "genlineage.json").get("stage_key"), "query_seeds": seeds,
            "keys": {s: read_json(keys_dir(profile, row["source"], s) / "_want.json") for s in STRATEGIES}}
     stamp = out.with_suffix(".json")
     if out.is_file() and stamp_matches(stamp, key):
         return str(out)
     model = profile.load_model(row["path"])
     cfg, cache = _gen(profile)
-    seeds = [int(s) for s in att["seeds"]]
     frames = []
     generations = {}
     for strategy, keys in load_keys(profile, row["source"]).items():

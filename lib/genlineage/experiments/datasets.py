@@ -10,11 +10,13 @@ import pandas as pd
 from ..config import Profile
 from ..data.imagefolder import read_imagefolder
 from ..report.figures import caption_grid, save_figure
+from ..report.tables import shown_path
 from . import layout
 
 
 def dataset_table(profile: Profile, folders: dict[str, Path]) -> pd.DataFrame:
-    """One row per image folder: images, distinct ids, and where it is."""
+    """One row per image folder: images, distinct ids, and where it is (relative to the checkout:
+    the committed notebook must not print one machine's absolute path)."""
     rows = []
     for name, path in sorted(folders.items()):
         folder = read_imagefolder(path, check_images=False)
@@ -23,7 +25,7 @@ def dataset_table(profile: Profile, folders: dict[str, Path]) -> pd.DataFrame:
         dup = profile["data"]["domains"].get(domain, {}).get("duplication", {}) if role == "source" else {}
         rows.append({"folder": name, "images": len(folder), "distinct": len(set(ids)),
                      "duplication": f"{dup.get('rate', 0):.0%} x{dup.get('copies', 1)}" if dup else "",
-                     "path": str(path)})
+                     "path": shown_path(path, profile)})
     return pd.DataFrame(rows)
 
 

@@ -1,37 +1,78 @@
-"""Tables of notebooks 04, 06 and 07, built from the per-sample results of stage 04."""
+"""Tables of notebooks 04, 06 and 07, built from the per-sample results of stage 04.
+
+Every comparison of infringing with innocent models takes one number per model (its conf or its
+mean RD over the keys) and an interval over models (``genlineage.intervals``): models differ in
+how close they come to every key, so keys of one model are not independent. Each replicate's
+models are judged at the delta0 its own shadow models chose. The claims on these tables live in
+``claims``."""
 from __future__ import annotations
+
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
-from ..attribution import (attach, calibrate_delta0, conf_table, delta_grid, paired_key_difference,
-                           rd_distribution, with_watermark)
+from ..attribution import attach, calibrate_delta0, conf_table, delta_grid, rd_distribution, with_watermark
 from ..config import Profile
+from ..intervals import difference_interval, per_group, permutation_p
 
 METHOD_NAMES = {"detection": "Strategy 1 (detection)", "generation": "Strategy 2 (generation)",
                 "random": "Baseline 2 (random)", "watermark": "Baseline 1 (watermark)"}
 
 
+def replicate_of(models: pd.DataFrame) -> pd.Series:
+    """Each model's replicate (master seed); a manifest from before replicates is one draw, 0."""
+    return models["replicate"] if "replicate" in models else pd.Series(0, index=models.index)
+
+
 def deltas(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
-    """The paper's delta0 and the one calibrated on shadow models (with its curve)."""
+    """Per replicate: the paper's delta0 and the one calibrated on that replicate's shadow models
+    (each replicate is its own draw of the shadow set, so each gets its own threshold). Returns
+    ``({"paper": {replicate: d}, "calibrated": {replicate: d}}, curves with a replicate column)``."""
     att = profile["attribution"]
-    calibrated, curve = calibrate_delta0(per_sample, models, att["main_strategy"], int(att["n_keys"]),
-                                         delta_grid(att["delta0_grid"]))
-    return {"paper": float(att["delta0"]), "calibrated": calibrated}, curve
+    out: dict[str, dict[int, float]] = {"paper": {}, "calibrated": {}}
+    curves = []
+    reps = replicate_of(models)
+    for rep in sorted(reps.unique()):
+        own = models[reps == rep]
+        calibrated, curve = calibrate_delta0(per_sample[per_sample.model.isin(own.name)], own, att["main_strategy"],
+                                             int(att["n_keys"]), delta_grid(att["delta0_grid"]))
+        out["paper"][int(rep)] = float(att["delta0"])
+        out["calibrated"][int(rep)] = calibrated
+        curves.append(curve.assign(replicate=int(rep)))
+    return out, pd.concat(curves, ignore_index=True)
 
 
-def evaluated_confs(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame, delta0: float,
-                    n_keys: int | None = None) -> pd.DataFrame:
-    """conf per evaluated model and method (the three key strategies and the watermark)."""
+def delta0_for(delta0: float | Mapping[int, float], replicate: int) -> float:
+    """One replicate's delta0 from a number (every replicate alike) or a per-replicate mapping."""
+    return float(delta0[int(replicate)]) if isinstance(delta0, Mapping) else float(delta0)
+
+
+def model_confs(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame, delta0: float | Mapping[int, float],
+                n_keys: int | None = None) -> pd.DataFrame:
+    """conf and mean RD per model and method (the three key strategies and the watermark), each
+    replicate's models at that replicate's delta0, with the model's attributes joined."""
     n = int(n_keys or profile["attribution"]["n_keys"])
-    table = attach(with_watermark(conf_table(per_sample, delta0, n), models), models)
-    return table[table.role == "evaluated"]
+    reps = replicate_of(models)
+    parts = []
+    for rep in sorted(reps.unique()):
+        own = models[reps == rep]
+        table = conf_table(per_sample[per_sample.model.isin(own.name)], delta0_for(delta0, rep), n)
+        parts.append(attach(with_watermark(table, own), own.assign(replicate=int(rep))))
+    return pd.concat(parts, ignore_index=True)
+
+
+def evaluated_confs(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame, delta0: float | Mapping[int, float],
+                    n_keys: int | None = None) -> pd.DataFrame:
+    """:func:`model_confs` of the evaluated models only (the shadows chose delta0)."""
+    table = model_confs(profile, models, per_sample, delta0, n_keys)
+    return table[table.role == "evaluated"].reset_index(drop=True)
 
 
 def figure6_table(confs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and spread of conf per (source, lineage, method, rho), innocent models at rho 0."""
-    g = confs.groupby(["source", "lineage", "strategy", "rho"]).conf
-    return pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=0), "models": g.size()}).reset_index()
+    """Mean conf over models per (source, lineage, method, rho) with its 95% t interval over the
+    models of every replicate (innocent models at rho 0)."""
+    return per_group(confs, ["source", "lineage", "strategy", "rho"], "conf")
 
 
 def main_keys(profile: Profile, per_sample: pd.DataFrame, strategy: str | None = None) -> pd.DataFrame:
@@ -41,113 +82,79 @@ def main_keys(profile: Profile, per_sample: pd.DataFrame, strategy: str | None =
     return per_sample[(per_sample.strategy == strategy) & (per_sample["rank"] < int(att["n_keys"]))]
 
 
-def table2(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame, strategy: str | None = None) -> pd.DataFrame:
-    """RD distribution of the N keys on one rho = 1 infringing model per source (own lineage) and
-    on an innocent model fine-tuned from the v2 base, as the paper's Table 2."""
-    top, ev = main_keys(profile, per_sample, strategy), models[models.role == "evaluated"]
+def table2_per_model(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame, delta0: Mapping[int, float],
+                     strategy: str | None = None) -> pd.DataFrame:
+    """Table 2's bins for every evaluated own-lineage model that is rho = 1 or innocent: shares of
+    its N keys per absolute RD bin (the paper's edges) and per bin of RD / delta0 (the same edges
+    divided by the paper's delta0, so that a bin means at our scale what the paper's means at
+    theirs: [2/3, 1) delta0 is the paper's [0.10, 0.15)). delta0 is the model's replicate's."""
+    top = main_keys(profile, per_sample, strategy)
+    paper = float(profile["attribution"]["delta0"])
+    ev = models[(models.role == "evaluated") & (models.lineage == "same") & models.rho.isin([0.0, 1.0])]
+    rd_by_model = {m: g.rd.to_numpy() for m, g in top.groupby("model")}
     rows = []
-    for source in ev.source.unique():
-        pick = ev[(ev.source == source) & (ev.rho == 1.0) & (ev.lineage == "same")]
-        if len(pick):
-            name = pick.name.iloc[0]
-            rows.append({"model": f"infringing, source {source}", "name": name,
-                         **rd_distribution(top[top.model == name].rd)})
-    v2 = sorted(profile["models"]["bases"])[-1]
-    innocent = ev[(ev.rho == 0) & (ev.base == v2)]
-    if len(innocent):
-        name = innocent.name.iloc[0]
-        rows.append({"model": f"innocent (base {v2}), keys of {innocent.source.iloc[0]}", "name": name,
-                     **rd_distribution(top[top.model == name].rd)})
+    for _, m in ev.iterrows():
+        rd = rd_by_model[m["name"]]
+        d0 = delta0_for(delta0, replicate_of(ev).loc[m.name])
+        rows.append({"model": m["name"], "source": m.source, "kind": "infringing" if m.label else "innocent",
+                     "replicate": int(replicate_of(ev).loc[m.name]), "delta0": d0,
+                     **{f"abs {k}": v for k, v in rd_distribution(rd).items()},
+                     **{f"rel {k}": v for k, v in rd_distribution(rd / d0 * paper).items()
+                        if k not in ("average", "best")}})
     return pd.DataFrame(rows)
 
 
-def figure7_table(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame, delta0: float,
-                  strategy: str | None = None) -> pd.DataFrame:
-    """Mean conf vs N for rho = 1 infringing and innocent evaluated models, per source and lineage."""
+def table2(per_model: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 2 as means over models: one row per source for its rho = 1 infringing
+    models, one for all of them, one for every innocent model (each on its own source's keys);
+    ``models`` says how many each mean is over."""
+    bins = [c for c in per_model.columns if c.startswith(("abs ", "rel "))]
+    groups = [(f"infringing, source {s}", g) for s, g in per_model[per_model.kind == "infringing"].groupby("source")]
+    groups += [("infringing, every source", per_model[per_model.kind == "infringing"]),
+               ("innocent, every source", per_model[per_model.kind == "innocent"])]
+    return pd.DataFrame([{"model": name, "models": len(g), **g[bins].mean().to_dict()} for name, g in groups if len(g)])
+
+
+def figure7_per_model(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame, delta0: float | Mapping[int, float],
+                      strategy: str | None = None) -> pd.DataFrame:
+    """conf of every rho = 1 infringing and innocent evaluated model at every N of the grid."""
     strategy = strategy or profile["attribution"]["main_strategy"]
-    rows = []
+    parts = []
     for n in profile["attribution"]["n_keys_grid"]:
         c = evaluated_confs(profile, models, per_sample, delta0, int(n))
-        c = c[(c.strategy == strategy) & ((c.rho == 1.0) | (c.rho == 0.0))]
-        for (source, lineage, rho), g in c.groupby(["source", "lineage", "rho"]):
-            rows.append({"source": source, "lineage": lineage, "kind": "infringing" if rho else "innocent",
-                         "N": int(n), "conf": g.conf.mean(), "keys_available": int(g.n_keys.min())})
-    return pd.DataFrame(rows)
+        c = c[(c.strategy == strategy) & c.rho.isin([0.0, 1.0])]
+        parts.append(c.assign(N=int(n), kind=np.where(c.rho > 0, "infringing", "innocent")))
+    return pd.concat(parts, ignore_index=True)
 
 
-def inheritance(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame, delta0: float,
+def figure7_table(per_model: pd.DataFrame) -> pd.DataFrame:
+    """Mean conf vs N per source, lineage and kind, with its 95% t interval over models."""
+    table = per_group(per_model, ["source", "lineage", "kind", "N"], "conf")
+    keys = per_model.groupby(["source", "lineage", "kind", "N"]).n_keys.min().rename("keys_available").reset_index()
+    return table.merge(keys, on=["source", "lineage", "kind", "N"])
+
+
+def inheritance(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame, delta0: Mapping[int, float],
                 strategy: str | None = None) -> pd.DataFrame:
-    """Per source and lineage: rho = 1 infringing vs innocent on the same keys, with bootstrap CIs
-    over keys (a CI above 0 shows the inheritance)."""
-    top, ev = main_keys(profile, per_sample, strategy), models[models.role == "evaluated"]
+    """Per source and lineage: do rho = 1 infringing models reconstruct the keys closer than the
+    innocent ones? The unit is the model: each model's mean RD over the N keys; the gap
+    (innocent - infringing) with a Welch 95% interval over models, and an exact one-sided
+    permutation test over models, which decides (shown when p < 0.05)."""
+    confs = evaluated_confs(profile, models, per_sample, delta0)
+    strategy = strategy or profile["attribution"]["main_strategy"]
+    confs = confs[confs.strategy == strategy]
     rows = []
-    for (source, lineage), g in ev.groupby(["source", "lineage"]):
-        inf, inn = g[g.rho == 1.0].name.tolist(), g[g.rho == 0.0].name.tolist()
-        if not inf or not inn:
+    for (source, lineage), g in confs.groupby(["source", "lineage"]):
+        inf, inn = g[g.rho == 1.0], g[g.rho == 0.0]
+        if not len(inf) or not len(inn):
             continue
-        rd_inf = np.mean([top[top.model == m].sort_values("rank").rd.to_numpy() for m in inf], axis=0)
-        rd_inn = np.mean([top[top.model == m].sort_values("rank").rd.to_numpy() for m in inn], axis=0)
-        res = paired_key_difference(rd_inf, rd_inn, delta0, seed=int(profile["seed"]))
-        rows.append({"source": source, "lineage": lineage, "conf_infringing": float(np.mean(rd_inf < delta0)),
-                     "conf_innocent": float(np.mean(rd_inn < delta0)), **res,
-                     "shown (CI excludes 0)": bool(res["rd_diff_low"] > 0)})
+        gap = difference_interval(inn.mean_rd, inf.mean_rd)
+        conf_gap = difference_interval(inf.conf, inn.conf)
+        p = permutation_p(inn.mean_rd, inf.mean_rd)
+        rows.append({"source": source, "lineage": lineage, "infringing models": len(inf), "innocent models": len(inn),
+                     "rd_gap": gap.mean, "rd_gap_low": gap.low, "rd_gap_high": gap.high,
+                     "conf_gap": conf_gap.mean, "conf_gap_low": conf_gap.low, "conf_gap_high": conf_gap.high,
+                     "permutation_p": p, "shown (p < 0.05)": bool(p < 0.05)})
     return pd.DataFrame(rows)
 
 
-def claim(text: str, ours: str, held: bool | None) -> dict:
-    return {"paper's claim": text, "ours": ours, "held": {True: "held", False: "not held", None: "n/a"}[held]}
-
-
-def figure6_claims(f6: pd.DataFrame) -> pd.DataFrame:
-    """METHOD.md's Figure 6 claims against our means (own lineage; every source)."""
-    own = f6[f6.lineage == "same"].pivot_table(index=["source", "rho"], columns="strategy", values="mean")
-    inf = own[own.index.get_level_values("rho") > 0]
-    rows = []
-    if {"generation", "detection", "random"} <= set(inf.columns):
-        best = inf[["generation", "detection"]].max(axis=1)
-        gap = (best - inf["random"]).min()
-        rows.append(claim("ours beats Baseline 2 by > 0.2 conf at every rho", f"smallest margin {gap:+.2f}", bool(gap > 0.2)))
-    if {"generation", "watermark"} <= set(inf.columns):
-        worst = (inf["watermark"] - inf["generation"]).max()
-        rows.append(claim("Strategy 2 within 0.1 of Baseline 1", f"largest shortfall {worst:+.2f}", bool(worst <= 0.1)))
-    at03 = inf[inf.index.get_level_values("rho") == 0.3]
-    if len(at03) and "generation" in at03:
-        lo = at03["generation"].min()
-        rows.append(claim("Strategy 2 conf > 0.6 at rho = 0.3", f"lowest over sources {lo:.2f}", bool(lo > 0.6)))
-        rnd = at03["random"].mean()
-        rows.append(claim("Baseline 2 about 0.4 at rho = 0.3", f"mean {rnd:.2f}", bool(abs(rnd - 0.4) <= 0.1)))
-    innocent = own[own.index.get_level_values("rho") == 0]
-    if len(innocent) and "generation" in innocent:
-        rows.append(claim("(ours) innocent models score low", f"Strategy 2 mean conf on innocent {innocent['generation'].mean():.2f}", None))
-    return pd.DataFrame(rows)
-
-
-def table2_claims(t2: pd.DataFrame) -> pd.DataFrame:
-    inn = t2[t2.model.str.startswith("innocent")]
-    inf = t2[t2.model.str.startswith("infringing")]
-    rows = []
-    if len(inn):
-        r = inn.iloc[0]
-        below = r["[0.00, 0.05)"] + r["[0.05, 0.10)"] + r["[0.10, 0.15)"]
-        rows.append(claim("innocent: 73.9% of keys in [0.15, 0.2)", f"{r['[0.15, 0.20)']:.0%}", bool(r["[0.15, 0.20)"] >= 0.6)))
-        rows.append(claim("innocent: 4.3% of keys below 0.15", f"{below:.0%}", bool(below <= 0.1)))
-    if len(inf):
-        below10 = inf["[0.00, 0.05)"] + inf["[0.05, 0.10)"]
-        rows.append(claim("infringing: about 20% of keys below 0.1", f"mean {below10.mean():.0%} (range {below10.min():.0%}-{below10.max():.0%})",
-                          bool(abs(below10.mean() - 0.2) <= 0.1)))
-        n40 = int((inf["[0.10, 0.15)"] > 0.4).sum())
-        rows.append(claim("infringing: > 40% in [0.1, 0.15) for 5 of 6 sources", f"{n40} of {len(inf)}", bool(n40 >= 5 * len(inf) / 6)))
-    return pd.DataFrame(rows)
-
-
-def figure7_claims(f7: pd.DataFrame) -> pd.DataFrame:
-    inf = f7[(f7.kind == "infringing") & (f7.lineage == "same")].groupby("N").conf.mean()
-    ns = sorted(inf.index)
-    rows = []
-    if len(ns) >= 3:
-        mid = ns[-2] if len(ns) >= 4 else ns[1]
-        rows.append(claim(f"largest N about 0.1 above N = 30 (ours: N = {ns[-1]} vs {mid})", f"{inf[ns[-1]] - inf[mid]:+.2f}",
-                          bool(abs(inf[ns[-1]] - inf[mid] - 0.1) <= 0.05)))
-        rows.append(claim(f"N = 30 about 0.1 above N = 20 (ours: N = {ns[1]} vs {ns[0]})", f"{inf[ns[1]] - inf[ns[0]]:+.2f}",
-                          bool(abs(inf[ns[1]] - inf[ns[0]] - 0.1) <= 0.05)))
-    return pd.DataFrame(rows)

@@ -33,8 +33,12 @@ MANIFEST = "manifest.csv"
 
 
 def source_table(profile: Profile) -> pd.DataFrame:
-    """The six sources with the domain their infringers draw from (a base: the profile's choice)."""
+    """The sources of stages 03-08 with the domain their infringers draw from (a base: the
+    profile's choice). The bases used as they are count as sources when ``suspicious.base_sources``
+    is true (the paper's six); otherwise only the fine-tuned sources do."""
     table = source_models(profile)
+    if not profile["suspicious"].get("base_sources", True):
+        table = table[table.domain.notna()].reset_index(drop=True)
     default = profile["suspicious"].get("base_source_domain", sorted(profile["data"]["domains"])[0])
     table["pool_domain"] = [d if isinstance(d, str) else default for d in table.domain]
     return table
@@ -46,30 +50,50 @@ def _other_base(profile: Profile, base: str) -> str:
     return others[0] if others else base
 
 
+def replicates(profile: Profile) -> list[int]:
+    """The master seeds of stages 03-08 (``suspicious.replicates``; one draw when absent)."""
+    return [int(r) for r in profile["suspicious"].get("replicates", [0])]
+
+
 def plan_manifest(profile: Profile) -> pd.DataFrame:
-    """Every suspicious model of the profile: one row each, deterministic in the profile seed."""
+    """Every suspicious model of the profile: one row each, deterministic in the profile seed.
+
+    Each replicate (master seed) is its own draw: the model names carry it, so every model's seed
+    and its training pairs (drawn from its pool with that seed), and every shadow's rho, differ
+    between replicates; the sources and their key sets are shared."""
     cfg = profile["suspicious"]
     rhos = [float(r) for r in cfg["rhos"]]
     rows = []
-    for _, src in source_table(profile).iterrows():
-        for lineage in cfg.get("lineages", ["same"]):
-            base = src.base if lineage == "same" else _other_base(profile, src.base)
-            plan = [("evaluated", rho, rep) for rho in rhos for rep in range(int(cfg["evaluated"]["infringing"]))]
-            plan += [("evaluated", 0.0, rep) for rep in range(int(cfg["evaluated"]["innocent"]))]
-            rng = np.random.default_rng(derive_seed(profile["seed"], "shadow-rho", src.source, lineage))
-            plan += [("shadow", float(rng.choice(rhos)), rep) for rep in range(int(cfg["shadow"]["infringing"]))]
-            plan += [("shadow", 0.0, 100 + rep) for rep in range(int(cfg["shadow"]["innocent"]))]
-            for role, rho, rep in plan:
-                name = f"{src.source}__{role}__{lineage}__rho{rho:g}__r{rep}"
-                rows.append({
-                    "name": name, "source": src.source, "source_path": src.path, "source_base": src.base,
-                    "domain": src.pool_domain, "role": role, "lineage": lineage, "base": base,
-                    "base_path": str(layout.base_dir(profile, base)), "rho": rho, "label": int(rho > 0),
-                    "n_samples": int(cfg["n_samples"]), "seed": derive_seed(profile["seed"], "suspicious", name),
-                    "pool": f"{src.pool_domain}_{'suspicious_pool' if role == 'evaluated' else 'shadow_pool'}",
-                    "path": str(layout.models_dir(profile) / "suspicious" / name),
-                })
+    for replicate in replicates(profile):
+        for _, src in source_table(profile).iterrows():
+            for lineage in cfg.get("lineages", ["same"]):
+                rows += _cell_rows(profile, src, lineage, replicate, rhos)
     return pd.DataFrame(rows)
+
+
+def _cell_rows(profile: Profile, src, lineage: str, replicate: int, rhos: list[float]) -> list[dict]:
+    """The models of one (source, lineage, replicate): evaluated infringers per rho and innocents,
+    then the shadow set."""
+    cfg = profile["suspicious"]
+    base = src.base if lineage == "same" else _other_base(profile, src.base)
+    plan = [("evaluated", rho, rep) for rho in rhos for rep in range(int(cfg["evaluated"]["infringing"]))]
+    plan += [("evaluated", 0.0, rep) for rep in range(int(cfg["evaluated"]["innocent"]))]
+    rng = np.random.default_rng(derive_seed(profile["seed"], "shadow-rho", src.source, lineage, replicate))
+    plan += [("shadow", float(rng.choice(rhos)), rep) for rep in range(int(cfg["shadow"]["infringing"]))]
+    plan += [("shadow", 0.0, 100 + rep) for rep in range(int(cfg["shadow"]["innocent"]))]
+    rows = []
+    for role, rho, rep in plan:
+        name = f"{src.source}__{role}__{lineage}__rho{rho:g}__r{rep}__s{replicate}"
+        rows.append({
+            "name": name, "source": src.source, "source_path": src.path, "source_base": src.base,
+            "domain": src.pool_domain, "role": role, "lineage": lineage, "base": base,
+            "base_path": str(layout.base_dir(profile, base)), "rho": rho, "label": int(rho > 0),
+            "replicate": int(replicate), "n_samples": int(cfg["n_samples"]),
+            "seed": derive_seed(profile["seed"], "suspicious", name),
+            "pool": f"{src.pool_domain}_{'suspicious_pool' if role == 'evaluated' else 'shadow_pool'}",
+            "path": str(layout.models_dir(profile) / "suspicious" / name),
+        })
+    return rows
 
 
 def write_manifest(profile: Profile, manifest: pd.DataFrame) -> Path:
@@ -152,6 +176,7 @@ def build_suspicious_models(profile: Profile, progress: bool = True) -> pd.DataF
 
 
 def manifest_summary(manifest: pd.DataFrame) -> pd.DataFrame:
-    """Counts per (source, role, lineage, rho): what the notebook shows instead of 100+ rows."""
+    """Counts per (source, role, lineage, rho) over all replicates: what the notebook shows
+    instead of 100+ rows."""
     return (manifest.groupby(["source", "role", "lineage", "rho"]).size().rename("models").reset_index()
             .pivot_table(index=["source", "role", "lineage"], columns="rho", values="models", fill_value=0))

@@ -5,13 +5,14 @@ each evaluated model, with shadow models as the null and the stored key samples,
 its verdict is right at a stated false-positive rate. The generation cache of the pipeline is
 shared, so only the innocent shadows borrowed from other sources cost new queries.
 
-Which null (``innocent_pool``): ``"source"`` uses the innocent shadows a source's own shadow set
-holds (two at the tiny profile); ``"domain"`` uses every innocent (rho = 0) shadow of the source's
-domain. An innocent shadow is a model fine-tuned from a base on real pairs of the domain; all of a
+Which null (``innocent_pool``): ``"source"`` uses the innocent shadows a source's own shadow sets
+hold (one per lineage and replicate: three at the tiny profile); ``"domain"`` uses every innocent
+(rho = 0) shadow of the source's domain, of every replicate. An innocent shadow is a model fine-tuned from a base on real pairs of the domain; all of a
 domain's rho = 0 shadows are drawn alike (same shadow pool, both bases), whichever source they were
 listed under, and none saw any source's outputs. ``"controls"`` uses no shadow at all: the domain's
 held-out pairs, asked of the suspect itself (the tool's Fisher null), with the delta0 calibrated on
-the shadow models in notebook 04. No evaluated model is ever part of a null.
+the shadow models of the suspect's replicate in notebook 04. No evaluated model is ever part of a
+null. Rates are over models, with exact (Clopper-Pearson) 95% intervals: the model is the unit.
 """
 from __future__ import annotations
 
@@ -23,11 +24,12 @@ from tqdm.auto import tqdm
 
 from ..config import Profile
 from ..errors import InputError
+from ..intervals import binomial_interval
 from ..io import atomic_path, read_json, stamp_matches, write_json
 from ..verify import verify, write_report
 from . import layout
 from .attribution import keys_dir, load_results
-from .instance import deltas
+from .instance import delta0_for, deltas
 from .suspicious import read_manifest
 
 STAGE = "08_verify"
@@ -74,18 +76,19 @@ def verify_evaluated(profile: Profile, target_fpr: float = 0.05, progress: bool 
            "attribution": profile["attribution"], "statistical": profile["statistical"],
            "generation": profile["generation"], "target_fpr": target_fpr, "showcase": sorted(showcase),
            "innocent_pool": innocent_pool,
-           "format": 6}  # bump when the table or the verdict logic changes
+           "format": 7}  # bump when the table or the verdict logic changes
     if cached.is_file() and stamp_matches(stamp, key):
         return pd.read_csv(cached).fillna({"reason": ""})
     rows = []
-    delta0 = None
+    calibrated = None
     if innocent_pool == "controls":  # no shadow in the null: delta0 from notebook 04's shadow calibration
-        delta0 = deltas(profile, *load_results(profile))[0]["calibrated"]
+        calibrated = deltas(profile, *load_results(profile))[0]["calibrated"]
     evaluated = manifest[manifest.role == "evaluated"]
     for _, m in tqdm(list(evaluated.iterrows()), desc="verify", disable=not progress):
         out = layout.results_dir(profile, STAGE) / innocent_pool / m["name"]
-        row = {"model": m["name"], "source": m.source, "lineage": m.lineage, "rho": m.rho, "label": m.label,
-               "target_fpr": target_fpr}
+        row = {"model": m["name"], "source": m.source, "lineage": m.lineage, "replicate": m.replicate, "rho": m.rho,
+               "label": m.label, "target_fpr": target_fpr}
+        delta0 = None if calibrated is None else delta0_for(calibrated, m.replicate)
         try:
             v = verify(m.source_path, m.path, keys=keys_dir(profile, m.source, strategy), target_fpr=target_fpr,
                        delta0=delta0, profile=profile, out=out, progress=False,
@@ -100,7 +103,7 @@ def verify_evaluated(profile: Profile, target_fpr: float = 0.05, progress: bool 
                      "innocent_mean_rd": float(np.mean(v.innocent_mean_rds)) if v.innocent_mean_rds else float("nan"),
                      "null_hit_rate": float(np.mean(v.null_rds < v.delta0)),
                      "empirical_p": v.empirical_p_value, "warned": bool(v.warning), "queries": v.queries, "reason": ""})
-    table = pd.DataFrame(rows, columns=["model", "source", "lineage", "rho", "label", "target_fpr", "verdict", "p_value",
+    table = pd.DataFrame(rows, columns=["model", "source", "lineage", "replicate", "rho", "label", "target_fpr", "verdict", "p_value",
                                         "conf", "delta0", "discriminator", "mean_rd", "innocent_mean_rd", "null_hit_rate", "empirical_p", "warned", "queries",
                                         "reason"])
     with atomic_path(cached) as tmp:
@@ -118,18 +121,21 @@ def showcase_models(profile: Profile) -> tuple[str, str]:
 
 
 def _call_rates(judged: pd.DataFrame) -> dict:
-    """Infringing and innocent models called infringing, as counts and rates (judged verdicts only)."""
+    """Infringing and innocent models called infringing, as counts and rates with exact 95%
+    intervals over models (judged verdicts only)."""
     called = judged.verdict == "infringing"
     inf, inn = judged.label == 1, judged.label == 0
+    tpr = binomial_interval(int((called & inf).sum()), int(inf.sum()))
+    fpr = binomial_interval(int((called & inn).sum()), int(inn.sum()))
     return {"infringing called": f"{int((called & inf).sum())}/{int(inf.sum())}",
             "innocent called": f"{int((called & inn).sum())}/{int(inn.sum())}",
-            "TPR": float(called[inf].mean()) if inf.any() else float("nan"),
-            "FPR": float(called[inn].mean()) if inn.any() else float("nan")}
+            "TPR": tpr.mean, "TPR_low": tpr.low, "TPR_high": tpr.high,
+            "FPR": fpr.mean, "FPR_low": fpr.low, "FPR_high": fpr.high}
 
 
 def verdict_rates(table: pd.DataFrame) -> pd.DataFrame:
     """Per source and lineage: share of infringing models called infringing (TPR) and of innocent
-    ones (FPR), over the models the tool could judge."""
+    ones (FPR), over the models the tool could judge (every replicate)."""
     judged = table[table.verdict != "refused"]
     result = pd.DataFrame([{"source": source, "lineage": lineage, **_call_rates(g)}
                            for (source, lineage), g in judged.groupby(["source", "lineage"])])
@@ -139,13 +145,13 @@ def verdict_rates(table: pd.DataFrame) -> pd.DataFrame:
 
 def pool_comparison(tables: dict[str, pd.DataFrame], manifest: pd.DataFrame) -> pd.DataFrame:
     """One row per innocent pool: how many innocent shadows each source's null had, and how often the
-    tool called infringing and innocent models infringing (refusals counted apart)."""
+    tool called infringing and innocent models infringing (refusals counted apart), with exact 95%
+    intervals over models."""
     rows = []
     for pool, table in tables.items():
         shadows = sorted({len(innocent_shadow_paths(manifest, s, pool)) for s in table.source.unique()})
         rates = _call_rates(table[table.verdict != "refused"])
         rows.append({"innocent pool": pool, "innocent shadows per source": "/".join(map(str, shadows)),
                      "target FPR": float(table.target_fpr.iloc[0]) if len(table) else float("nan"),
-                     "infringing called": rates["infringing called"], "innocent called": rates["innocent called"],
-                     "refused": int((table.verdict == "refused").sum()), "TPR": rates["TPR"], "FPR": rates["FPR"]})
+                     "refused": int((table.verdict == "refused").sum()), **rates})
     return pd.DataFrame(rows)

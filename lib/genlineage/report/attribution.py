@@ -48,37 +48,67 @@ def _conf_panels(profile: Profile, table: pd.DataFrame, curves: list[str], draw,
     return fig
 
 
-def figure6(profile: Profile, f6: pd.DataFrame, tag: str):
-    """Mean conf vs rho per source; a curve per method; solid = source's own base, dashed = other."""
+def _interval_curve(ax, x, table: pd.DataFrame, points: pd.DataFrame | None, value: str, **style) -> None:
+    """Mean over models with its 95% interval as error bars, and every model as a faint dot (the
+    spread over models, which the interval summarises)."""
+    low = (table["mean"] - table["low"]).fillna(0).clip(lower=0)
+    high = (table["high"] - table["mean"]).fillna(0).clip(lower=0)
+    ax.errorbar(table[x], table["mean"], yerr=[low, high], marker="o", ms=3, capsize=2, **style)
+    if points is not None and len(points):
+        ax.scatter(points[x], points[value], s=6, alpha=0.35, color=style.get("color"), linewidths=0)
+
+
+def _matching(points: pd.DataFrame | None, **match) -> pd.DataFrame | None:
+    if points is None:
+        return None
+    keep = np.ones(len(points), bool)
+    for column, value in match.items():
+        keep &= (points[column] == value).to_numpy()
+    return points[keep]
+
+
+def figure6(profile: Profile, f6: pd.DataFrame, tag: str, confs: pd.DataFrame | None = None):
+    """Mean conf vs rho per source with its 95% interval over models; a curve per method; solid =
+    source's own base, dashed = other; dots are the models themselves (``confs``)."""
     def draw(ax, keys, g):
         strategy, lineage = keys
-        g = g.sort_values("rho")
-        ax.errorbar(g.rho, g["mean"], yerr=g["std"], color=COLOURS.get(strategy), ls=LINES.get(lineage, ":"),
-                    marker="o", ms=3, capsize=2, label=f"{METHOD_NAMES[strategy]}, {lineage} base")
+        dots = _matching(confs, source=g.source.iloc[0], strategy=strategy, lineage=lineage)
+        _interval_curve(ax, "rho", g.sort_values("rho"), dots, "conf", color=COLOURS.get(strategy),
+                        ls=LINES.get(lineage, ":"), label=f"{METHOD_NAMES[strategy]}, {lineage} base")
 
     return _conf_panels(profile, f6, ["strategy", "lineage"], draw, "rho (generated share)",
-                        f"Figure 6: instance-level attribution ({tag})", f"fig6_conf_vs_rho_{tag}")
+                        f"Figure 6: instance-level attribution ({tag}; mean and 95% interval over models)",
+                        f"fig6_conf_vs_rho_{tag}")
 
 
-def figure7(profile: Profile, f7: pd.DataFrame, tag: str):
-    """Mean conf vs N per source: rho = 1 infringing (red) and innocent (grey)."""
+def figure7(profile: Profile, f7: pd.DataFrame, tag: str, per_model: pd.DataFrame | None = None):
+    """Mean conf vs N per source with its 95% interval over models: rho = 1 infringing (red) and
+    innocent (grey); dots are the models themselves (``per_model``)."""
     def draw(ax, keys, g):
         kind, lineage = keys
-        g = g.sort_values("N")
-        ax.plot(g.N, g.conf, marker="o", ms=3, ls=LINES.get(lineage, ":"),
-                color="tab:red" if kind == "infringing" else "tab:gray", label=f"{kind}, {lineage} base")
+        dots = _matching(per_model, source=g.source.iloc[0], kind=kind, lineage=lineage)
+        _interval_curve(ax, "N", g.sort_values("N"), dots, "conf", ls=LINES.get(lineage, ":"),
+                        color="tab:red" if kind == "infringing" else "tab:gray", label=f"{kind}, {lineage} base")
 
     return _conf_panels(profile, f7, ["kind", "lineage"], draw, "N (key samples)",
-                        f"Figure 7: conf vs number of key samples ({tag})", f"fig7_conf_vs_n_{tag}")
+                        f"Figure 7: conf vs number of key samples ({tag}; mean and 95% interval over models)",
+                        f"fig7_conf_vs_n_{tag}")
 
 
 def delta0_curve(profile: Profile, curve: pd.DataFrame, deltas: dict):
+    """Mean conf of the infringing and innocent shadow models vs delta0, one line per replicate,
+    with each replicate's calibrated delta0 (and the paper's) marked."""
     fig, ax = plt.subplots(figsize=(4.5, 3))
-    ax.plot(curve.delta0, curve.conf_infringing, color="tab:red", label="infringing shadows")
-    ax.plot(curve.delta0, curve.conf_innocent, color="tab:gray", label="innocent shadows")
-    for name, d in deltas.items():
-        ax.axvline(d, ls="--" if name == "paper" else "-", color="black", lw=0.8)
-        ax.text(d, 1.01, f"{name} {d:.3f}", fontsize=7, rotation=90, va="bottom")
+    reps = sorted(curve.replicate.unique()) if "replicate" in curve else [None]
+    for i, rep in enumerate(reps):
+        c = curve if rep is None else curve[curve.replicate == rep]
+        ax.plot(c.delta0, c.conf_infringing, color="tab:red", lw=0.9, label="infringing shadows" if i == 0 else None)
+        ax.plot(c.delta0, c.conf_innocent, color="tab:gray", lw=0.9, label="innocent shadows" if i == 0 else None)
+    for name, by_rep in deltas.items():
+        values = sorted(set(by_rep.values())) if isinstance(by_rep, dict) else [by_rep]
+        for d in values:
+            ax.axvline(d, ls="--" if name == "paper" else "-", color="black", lw=0.8)
+            ax.text(d, 1.01, f"{name} {d:.3f}", fontsize=7, rotation=90, va="bottom")
     ax.set_xlabel("delta0")
     ax.set_ylabel("mean conf (shadow models)")
     ax.legend(fontsize=7)
@@ -98,7 +128,9 @@ def reconstructions(profile: Profile, models: pd.DataFrame, source: str, strateg
             "innocent": ev[ev.rho == 0.0].path.iloc[0]}
     cfg = GenerationConfig.from_mapping(profile["generation"])
     cache = GenerationCache(layout.generation_cache_dir(profile))
-    seeds = [int(s) for s in profile["attribution"]["seeds"]]
+    from ..keys import profile_seeds
+
+    _, seeds = profile_seeds(profile)  # query_seeds: what stage 04 asked every model with
     fig, axes = plt.subplots(4, len(keys), figsize=(1.3 * len(keys), 5.6), squeeze=False)
     for col in range(len(keys)):
         axes[0][col].imshow(keys.references[col])

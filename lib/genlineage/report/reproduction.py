@@ -13,10 +13,12 @@ import pandas as pd
 
 from ..config import REPO_ROOT, Profile
 from ..experiments.attribution import load_results
-from ..experiments.instance import (deltas, evaluated_confs, figure6_claims, figure6_table, figure7_claims,
-                                    figure7_table, inheritance, table2, table2_claims)
+from ..experiments.claims import (COLUMNS, figure6_claims, figure7_claims, inheritance_claims, memorisation_claims,
+                                  table1_claims, table2_claims, verdict_tally)
+from ..experiments.instance import deltas, evaluated_confs, figure7_per_model, inheritance, table2_per_model
 from ..experiments.memorisation import memorisation_checks, memorisation_table
-from ..experiments.statistical import score_models, table1, table1_claims
+from ..experiments.statistical import score_models, table1
+from ..experiments.suspicious import replicates
 from ..io import write_text
 from ..runner import read_timings
 from .tables import markdown, tables_dir
@@ -28,94 +30,105 @@ def report_path(profile: Profile) -> Path:
 
 
 def all_claims(profile: Profile) -> pd.DataFrame:
-    """One row per claim: the paper's section, its claim, our figure, held / not held / n/a."""
+    """One row per claim: the paper's section, its claim, our figure with its interval over
+    models, and held / not held / inconclusive / n/a (``experiments.claims`` says how each is judged)."""
     models, per_sample = load_results(profile)
     D, _ = deltas(profile, models, per_sample)
-    parts = []
-
-    summary, _ = memorisation_table(profile)
-    checks = memorisation_checks(profile, summary)
-    target = next(c for c in checks.columns if c.startswith("nearest_own >="))
-    low = checks.loc[checks.nearest_own.idxmin()]
-    parts.append(pd.DataFrame([{
-        "paper's claim": "3.1 premise: fine-tuned sources memorise their training images",
-        "ours": f"nearest-own share {checks.nearest_own.min():.0%}-{checks.nearest_own.max():.0%} "
-                f"(lowest {low.source}; chance {checks.chance.iloc[0]:.1%})",
-        "held": "held" if checks[target].all() else "not held", "section": "3.1 memorisation"}]))
-
+    summary, per_image = memorisation_table(profile)
+    parts = [memorisation_claims(memorisation_checks(summary, per_image))]
     for tag in ("paper", "calibrated"):
-        f6 = figure6_table(evaluated_confs(profile, models, per_sample, D[tag]))
-        parts.append(figure6_claims(f6).assign(section=f"Figure 6 (delta0 {tag} = {D[tag]:.3f})"))
-
-    inh = inheritance(profile, models, per_sample, D["calibrated"])
-    if len(inh):
-        shown = inh["shown (CI excludes 0)"]
-        parts.append(pd.DataFrame([{
-            "paper's claim": "rho = 1 infringing models reconstruct the keys closer than innocent ones (every source)",
-            "ours": f"shown (95% CI of the RD gap above 0) for {int(shown.sum())} of {len(inh)} source x lineage pairs",
-            "held": "held" if shown.all() else "not held", "section": "Figure 6 / inheritance"}]))
-
-    parts.append(table2_claims(table2(profile, models, per_sample)).assign(section="Table 2"))
-    parts.append(figure7_claims(figure7_table(profile, models, per_sample, D["calibrated"])).assign(section="Figure 7"))
+        parts.append(figure6_claims(evaluated_confs(profile, models, per_sample, D[tag]), tag))
+    parts.append(inheritance_claims(inheritance(profile, models, per_sample, D["calibrated"])))
+    parts.append(table2_claims(table2_per_model(profile, models, per_sample, D["calibrated"])))
+    parts.append(figure7_claims(figure7_per_model(profile, models, per_sample, D["calibrated"])))
     saved = tables_dir(profile) / "table1_statistical.csv"  # notebook 05's table: its bootstrap is not redone here
     t1 = pd.read_csv(saved) if saved.is_file() else table1(profile, score_models(profile, models, per_sample))
-    parts.append(table1_claims(t1).assign(section="Table 1"))
+    parts.append(table1_claims(t1))
     pools = tables_dir(profile) / "verify_pools.csv"  # notebook 08's comparison of the tool's innocent nulls
+    rows = []
     for r in (pd.read_csv(pools).to_dict("records") if pools.is_file() else []):
-        parts.append(pd.DataFrame([{
+        rows.append({
+            "section": "model owner's tool",
             "paper's claim": f"(beyond the paper) `genlineage verify` at target FPR {r['target FPR']:g}, one suspect at "
                              f"a time, innocent shadows: {r['innocent pool']} ({r['innocent shadows per source']} per source)",
-            "ours": f"called infringing: {r['infringing called']} infringing, {r['innocent called']} innocent; "
-                    f"refused {r['refused']}",
-            "held": "n/a", "section": "model owner's tool"}]))
-    table = pd.concat(parts, ignore_index=True)
-    return table[["section", "paper's claim", "ours", "held"]]
+            "ours": f"called infringing: {r['infringing called']} infringing (TPR {r['TPR']:.2f} [{r['TPR_low']:.2f}, "
+                    f"{r['TPR_high']:.2f}]), {r['innocent called']} innocent (FPR {r['FPR']:.2f} [{r['FPR_low']:.2f}, "
+                    f"{r['FPR_high']:.2f}]); refused {r['refused']}",
+            "held": "n/a"})
+    parts.append(pd.DataFrame(rows, columns=COLUMNS))
+    return pd.concat(parts, ignore_index=True)[COLUMNS]
+
+
+def spread_text(profile: Profile) -> str:
+    """What the intervals resample and how many seeds stand behind them."""
+    seeds = replicates(profile)
+    return (f"Spread: stages 03-08 ran for {len(seeds)} master seeds ({', '.join(map(str, seeds))}), each its own draw "
+            "of the suspicious models' training pairs, model seeds and shadow set; the sources of stage 02 and their "
+            "key sets are shared. Every interval is a 95% interval over **models** (Student-t over per-model values; "
+            "Welch for a difference of two groups; exact permutation tests over models for inheritance; bootstrap "
+            "resampling models for Table 1; Clopper-Pearson for the tool's rates). A claim is *held* when its whole "
+            "interval lies on the paper's side, *not held* when none of it does, *inconclusive* when it straddles.")
 
 
 def timing_table(profile: Profile) -> pd.DataFrame:
-    """Per stage: the longest recorded run (the one that did the work: the cold cost of the current
-    data) and the latest run (a cached re-run when nothing changed since)."""
+    """Per stage: *cold (s)*, its time in the latest complete cold run (one uninterrupted run of
+    every stage from no cached work, every stage ok: what a fresh clone costs), and *latest (s)*,
+    its most recent successful run (a cached re-run when nothing changed). Cold times all come
+    from one run, never from the slowest run of each stage; with no complete cold run the column
+    holds "-" and ``attrs["cold_run"]`` (the sentence the report prints) says so."""
+    from .. import runner  # the record's rules (what is cold, what is complete) live beside its writer
+
     t = read_timings(profile)
-    t = t[t.status == "ok"] if len(t) else t
-    if not len(t):
-        return pd.DataFrame(columns=["stage", "cold (s)", "latest (s)", "note"])
-    rows = []
-    for stage, g in t.groupby("stage", sort=True):
-        cold = g.loc[g.seconds.idxmax()]
-        rows.append({"stage": stage, "cold (s)": float(cold.seconds), "latest (s)": float(g.seconds.iloc[-1]),
-                     "note": "" if pd.isna(cold.get("note")) else str(cold.get("note"))})
-    table = pd.DataFrame(rows)
-    total = {"stage": "total", "cold (s)": table["cold (s)"].sum(), "latest (s)": table["latest (s)"].sum(), "note": ""}
-    return pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+    cold_id = runner.latest_cold_run(t)
+    cold = t[t.run == cold_id].set_index("stage").seconds if cold_id else pd.Series(dtype=float)
+    latest = t[t.status == "ok"].groupby("stage", sort=True).seconds.last()
+    rows = [{"stage": stage, "cold (s)": float(cold[stage]) if stage in cold.index else "-",
+             "latest (s)": float(latest[stage]) if stage in latest.index else "-"}
+            for stage in sorted(set(latest.index) | set(cold.index))]
+    if rows:
+        rows.append({"stage": "total", "cold (s)": float(cold.sum()) if cold_id else "-",
+                     "latest (s)": float(latest.sum())})
+    table = pd.DataFrame(rows, columns=["stage", "cold (s)", "latest (s)"])
+    if cold_id:
+        table.attrs["cold_run"] = f"*cold* is {runner.describe_run(t, cold_id)}, the latest complete cold run."
+    else:
+        running = runner.unfinished_cold_run(t)
+        table.attrs["cold_run"] = "**No complete cold run is recorded**, so no cold time is shown" + (
+            f"; this run (`{running}`) is cold but still running (this report is one of its stages): "
+            f"once it has finished, `bash run_all.sh {profile.name} --only 09` rewrites the report with it."
+            if running else ".")
+    return table
 
 
 def build_report(profile: Profile) -> str:
     claims = all_claims(profile)
-    held = (claims.held == "held").sum()
-    judged = (claims.held != "n/a").sum()
+    tally = verdict_tally(claims)
+    judged = sum(tally.values())
     times = timing_table(profile)
     lines = [
         f"# Reproduction report: profile `{profile.name}`",
         "",
         "Generated by notebook `09_reproduction_report` (`bash run_all.sh "
-        f"{profile.name}`) from the cached results of stages 02-07. Every figure below is what the pipeline "
+        f"{profile.name}`) from the cached results of stages 02-08. Every figure below is what the pipeline "
         "measured; nothing is tuned on the evaluated models (delta0 and the discriminator come from shadow models).",
         "",
-        f"**{held} of {judged} judged claims held.** The paper's numbers are for SD-v1.5/v2.1 at 512 px; "
+        f"**Of {judged} judged claims: {tally['held']} held, {tally['not held']} not held, {tally['inconclusive']} "
+        f"inconclusive.** The paper's numbers are for SD-v1.5/v2.1 at 512 px; "
         f"this profile is `{profile.name}` (see `lib/genlineage/profiles/{profile.name}.yaml`).",
         "",
-        "Spread: the suspicious models of this profile are trained for one seed of the shadow/evaluation "
-        "split (notebook 05 says why); the spread shown is over models and keys (bootstrap 95% CIs in "
-        "notebooks 04 and 05, ranges over sources here).",
+        spread_text(profile),
         "",
         "## The paper's claims (section 3) beside ours",
         "",
         markdown(claims),
-        "## Wall time on this machine",
+        "## Wall time",
         "",
-        "Recorded by `run_all.sh` (`data/<profile>/results/run_all_timings.csv`). *cold* is the longest recorded "
-        "run of the stage (the run that trained and generated), *latest* the most recent (a cached re-run "
-        "when nothing changed).",
+        "Recorded by `run_all.sh` per stage and run (`data/<profile>/results/run_all_timings.csv`, with the "
+        "machine and commit). *cold (s)*: the stage's time in one uninterrupted `bash run_all.sh "
+        f"{profile.name}` of every stage that started with no cached work (nothing under `data/<profile>/` "
+        "but that record: a fresh clone) and ran every stage ok; all from the same run. *latest (s)*: the "
+        "stage's most recent successful run (a cached re-run when nothing changed). "
+        + times.attrs.get("cold_run", ""),
         "",
         markdown(times, digits=0) if len(times) else "(no timings recorded yet)\n",
         "## Where to look",

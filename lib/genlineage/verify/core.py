@@ -23,7 +23,8 @@ from ..discriminator import features, fit_score
 from ..errors import InputError
 from ..generation import GenerationCache, GenerationConfig
 from ..memorization import reconstruct_with
-from ..keys import KeySet, to_uint8, detection_keys, generation_keys, random_keys
+from ..keys import (KeySet, check_seeds_apart, detection_keys, generation_keys, profile_seeds, random_keys,
+                    reference_seeds, to_uint8)
 from . import null
 from .suspect import CallableSuspect, PipelineSuspect, Suspect, check_sd_pipeline, load_sd_pipeline
 
@@ -72,12 +73,14 @@ def select_keys(source: str | Path, key_data: str | Path, strategy: str = "gener
                 base: str | Path | None = None, profile: str | Profile = "tiny", out: str | Path | None = None,
                 progress: bool = True) -> KeySet:
     """Select the owner's key samples from the source's training pairs (an image folder) with one
-    of the paper's strategies; saved to ``out/keys`` when ``out`` is given, for reuse with ``keys=``."""
+    of the paper's strategies; saved to ``out/keys`` when ``out`` is given, for reuse with ``keys=``.
+    Made with the profile's ``attribution.key_seeds`` (recorded in the key set's meta), never the
+    query seeds, so a suspect never starts from the noise a reference was drawn from."""
     if strategy not in STRATEGIES:
         raise InputError(f"--strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}.")
     P = profile if isinstance(profile, Profile) else load_profile(profile)
     att = P["attribution"]
-    seeds, distance = [int(s) for s in att["seeds"]], att.get("distance", "l2")
+    (seeds, _), distance = profile_seeds(P), att.get("distance", "l2")
     cfg = GenerationConfig.from_mapping(P["generation"])
     cache = GenerationCache(Path(out) / "cache") if out is not None else None
     src = load_sd_pipeline(source, "source model")
@@ -113,6 +116,22 @@ def _resolve_keys(keys, key_data, strategy: str, n_keys: int | None, source: Pat
                              "(or --key-data with the source's training pairs and --strategy).")
         key_set = KeySet.load(keys)
     return key_set.subset(min(n_keys, len(key_set))) if n_keys else key_set
+
+
+def check_key_seeds(key_set: KeySet, query_seeds: Sequence[int]) -> list[int] | None:
+    """The seeds the key set's references were made with, refused (before any query) when they
+    overlap the query seeds or, for a strategy that generates with seeds, are not recorded: a
+    suspect queried at a reference's own seed shares its initial noise, and part of its distance
+    would be that noise rather than inherited memory."""
+    made_with = reference_seeds(key_set)
+    if made_with is None:
+        if key_set.strategy == "random":
+            return None  # real images drawn at random: no seed made them
+        raise InputError(f"the {key_set.strategy} key set records no seeds (meta 'seeds' in its _keys.json), so it "
+                         "cannot be shown to be made with seeds other than the query seeds; rebuild it with "
+                         "genlineage (--key-data with --strategy), which records them.")
+    check_seeds_apart(made_with, query_seeds, f"the {key_set.strategy} key set's ")
+    return made_with
 
 
 def _rd(suspect: Suspect, prompts: Sequence[str], references: np.ndarray, seeds: list[int], distance: str,
@@ -228,7 +247,7 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
         raise InputError(f"--budget {budget}: the query budget must be a positive number of images.")
     P = profile if isinstance(profile, Profile) else load_profile(profile)
     att = P["attribution"]
-    seeds = [int(s) for s in att["seeds"]]
+    _, seeds = profile_seeds(P)  # query_seeds: every suspect, shadow and control is asked at these
     distance = att.get("distance", "l2")
     cfg = GenerationConfig.from_mapping(P["generation"])
     out = Path(out)
@@ -259,6 +278,7 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
     out.mkdir(parents=True, exist_ok=True)
 
     key_set = _resolve_keys(keys, key_data, strategy, n_keys, source, Path(base) if base else None, P, out, progress)
+    key_seeds = check_key_seeds(key_set, seeds)
     N, S = len(key_set), len(seeds)
     if N == 0:
         raise InputError("the key set holds no key samples: select keys first (--key-data with --strategy).")
@@ -327,7 +347,8 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
     table = pd.DataFrame({"rank": range(n_use), "prompt": keys_used.prompts, "rd": rd, "best_seed": best_seed,
                           "hit": rd < d0})
     settings = {"source": str(source), "suspect": getattr(suspect_model, "name", str(suspect)),
-                "strategy": key_set.strategy, "profile": P.name, "seeds": seeds, "distance": distance,
+                "strategy": key_set.strategy, "profile": P.name, "key_seeds": key_seeds, "query_seeds": seeds,
+                "distance": distance,
                 "generation": {k: v for k, v in P["generation"].items() if k != "batch"},
                 "innocent_shadows": [_name(p) for p in innocent_shadows],
                 "infringing_shadows": [_name(p) for p in infringing_shadows],

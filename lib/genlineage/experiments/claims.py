@@ -1,0 +1,211 @@
+"""The paper's claims (section 3), each judged on a quantity that means at our scale what the
+paper's means at theirs, with an interval whose unit is the model.
+
+Rules every claim here follows:
+
+* **The model is the unit.** A claim reads one number per model (its conf, its mean RD, its share
+  of keys in a bin) and the 95% interval over models (``genlineage.intervals``). A claim is
+  *held* when the whole interval lies in the claim's region, *not held* when none of it does, and
+  *inconclusive* when the interval straddles the bound: three models cannot settle what they
+  cannot settle. A claim about "every source" holds when it holds for each source.
+* **Each method and each delta0 on its own.** Strategies 1 and 2 are judged separately (never the
+  better of the two per row), and so are the paper's delta0 and the one calibrated on shadows.
+* **Relative to what innocent models do.** Where the paper's number is a level that innocent
+  models sit far from at their scale (a conf of 0.4, a share of keys below 0.1), ours is the
+  excess over innocent models on the same keys, or the bin relative to the calibrated delta0.
+* **Memorisation against the base**, on the same captions, not against a target we chose.
+
+Every function takes tables (what notebooks 02-07 print) and returns rows of
+``section, paper's claim, ours, held``.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from ..intervals import (HELD, INCONCLUSIVE, NOT_HELD, NOT_JUDGED, difference_interval, judge, judge_p,
+                         t_interval)
+
+COLUMNS = ["section", "paper's claim", "ours", "held"]
+
+
+def claim(section: str, text: str, ours: str, held: str) -> dict:
+    """One row of the claims table; ``held`` is one of held / not held / inconclusive / n/a."""
+    if held not in (HELD, NOT_HELD, INCONCLUSIVE, NOT_JUDGED):
+        raise ValueError(f"unknown verdict {held!r}")
+    return {"section": section, "paper's claim": text, "ours": ours, "held": held}
+
+
+def all_of(verdicts: Iterable[str]) -> str:
+    """A claim over several cells (every source, every rho): not held if any cell is not held,
+    held if every judged cell is held, otherwise inconclusive; n/a when no cell could be judged."""
+    judged = [v for v in verdicts if v != NOT_JUDGED]
+    if not judged:
+        return NOT_JUDGED
+    if NOT_HELD in judged:
+        return NOT_HELD
+    return HELD if all(v == HELD for v in judged) else INCONCLUSIVE
+
+
+def _table(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+# --- 3.1 memorisation -------------------------------------------------------------------------
+
+def memorisation_claims(checks: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Fine-tuned sources memorise their training images: per source, the share of generations
+    whose nearest training image is their own, against the base model's share on the same
+    captions and seeds; ``checks`` holds ``p_source_above_base`` (a one-sided paired test over
+    the training images). Held when every source is above its base at ``alpha``."""
+    verdicts = [judge_p(p, alpha) for p in checks.p_source_above_base]
+    worst = checks.loc[checks.p_source_above_base.idxmax()]
+    ours = (f"nearest-own share {checks.nearest_own.min():.0%}-{checks.nearest_own.max():.0%} vs the base's "
+            f"{checks.base_nearest_own.min():.0%}-{checks.base_nearest_own.max():.0%} on the same captions; "
+            f"above the base (paired test over images, p < {alpha:g}) for {verdicts.count(HELD)} of {len(verdicts)} "
+            f"sources (largest p {worst.p_source_above_base:.2g}, {worst.source})")
+    return _table([claim("3.1 memorisation", "fine-tuned sources memorise their training images (share of "
+                         "generations nearest their own training image, above the base's)", ours, all_of(verdicts))])
+
+
+# --- Figure 6 -----------------------------------------------------------------------------------
+
+def _per_model(confs: pd.DataFrame) -> pd.DataFrame:
+    """conf per (model, strategy) of the own-lineage evaluated models, one column per strategy."""
+    own = confs[confs.lineage == "same"]
+    return own.pivot_table(index=["model", "source", "rho"], columns="strategy", values="conf").reset_index()
+
+
+def figure6_claims(confs: pd.DataFrame, tag: str) -> pd.DataFrame:
+    """Figure 6's claims on per-model confs (:func:`instance.evaluated_confs` at one delta0).
+
+    Per rho the models of every source are pooled (18 at the tiny profile: 6 sources x 3 seeds),
+    so each interval is over models. Margins are paired within a model (the same model queried
+    with both key sets). Levels the paper states for infringing models ("conf > 0.6", "about
+    0.4") are judged as the excess over the innocent models' conf on the same keys, since at the
+    paper's scale innocent models score near 0 and at ours they need not."""
+    section = f"Figure 6 (delta0 {tag})"
+    wide = _per_model(confs)
+    inf, inn = wide[wide.rho > 0], wide[wide.rho == 0]
+    rows = []
+    for strategy, name in (("generation", "Strategy 2"), ("detection", "Strategy 1")):
+        if {strategy, "random"} <= set(wide.columns):
+            cells = {rho: t_interval(g[strategy] - g["random"]) for rho, g in inf.groupby("rho")}
+            verdict = all_of(judge(iv.low, iv.high, above=0.2) for iv in cells.values())
+            worst = min(cells.items(), key=lambda kv: kv[1].mean)
+            rows.append(claim(section, f"{name} beats Baseline 2 by > 0.2 conf at every rho",
+                              f"smallest mean margin over models at rho = {worst[0]:g}: {worst[1].text(signed=True)}", verdict))
+    if {"generation", "watermark"} <= set(wide.columns) and len(inf):
+        iv = t_interval(inf["watermark"] - inf["generation"])
+        rows.append(claim(section, "Strategy 2 within 0.1 of Baseline 1 (watermark)",
+                          f"Baseline 1 minus Strategy 2 over every infringing model: {iv.text(signed=True)}",
+                          judge(iv.low, iv.high, below=0.1)))
+    at03 = inf[np.isclose(inf.rho, 0.3)]
+    if len(at03) and len(inn) and {"generation", "random"} <= set(wide.columns):
+        iv = difference_interval(at03["generation"], inn["generation"])
+        rows.append(claim(section, "Strategy 2 conf > 0.6 at rho = 0.3 (ours: excess over innocent models)",
+                          f"excess {iv.text(signed=True)}; raw {at03['generation'].mean():.2f} vs innocent "
+                          f"{inn['generation'].mean():.2f}", judge(iv.low, iv.high, above=0.6)))
+        iv = difference_interval(at03["random"], inn["random"])
+        rows.append(claim(section, "Baseline 2 about 0.4 at rho = 0.3 (ours: excess over innocent models, 0.3-0.5)",
+                          f"excess {iv.text(signed=True)}; raw {at03['random'].mean():.2f} vs innocent "
+                          f"{inn['random'].mean():.2f}", judge(iv.low, iv.high, above=0.3, below=0.5)))
+    if len(inn) and "generation" in wide.columns:
+        rows.append(claim(section, "(ours) innocent models score low",
+                          f"Strategy 2 conf of innocent models {t_interval(inn['generation']).text()}", NOT_JUDGED))
+    return _table(rows)
+
+
+def inheritance_claims(inh: pd.DataFrame) -> pd.DataFrame:
+    """rho = 1 infringing models reconstruct the keys closer than innocent ones, for every source:
+    the exact permutation test over models of :func:`instance.inheritance` decides each pair."""
+    if not len(inh):
+        return _table([])
+    own = inh[inh.lineage == "same"]
+    shown = own["shown (p < 0.05)"]
+    verdict = HELD if shown.all() else NOT_HELD
+    ours = (f"shown (one-sided permutation test over models, p < 0.05) for {int(shown.sum())} of {len(own)} sources "
+            f"({int(own['infringing models'].min())} infringing vs {int(own['innocent models'].min())} innocent models "
+            f"each); mean RD gap {own.rd_gap.min():+.3f} to {own.rd_gap.max():+.3f}")
+    return _table([claim("Figure 6 / inheritance", "rho = 1 infringing models reconstruct the keys closer than "
+                         "innocent ones (every source)", ours, verdict)])
+
+
+# --- Table 2 ------------------------------------------------------------------------------------
+
+def _bin_share(per_model: pd.DataFrame, prefix: str, bins: list[str]) -> pd.Series:
+    return per_model[[f"{prefix} {b}" for b in bins]].sum(axis=1)
+
+
+def table2_claims(per_model: pd.DataFrame) -> pd.DataFrame:
+    """Table 2's claims on the bins relative to each model's delta0 (the paper's edges scaled by
+    calibrated delta0 / 0.15); the absolute bins are shown in the text, never judged."""
+    section = "Table 2 (bins relative to calibrated delta0)"
+    inn, inf = per_model[per_model.kind == "innocent"], per_model[per_model.kind == "infringing"]
+    below15 = ["[0.00, 0.05)", "[0.05, 0.10)", "[0.10, 0.15)"]
+    rows = []
+    if len(inn):
+        iv = t_interval(inn["rel [0.15, 0.20)"])
+        rows.append(claim(section, "innocent: 73.9% of keys in [0.15, 0.2) (ours: [1, 4/3) delta0, at least 60%)",
+                          f"{iv.text()}; absolute [0.15, 0.20): {inn['abs [0.15, 0.20)'].mean():.0%}",
+                          judge(iv.low, iv.high, above=0.6)))
+        iv = t_interval(_bin_share(inn, "rel", below15))
+        rows.append(claim(section, "innocent: 4.3% of keys below 0.15 (ours: below delta0, under 10%)",
+                          f"{iv.text()}; absolute below 0.15: {_bin_share(inn, 'abs', below15).mean():.0%}",
+                          judge(iv.low, iv.high, below=0.1)))
+    if len(inf):
+        iv = t_interval(_bin_share(inf, "rel", below15[:2]))
+        rows.append(claim(section, "infringing: about 20% of keys below 0.1 (ours: below 2/3 delta0, 10-30%)",
+                          f"{iv.text()}; absolute below 0.1: {_bin_share(inf, 'abs', below15[:2]).mean():.0%}",
+                          judge(iv.low, iv.high, above=0.1, below=0.3)))
+        per_source = {s: t_interval(g["rel [0.10, 0.15)"]) for s, g in inf.groupby("source")}
+        verdicts = [judge(iv.low, iv.high, above=0.4) for iv in per_source.values()]
+        need = int(np.ceil(5 * len(verdicts) / 6))
+        held, failed = verdicts.count(HELD), verdicts.count(NOT_HELD)
+        verdict = HELD if held >= need else NOT_HELD if len(verdicts) - failed < need else INCONCLUSIVE
+        rows.append(claim(section, "infringing: > 40% in [0.1, 0.15) for 5 of 6 sources (ours: [2/3, 1) delta0)",
+                          f"interval above 40% for {held} of {len(verdicts)} sources, below for {failed}", verdict))
+    return _table(rows)
+
+
+# --- Figure 7 -----------------------------------------------------------------------------------
+
+def figure7_claims(per_model: pd.DataFrame) -> pd.DataFrame:
+    """conf grows with N for rho = 1 infringing models: the paired per-model gain between two N
+    of the grid, pooled over sources (own lineage), about 0.1 (0.05-0.15)."""
+    inf = per_model[(per_model.kind == "infringing") & (per_model.lineage == "same")]
+    wide = inf.pivot_table(index="model", columns="N", values="conf")
+    ns = sorted(wide.columns)
+    rows = []
+    if len(ns) >= 3:
+        mid = ns[-2] if len(ns) >= 4 else ns[1]
+        for hi, lo, text in ((ns[-1], mid, f"largest N about 0.1 above N = 30 (ours: N = {ns[-1]} vs {mid})"),
+                             (ns[1], ns[0], f"N = 30 about 0.1 above N = 20 (ours: N = {ns[1]} vs {ns[0]})")):
+            iv = t_interval(wide[hi] - wide[lo])
+            rows.append(claim("Figure 7", text, f"gain {iv.text(signed=True)}", judge(iv.low, iv.high, above=0.05, below=0.15)))
+    return _table(rows)
+
+
+# --- Table 1 ------------------------------------------------------------------------------------
+
+def table1_claims(t1: pd.DataFrame) -> pd.DataFrame:
+    """The discriminator's accuracy, AUC and TPR@10%FPR for every source, each judged on its 95%
+    interval over the source's evaluated models (bootstrap that resamples models)."""
+    d = t1[t1.score == "discriminator"]
+    rows = []
+    for col, bound, text in (("accuracy", 0.85, "accuracy > 85% for every source"), ("auc", 0.8, "AUC > 0.8 for every source"),
+                             ("tpr@10%fpr", 0.7, "TPR@10%FPR > 0.7 for every source")):
+        verdicts = [judge(lo, hi, above=bound) for lo, hi in zip(d[f"{col}_low"], d[f"{col}_high"])]
+        vals = d[col].to_numpy(dtype=float)
+        ours = (f"lowest {np.nanmin(vals):.2f} over {len(vals)} sources; interval above {bound:g} for "
+                f"{verdicts.count(HELD)}, below for {verdicts.count(NOT_HELD)}") if np.isfinite(vals).any() else "undefined"
+        rows.append(claim("Table 1", text, ours, all_of(verdicts)))
+    return _table(rows)
+
+
+def verdict_tally(claims: pd.DataFrame) -> dict[str, int]:
+    """How many claims were held, not held, inconclusive (n/a rows are not judged)."""
+    counts = claims.held.value_counts()
+    return {k: int(counts.get(k, 0)) for k in (HELD, NOT_HELD, INCONCLUSIVE)}

@@ -1,0 +1,160 @@
+"""Intervals and tests whose unit is the model, and the rule that judges a claim by its interval.
+
+Why its own module: models differ in how close they come to *every* key (a model effect), so keys
+of one model are not independent draws. Any statement that compares infringing with innocent
+models must resample models, not keys. Everything here works on one number per model (a conf, a
+mean RD, a verdict) and knows nothing of pipelines.
+
+* :func:`t_interval`: mean over models with a 95% Student-t interval (honest at 3 models, where
+  a bootstrap over 3 values has only 10 distinct resamples and covers far less than 95%).
+* :func:`difference_interval`: Welch interval of mean(a) - mean(b) for two groups of models.
+* :func:`permutation_p`: exact one-sided permutation test of mean(a) > mean(b) over models.
+* :func:`binomial_interval`: Clopper-Pearson interval of a rate over models (verdicts).
+* :func:`paired_greater_p`: one-sided paired (Wilcoxon signed-rank) test on the same items.
+* :func:`judge`: held / not held / inconclusive from an interval and the claim's region.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+LEVEL = 0.95
+HELD, NOT_HELD, INCONCLUSIVE, NOT_JUDGED = "held", "not held", "inconclusive", "n/a"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its two-sided interval and the number of models behind it."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def text(self, digits: int = 2, signed: bool = False) -> str:
+        """``0.42 [0.30, 0.55] (n = 3)``: how a report states it."""
+        f = f"{{:{'+' if signed else ''}.{digits}f}}"
+        if not np.isfinite(self.low):
+            return f"{f.format(self.mean)} (n = {self.n}, no interval)"
+        return f"{f.format(self.mean)} [{f.format(self.low)}, {f.format(self.high)}] (n = {self.n})"
+
+
+def _finite(values: Sequence[float]) -> np.ndarray:
+    a = np.asarray(values, dtype=float)
+    return a[np.isfinite(a)]
+
+
+def t_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
+    """Mean of per-model values with a Student-t interval (n - 1 degrees of freedom).
+    One model gives no interval (nan bounds); identical models give a zero-width one."""
+    a = _finite(values)
+    n = len(a)
+    if n == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0)
+    mean = float(a.mean())
+    if n == 1:
+        return Interval(mean, float("nan"), float("nan"), 1)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1) * a.std(ddof=1) / math.sqrt(n))
+    return Interval(mean, mean - half, mean + half, n)
+
+
+def difference_interval(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Interval:
+    """mean(a) - mean(b) with a Welch interval (unequal spreads); ``n`` counts both groups."""
+    x, y = _finite(a), _finite(b)
+    n = len(x) + len(y)
+    if not len(x) or not len(y):
+        return Interval(float("nan"), float("nan"), float("nan"), n)
+    diff = float(x.mean() - y.mean())
+    if len(x) < 2 or len(y) < 2:
+        return Interval(diff, float("nan"), float("nan"), n)
+    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    se = math.sqrt(vx + vy)
+    if se == 0:
+        return Interval(diff, diff, diff, n)
+    dof = (vx + vy) ** 2 / ((vx ** 2) / (len(x) - 1) + (vy ** 2) / (len(y) - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, dof) * se)
+    return Interval(diff, diff - half, diff + half, n)
+
+
+def permutation_p(a: Sequence[float], b: Sequence[float], max_exact: int = 200_000, n_draws: int = 20_000,
+                  seed: int = 0) -> float:
+    """One-sided p-value of mean(a) > mean(b): the share of relabellings of the pooled models
+    whose difference is at least the observed one (ties count against the claim). Exact when the
+    number of relabellings is at most ``max_exact`` (3 vs 6 models: 84, smallest p 1/84), else
+    Monte Carlo with the observed labelling counted in."""
+    x, y = _finite(a), _finite(b)
+    if not len(x) or not len(y):
+        return float("nan")
+    pooled = np.concatenate([x, y])
+    n, k = len(pooled), len(x)
+    observed = x.mean() - y.mean()
+    total = pooled.sum()
+    tol = 1e-12 * max(1.0, float(np.abs(pooled).max()))
+
+    def diff(sum_a: np.ndarray) -> np.ndarray:
+        return sum_a / k - (total - sum_a) / (n - k)
+
+    if math.comb(n, k) <= max_exact:
+        sums = np.array([pooled[list(c)].sum() for c in itertools.combinations(range(n), k)])
+        return float(np.mean(diff(sums) >= observed - tol))
+    rng = np.random.default_rng(seed)
+    sums = np.array([pooled[rng.permutation(n)[:k]].sum() for _ in range(n_draws)])
+    return float((np.sum(diff(sums) >= observed - tol) + 1) / (n_draws + 1))
+
+
+def binomial_interval(successes: int, trials: int, level: float = LEVEL) -> Interval:
+    """A rate over models with its exact (Clopper-Pearson) interval."""
+    if trials <= 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0)
+    alpha = 1 - level
+    low = 0.0 if successes == 0 else float(stats.beta.ppf(alpha / 2, successes, trials - successes + 1))
+    high = 1.0 if successes == trials else float(stats.beta.ppf(1 - alpha / 2, successes + 1, trials - successes))
+    return Interval(successes / trials, low, high, trials)
+
+
+def paired_greater_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """One-sided paired test that ``a`` exceeds ``b`` on the same items (Wilcoxon signed-rank,
+    zero differences dropped); 1.0 when every pair ties."""
+    diff = np.asarray(a, float) - np.asarray(b, float)
+    if not np.any(diff != 0):
+        return 1.0
+    return float(stats.wilcoxon(diff, alternative="greater", zero_method="wilcox").pvalue)
+
+
+def judge(low: float, high: float, above: float | None = None, below: float | None = None) -> str:
+    """Held when the whole interval lies in the claim's region (``above`` < x < ``below``; either
+    side may be open), not held when none of it does, inconclusive when it straddles a bound.
+    An interval that could not be formed (nan) cannot decide: not judged."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return NOT_JUDGED
+    lo_bound = -np.inf if above is None else above
+    hi_bound = np.inf if below is None else below
+    if low > lo_bound and high < hi_bound:
+        return HELD
+    if high <= lo_bound or low >= hi_bound:
+        return NOT_HELD
+    return INCONCLUSIVE
+
+
+def judge_p(p_value: float, alpha: float = 1 - LEVEL) -> str:
+    """A one-sided test's claim: held when p < alpha, otherwise not shown (not held)."""
+    if not np.isfinite(p_value):
+        return NOT_JUDGED
+    return HELD if p_value < alpha else NOT_HELD
+
+
+def per_group(table: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
+    """Mean of ``value`` over the models of each group with its t interval (columns mean, low,
+    high, models)."""
+    rows = []
+    for key, g in table.groupby(by, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        iv = t_interval(g[value])
+        rows.append({**dict(zip(by, key)), "mean": iv.mean, "low": iv.low, "high": iv.high, "models": iv.n})
+    return pd.DataFrame(rows, columns=[*by, "mean", "low", "high", "models"])

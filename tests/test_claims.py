@@ -1,0 +1,204 @@
+"""Every claim function on planted tables, on both sides of its threshold (genlineage.experiments.claims)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from genlineage.experiments.claims import (all_of, claim, figure6_claims, figure7_claims, inheritance_claims,
+                                           memorisation_claims, table1_claims, table2_claims, verdict_tally)
+from genlineage.intervals import HELD, INCONCLUSIVE, NOT_HELD, NOT_JUDGED
+
+SOURCES = ["v1", "v1-cc3m", "v1-celeba", "v2", "v2-cc3m", "v2-celeba"]
+RHOS = [0.3, 0.5, 0.7, 1.0]
+
+
+def _held(table: pd.DataFrame, startswith: str) -> str:
+    row = table[table["paper's claim"].str.startswith(startswith)]
+    assert len(row) == 1, f"no single claim starting {startswith!r}: " + repr(list(table["paper's claim"]))
+    return row.held.iloc[0]
+
+
+def test_all_of_and_claim_rows():
+    assert all_of([HELD, HELD]) == HELD
+    assert all_of([HELD, INCONCLUSIVE]) == INCONCLUSIVE
+    assert all_of([HELD, NOT_HELD, INCONCLUSIVE]) == NOT_HELD
+    assert all_of([NOT_JUDGED]) == NOT_JUDGED and all_of([NOT_JUDGED, HELD]) == HELD
+    with pytest.raises(ValueError):
+        claim("s", "c", "o", "true")
+    t = pd.DataFrame([claim("s", "a", "o", HELD), claim("s", "b", "o", INCONCLUSIVE), claim("s", "c", "o", NOT_JUDGED)])
+    assert verdict_tally(t) == {HELD: 1, NOT_HELD: 0, INCONCLUSIVE: 1}
+
+
+# --- memorisation ---
+
+def _checks(ps: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"source": [f"s{i}" for i in range(len(ps))], "nearest_own": 0.8, "base_nearest_own": 0.1,
+                         "p_source_above_base": ps})
+
+
+def test_memorisation_claim_needs_every_source_above_its_base():
+    assert memorisation_claims(_checks([0.001, 0.01, 0.04])).held.iloc[0] == HELD
+    assert memorisation_claims(_checks([0.001, 0.01, 0.06])).held.iloc[0] == NOT_HELD
+
+
+# --- Figure 6 ---
+
+def _confs(levels: dict[str, float], innocent: dict[str, float], spread: float = 0.01, n: int = 3,
+           by_rho: dict[float, dict[str, float]] | None = None, seed: int = 0) -> pd.DataFrame:
+    """Per-model confs: ``n`` infringing models per (source, rho) at ``levels`` (per strategy),
+    2n innocent models per source at ``innocent``, each with a little noise."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for source in SOURCES:
+        plan = [(rho, r) for rho in RHOS for r in range(n)] + [(0.0, r) for r in range(2 * n)]
+        for rho, r in plan:
+            name = f"{source}__rho{rho}__{r}"
+            base = innocent if rho == 0 else {**levels, **((by_rho or {}).get(rho, {}))}
+            for strategy, level in base.items():
+                rows.append({"model": name, "source": source, "lineage": "same", "rho": rho, "strategy": strategy,
+                             "role": "evaluated", "label": int(rho > 0),
+                             "conf": float(np.clip(level + rng.normal(0, spread), 0, 1))})
+    return pd.DataFrame(rows)
+
+
+GOOD = {"generation": 0.9, "detection": 0.85, "random": 0.45, "watermark": 0.95}
+INNOCENT = {"generation": 0.05, "detection": 0.05, "random": 0.05, "watermark": 0.0}
+
+
+def test_figure6_claims_hold_on_a_paper_like_table():
+    t = figure6_claims(_confs(GOOD, INNOCENT), "calibrated")
+    assert set(t.section) == {"Figure 6 (delta0 calibrated)"}
+    assert _held(t, "Strategy 2 beats Baseline 2") == HELD
+    assert _held(t, "Strategy 1 beats Baseline 2") == HELD
+    assert _held(t, "Strategy 2 within 0.1 of Baseline 1") == HELD
+    assert _held(t, "Strategy 2 conf > 0.6") == HELD
+    assert _held(t, "Baseline 2 about 0.4") == HELD
+    assert _held(t, "(ours) innocent") == NOT_JUDGED
+
+
+def test_figure6_claims_fail_on_the_other_side_and_judge_each_strategy_alone():
+    weak = {"generation": 0.5, "detection": 0.9, "random": 0.45, "watermark": 0.95}
+    t = figure6_claims(_confs(weak, INNOCENT), "paper")
+    assert _held(t, "Strategy 2 beats Baseline 2") == NOT_HELD, "Strategy 1 must not rescue Strategy 2"
+    assert _held(t, "Strategy 1 beats Baseline 2") == HELD
+    assert _held(t, "Strategy 2 within 0.1 of Baseline 1") == NOT_HELD
+    assert _held(t, "Strategy 2 conf > 0.6") == NOT_HELD
+
+
+def test_figure6_levels_are_judged_as_excess_over_innocent_models():
+    """Baseline 2 at 0.4 means nothing when innocent models score 0.34 on the same keys."""
+    t = figure6_claims(_confs(GOOD | {"random": 0.40}, INNOCENT | {"random": 0.34}), "calibrated")
+    assert _held(t, "Baseline 2 about 0.4") == NOT_HELD
+
+
+def test_figure6_margin_must_hold_at_every_rho():
+    t = figure6_claims(_confs(GOOD, INNOCENT, by_rho={0.3: {"generation": 0.5}}), "calibrated")
+    assert _held(t, "Strategy 2 beats Baseline 2") == NOT_HELD
+
+
+def test_figure6_noisy_margin_is_inconclusive():
+    t = figure6_claims(_confs(GOOD | {"generation": 0.7}, INNOCENT, spread=0.2), "calibrated")
+    assert _held(t, "Strategy 2 beats Baseline 2") == INCONCLUSIVE
+
+
+# --- inheritance ---
+
+def _inheritance(shown: list[bool]) -> pd.DataFrame:
+    return pd.DataFrame({"source": SOURCES[:len(shown)], "lineage": "same", "infringing models": 3, "innocent models": 6,
+                         "rd_gap": [0.05 if s else -0.01 for s in shown], "permutation_p": [0.01 if s else 0.4 for s in shown],
+                         "shown (p < 0.05)": shown})
+
+
+def test_inheritance_claim_needs_every_source():
+    assert inheritance_claims(_inheritance([True] * 6)).held.iloc[0] == HELD
+    t = inheritance_claims(_inheritance([True] * 5 + [False]))
+    assert t.held.iloc[0] == NOT_HELD and "5 of 6" in t.ours.iloc[0]
+
+
+# --- Table 2 ---
+
+def _table2_models(innocent_rel: dict[str, float], infringing_rel: dict[str, float], n: int = 3, spread: float = 0.01,
+                   seed: int = 0) -> pd.DataFrame:
+    """Per-model bin shares (relative and absolute alike), planted per kind."""
+    rng = np.random.default_rng(seed)
+    bins = ["[0.00, 0.05)", "[0.05, 0.10)", "[0.10, 0.15)", "[0.15, 0.20)", "[0.20, inf)"]
+    rows = []
+    for source in SOURCES:
+        for kind, shares, count in (("infringing", infringing_rel, n), ("innocent", innocent_rel, 2 * n)):
+            for r in range(count):
+                noisy = {b: max(0.0, shares.get(b, 0.0) + rng.normal(0, spread)) for b in bins}
+                rows.append({"model": f"{source}-{kind}-{r}", "source": source, "kind": kind,
+                             **{f"rel {b}": v for b, v in noisy.items()}, **{f"abs {b}": v for b, v in noisy.items()}})
+    return pd.DataFrame(rows)
+
+
+PAPER_INNOCENT = {"[0.10, 0.15)": 0.04, "[0.15, 0.20)": 0.74, "[0.20, inf)": 0.22}
+PAPER_INFRINGING = {"[0.00, 0.05)": 0.05, "[0.05, 0.10)": 0.15, "[0.10, 0.15)": 0.55, "[0.15, 0.20)": 0.25}
+
+
+def test_table2_claims_hold_on_paper_like_bins():
+    t = table2_claims(_table2_models(PAPER_INNOCENT, PAPER_INFRINGING))
+    assert _held(t, "innocent: 73.9%") == HELD
+    assert _held(t, "innocent: 4.3%") == HELD
+    assert _held(t, "infringing: about 20%") == HELD
+    assert _held(t, "infringing: > 40%") == HELD
+
+
+def test_table2_claims_fail_on_the_other_side():
+    innocent = {"[0.05, 0.10)": 0.3, "[0.15, 0.20)": 0.3, "[0.20, inf)": 0.4}
+    infringing = {"[0.00, 0.05)": 0.3, "[0.05, 0.10)": 0.4, "[0.10, 0.15)": 0.1, "[0.20, inf)": 0.2}
+    t = table2_claims(_table2_models(innocent, infringing))
+    assert _held(t, "innocent: 73.9%") == NOT_HELD
+    assert _held(t, "innocent: 4.3%") == NOT_HELD
+    assert _held(t, "infringing: about 20%") == NOT_HELD
+    assert _held(t, "infringing: > 40%") == NOT_HELD
+
+
+def test_table2_claims_judge_relative_bins_not_absolute():
+    t = _table2_models(PAPER_INNOCENT, PAPER_INFRINGING)
+    t[[c for c in t if c.startswith("abs ")]] = 0.0
+    t["abs [0.20, inf)"] = 1.0  # every absolute distance above 0.2, as on our scale
+    assert _held(table2_claims(t), "innocent: 4.3%") == HELD
+
+
+# --- Figure 7 ---
+
+def _f7(gains: tuple[float, float], spread: float = 0.01, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for source in SOURCES:
+        for r in range(3):
+            base = 0.5
+            for n, level in ((10, base), (20, base + gains[0]), (30, base + gains[0]), (50, base + gains[0] + gains[1])):
+                rows.append({"model": f"{source}-{r}", "source": source, "lineage": "same", "kind": "infringing", "N": n,
+                             "conf": level + rng.normal(0, spread)})
+    return pd.DataFrame(rows)
+
+
+def test_figure7_claims_both_sides():
+    t = figure7_claims(_f7((0.1, 0.1)))
+    assert _held(t, "largest N") == HELD and _held(t, "N = 30") == HELD
+    t = figure7_claims(_f7((0.0, 0.3)))
+    assert _held(t, "largest N") == NOT_HELD and _held(t, "N = 30") == NOT_HELD
+
+
+# --- Table 1 ---
+
+def _t1(lows: dict[str, float], highs: dict[str, float]) -> pd.DataFrame:
+    rows = []
+    for source in SOURCES:
+        row = {"source": source, "score": "discriminator"}
+        for col in ("accuracy", "auc", "tpr@10%fpr"):
+            row[col], row[f"{col}_low"], row[f"{col}_high"] = (lows[col] + highs[col]) / 2, lows[col], highs[col]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_table1_claims_on_intervals_over_models():
+    t = table1_claims(_t1({"accuracy": 0.9, "auc": 0.85, "tpr@10%fpr": 0.75}, {"accuracy": 1.0, "auc": 1.0, "tpr@10%fpr": 1.0}))
+    assert set(t.held) == {HELD}
+    t = table1_claims(_t1({"accuracy": 0.5, "auc": 0.4, "tpr@10%fpr": 0.2}, {"accuracy": 0.8, "auc": 0.75, "tpr@10%fpr": 0.6}))
+    assert set(t.held) == {NOT_HELD}
+    t = table1_claims(_t1({"accuracy": 0.6, "auc": 0.6, "tpr@10%fpr": 0.5}, {"accuracy": 1.0, "auc": 1.0, "tpr@10%fpr": 1.0}))
+    assert set(t.held) == {INCONCLUSIVE}

@@ -1,0 +1,95 @@
+"""Intervals and tests over models (genlineage.intervals) on constructed cases."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from genlineage.intervals import (HELD, INCONCLUSIVE, NOT_HELD, NOT_JUDGED, binomial_interval, difference_interval,
+                                  judge, judge_p, paired_greater_p, per_group, permutation_p, t_interval)
+
+
+def test_t_interval_matches_the_textbook_formula():
+    values = [0.2, 0.4, 0.6]
+    iv = t_interval(values)
+    half = stats.t.ppf(0.975, 2) * np.std(values, ddof=1) / math.sqrt(3)
+    assert iv.mean == pytest.approx(0.4) and iv.n == 3
+    assert iv.low == pytest.approx(0.4 - half) and iv.high == pytest.approx(0.4 + half)
+
+
+def test_t_interval_of_one_model_has_no_bounds_and_nan_values_are_dropped():
+    assert math.isnan(t_interval([0.3]).low) and t_interval([0.3]).mean == 0.3
+    assert t_interval([0.1, float("nan"), 0.3]).n == 2
+    assert t_interval([]).n == 0
+
+
+def test_t_interval_covers_its_level_on_simulated_models():
+    rng = np.random.default_rng(0)
+    hits = [(iv.low < 0.5 < iv.high) for iv in (t_interval(rng.normal(0.5, 0.1, 3)) for _ in range(4000))]
+    assert abs(np.mean(hits) - 0.95) < 0.02
+
+
+def test_difference_interval_excludes_zero_only_when_groups_differ():
+    far = difference_interval([0.50, 0.52, 0.51], [0.30, 0.31, 0.29, 0.30])
+    assert far.mean == pytest.approx(0.21, abs=1e-9) and far.low > 0
+    near = difference_interval([0.30, 0.40, 0.35], [0.31, 0.38, 0.36])
+    assert near.low < 0 < near.high
+
+
+def test_permutation_p_is_exact_for_three_against_six():
+    inf, inn = [0.9, 0.8, 0.85], [0.1, 0.2, 0.15, 0.12, 0.18, 0.11]
+    assert permutation_p(inf, inn) == pytest.approx(1 / math.comb(9, 3))
+    assert permutation_p(inn, inf) == pytest.approx(1.0)
+    tied = permutation_p([0.5, 0.5, 0.5], [0.5] * 6)
+    assert tied == 1.0, "ties count against the claim"
+
+
+def test_permutation_p_falls_back_to_monte_carlo_for_large_groups():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(1.0, 1, 30), rng.normal(0.0, 1, 30)
+    p = permutation_p(a, b, max_exact=10)
+    assert 0 < p < 0.01
+
+
+def test_binomial_interval_is_clopper_pearson():
+    iv = binomial_interval(0, 24)
+    assert iv.mean == 0 and iv.low == 0 and iv.high == pytest.approx(1 - 0.025 ** (1 / 24))
+    assert binomial_interval(24, 24).high == 1.0
+    mid = binomial_interval(12, 48)
+    assert mid.low < 0.25 < mid.high
+
+
+def test_paired_greater_p_sees_a_shift_on_the_same_items():
+    base = np.linspace(0, 0.2, 20)
+    assert paired_greater_p(base + 0.3, base) < 0.001
+    assert paired_greater_p(base, base + 0.3) > 0.5
+    assert paired_greater_p(base, base) == 1.0
+
+
+@pytest.mark.parametrize("low, high, above, below, want", [
+    (0.25, 0.40, 0.2, None, HELD),
+    (0.10, 0.19, 0.2, None, NOT_HELD),
+    (0.15, 0.30, 0.2, None, INCONCLUSIVE),
+    (0.32, 0.45, 0.3, 0.5, HELD),
+    (0.55, 0.70, 0.3, 0.5, NOT_HELD),
+    (0.45, 0.60, 0.3, 0.5, INCONCLUSIVE),
+    (0.01, 0.08, None, 0.1, HELD),
+    (float("nan"), float("nan"), 0.2, None, NOT_JUDGED),
+])
+def test_judge_reads_the_interval_against_the_region(low, high, above, below, want):
+    assert judge(low, high, above=above, below=below) == want
+
+
+def test_judge_p():
+    assert judge_p(0.01) == HELD and judge_p(0.2) == NOT_HELD and judge_p(float("nan")) == NOT_JUDGED
+
+
+def test_per_group_counts_models():
+    import pandas as pd
+
+    t = pd.DataFrame({"g": ["a", "a", "a", "b"], "v": [0.1, 0.2, 0.3, 0.5]})
+    out = per_group(t, ["g"], "v").set_index("g")
+    assert out.loc["a", "models"] == 3 and out.loc["a", "mean"] == pytest.approx(0.2)
+    assert out.loc["b", "models"] == 1 and math.isnan(out.loc["b", "low"])
