@@ -97,7 +97,8 @@ def test_suspicious_models_and_attribution(P):
     assert all(d == 0.15 for d in D["paper"].values()) and all(0 < d < 1 for d in D["calibrated"].values())
     per_model = table2_per_model(P, models, per_sample, D["calibrated"])
     assert len(per_model) == 6 * (cfg["evaluated"]["innocent"] + 1) * len(cfg["replicates"])
-    assert len(table2(per_model)) == 6 + 2
+    t2 = table2(per_model)
+    assert t2.model.nunique() == 6 + 2 and set(t2.scale) == {"abs", "rel"}
 
     def ids(name: str) -> set:
         return {r["id"] for r in read_imagefolder(P.data_root / "suspicious_data" / name).records}

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..attribution import attach, calibrate_delta0, conf_table, delta_grid, rd_distribution, with_watermark
 from ..config import Profile
-from ..intervals import difference_interval, per_group, permutation_p
+from ..intervals import difference_interval, per_group, permutation_p, t_interval
 
 METHOD_NAMES = {"detection": "Strategy 1 (detection)", "generation": "Strategy 2 (generation)",
                 "random": "Baseline 2 (random)", "watermark": "Baseline 1 (watermark)"}
@@ -105,14 +105,21 @@ def table2_per_model(profile: Profile, models: pd.DataFrame, per_sample: pd.Data
 
 
 def table2(per_model: pd.DataFrame) -> pd.DataFrame:
-    """The paper's Table 2 as means over models: one row per source for its rho = 1 infringing
-    models, one for all of them, one for every innocent model (each on its own source's keys);
-    ``models`` says how many each mean is over."""
+    """The paper's Table 2 as means over models with their 95% t intervals, one row per (group,
+    scale, bin): per source its rho = 1 infringing models, all of them, and every innocent model
+    (each on its own source's keys); ``models`` says how many each mean is over."""
     bins = [c for c in per_model.columns if c.startswith(("abs ", "rel "))]
     groups = [(f"infringing, source {s}", g) for s, g in per_model[per_model.kind == "infringing"].groupby("source")]
     groups += [("infringing, every source", per_model[per_model.kind == "infringing"]),
                ("innocent, every source", per_model[per_model.kind == "innocent"])]
-    return pd.DataFrame([{"model": name, "models": len(g), **g[bins].mean().to_dict()} for name, g in groups if len(g)])
+    rows = []
+    for name, g in groups:
+        for column in bins:
+            iv = t_interval(g[column])
+            scale, label = column.split(" ", 1)
+            rows.append({"model": name, "scale": scale, "bin": label, "mean": iv.mean, "low": iv.low, "high": iv.high,
+                         "models": iv.n})
+    return pd.DataFrame(rows, columns=["model", "scale", "bin", "mean", "low", "high", "models"])
 
 
 def figure7_per_model(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame, delta0: float | Mapping[int, float],
