@@ -23,7 +23,8 @@ def test_all_of_and_claim_rows():
     assert all_of([HELD, HELD]) == HELD
     assert all_of([HELD, INCONCLUSIVE]) == INCONCLUSIVE
     assert all_of([HELD, NOT_HELD, INCONCLUSIVE]) == NOT_HELD
-    assert all_of([NOT_JUDGED]) == NOT_JUDGED and all_of([NOT_JUDGED, HELD]) == HELD
+    assert all_of([NOT_JUDGED]) == NOT_JUDGED and all_of([]) == NOT_JUDGED
+    assert all_of([NOT_JUDGED, HELD]) == INCONCLUSIVE, "a cell that cannot be judged never lets a claim hold"
     with pytest.raises(ValueError):
         claim("s", "c", "o", "true")
     t = pd.DataFrame([claim("s", "a", "o", HELD), claim("s", "b", "o", INCONCLUSIVE), claim("s", "c", "o", NOT_JUDGED)])
@@ -32,14 +33,35 @@ def test_all_of_and_claim_rows():
 
 # --- memorisation ---
 
-def _checks(ps: list[float]) -> pd.DataFrame:
+def _checks(ps: list[float], reverse: list[float] | None = None) -> pd.DataFrame:
     return pd.DataFrame({"source": [f"s{i}" for i in range(len(ps))], "nearest_own": 0.8, "base_nearest_own": 0.1,
-                         "p_source_above_base": ps})
+                         "p_source_above_base": ps, "p_base_above_source": reverse or [0.9] * len(ps)})
 
 
 def test_memorisation_claim_needs_every_source_above_its_base():
     assert memorisation_claims(_checks([0.001, 0.01, 0.04])).held.iloc[0] == HELD
-    assert memorisation_claims(_checks([0.001, 0.01, 0.06])).held.iloc[0] == NOT_HELD
+    assert memorisation_claims(_checks([0.001, 0.01, 0.06])).held.iloc[0] == INCONCLUSIVE
+    assert memorisation_claims(_checks([0.001, 0.01, 0.9], [0.9, 0.9, 0.01])).held.iloc[0] == NOT_HELD
+    assert memorisation_claims(_checks([float("nan")] * 2, [float("nan")] * 2)).held.iloc[0] == NOT_JUDGED
+
+
+def test_memorisation_checks_compare_each_source_with_its_base_image_by_image():
+    from genlineage.experiments.memorisation import memorisation_checks
+
+    summary = pd.DataFrame([
+        {"model": "v1-celeba", "base": "v1", "domain": "celeba", "finetuned": True, "nearest_own": 0.8, "chance": 0.05,
+         "rd_own_median": 0.1, "rd_heldout_median": 0.2, "own_below_heldout_p": 0.001},
+        {"model": "v1 (base) on celeba", "base": "v1", "domain": "celeba", "finetuned": False, "nearest_own": 0.1,
+         "chance": 0.05, "rd_own_median": 0.2, "rd_heldout_median": 0.2, "own_below_heldout_p": 0.5}])
+    rng = np.random.default_rng(0)
+    def rows(model, shares):
+        return pd.DataFrame({"model": model, "split": "own", "id": range(20), "nearest_own": shares})
+    high, low = rng.uniform(0.6, 1.0, 20), rng.uniform(0.0, 0.3, 20)
+    above = memorisation_checks(summary, pd.concat([rows("v1-celeba", high), rows("v1 (base) on celeba", low)]))
+    assert above.p_source_above_base.iloc[0] < 0.001 and above.p_base_above_source.iloc[0] > 0.5
+    below = memorisation_checks(summary, pd.concat([rows("v1-celeba", low), rows("v1 (base) on celeba", high)]))
+    assert below.p_source_above_base.iloc[0] > 0.5 and below.p_base_above_source.iloc[0] < 0.001
+    assert memorisation_claims(below).held.iloc[0] == NOT_HELD
 
 
 # --- Figure 6 ---
@@ -104,16 +126,72 @@ def test_figure6_noisy_margin_is_inconclusive():
 
 # --- inheritance ---
 
-def _inheritance(shown: list[bool]) -> pd.DataFrame:
-    return pd.DataFrame({"source": SOURCES[:len(shown)], "lineage": "same", "infringing models": 3, "innocent models": 6,
-                         "rd_gap": [0.05 if s else -0.01 for s in shown], "permutation_p": [0.01 if s else 0.4 for s in shown],
-                         "shown (p < 0.05)": shown})
+def _inheritance(verdicts: list[str]) -> pd.DataFrame:
+    p = {HELD: (0.01, 0.99), NOT_HELD: (0.99, 0.01), INCONCLUSIVE: (0.3, 0.7)}
+    return pd.DataFrame({"source": SOURCES[:len(verdicts)], "lineage": "same", "infringing models": 3, "innocent models": 6,
+                         "rd_gap": 0.01, "permutation_p": [p[v][0] for v in verdicts],
+                         "permutation_p_reverse": [p[v][1] for v in verdicts]})
 
 
 def test_inheritance_claim_needs_every_source():
-    assert inheritance_claims(_inheritance([True] * 6)).held.iloc[0] == HELD
-    t = inheritance_claims(_inheritance([True] * 5 + [False]))
+    assert inheritance_claims(_inheritance([HELD] * 6)).held.iloc[0] == HELD
+    t = inheritance_claims(_inheritance([HELD] * 5 + [NOT_HELD]))
     assert t.held.iloc[0] == NOT_HELD and "5 of 6" in t.ours.iloc[0]
+    assert inheritance_claims(_inheritance([HELD] * 5 + [INCONCLUSIVE])).held.iloc[0] == INCONCLUSIVE
+    missing = inheritance_claims(_inheritance([HELD] * 5), sources=SOURCES)
+    assert missing.held.iloc[0] == INCONCLUSIVE, "a source with no test cannot let the claim hold"
+    assert inheritance_claims(pd.DataFrame()).held.iloc[0] == NOT_JUDGED
+
+
+def _planted_models(gap: float, replicates=(0, 1, 2), n_keys: int = 10, seed: int = 0):
+    """models and per-sample tables of one source: per replicate one rho = 1 infringing model whose
+    keys sit ``gap`` closer than two innocent models', plus one shadow of each kind."""
+    rng = np.random.default_rng(seed)
+    models, rows = [], []
+    for rep in replicates:
+        plan = [("evaluated", 1.0, "i"), ("evaluated", 0.0, "a"), ("evaluated", 0.0, "b"), ("shadow", 1.0, "s"), ("shadow", 0.0, "t")]
+        for role, rho, tag in plan:
+            name = f"m{tag}{rep}"
+            models.append({"name": name, "source": "v1-celeba", "role": role, "lineage": "same", "base": "v1", "rho": rho,
+                           "label": int(rho > 0), "replicate": rep, "watermark_conf": 0.0})
+            level = 0.2 - (gap if rho > 0 else 0.0)
+            for k in range(n_keys):
+                rows.append({"model": name, "strategy": "generation", "rank": k, "rd": level + rng.normal(0, 0.005)})
+    return pd.DataFrame(models), pd.DataFrame(rows)
+
+
+PROFILE = {"attribution": {"n_keys": 10, "main_strategy": "generation", "delta0": 0.15,
+                           "delta0_grid": {"start": 0.1, "stop": 0.25, "step": 0.01}}}
+
+
+def test_inheritance_from_planted_models_both_directions():
+    from genlineage.config import Profile
+    from genlineage.experiments.instance import inheritance
+
+    models, per_sample = _planted_models(0.05)
+    inh = inheritance(Profile(PROFILE), models, per_sample, {0: 0.18, 1: 0.18, 2: 0.18})
+    row = inh.iloc[0]
+    assert row["infringing models"] == 3 and row["innocent models"] == 6
+    assert row.permutation_p == pytest.approx(1 / 84) and row.rd_gap == pytest.approx(0.05, abs=0.01)
+    assert inheritance_claims(inh).held.iloc[0] == HELD
+    models, per_sample = _planted_models(-0.05)
+    inh = inheritance(Profile(PROFILE), models, per_sample, {0: 0.18, 1: 0.18, 2: 0.18})
+    assert inh.permutation_p.iloc[0] == pytest.approx(1.0) and inheritance_claims(inh).held.iloc[0] == NOT_HELD
+
+
+def test_each_replicate_is_scored_at_its_own_delta0():
+    from genlineage.config import Profile
+    from genlineage.experiments.instance import deltas, evaluated_confs
+
+    models, per_sample = _planted_models(0.05)
+    confs = evaluated_confs(Profile(PROFILE), models, per_sample, {0: 0.1, 1: 0.17, 2: 0.25})
+    inf = confs[(confs.strategy == "generation") & (confs.rho == 1.0)].set_index("replicate").conf
+    assert list(inf.sort_index()) == [0.0, 1.0, 1.0], "RD 0.15 is above delta0 0.1, below 0.17 and 0.25"
+    innocent = confs[(confs.strategy == "generation") & (confs.rho == 0.0)].groupby("replicate").conf.mean()
+    assert list(innocent.sort_index()) == [0.0, 0.0, 1.0]
+    D, curve = deltas(Profile(PROFILE), models, per_sample)
+    assert set(D["calibrated"]) == {0, 1, 2} and set(curve.replicate) == {0, 1, 2}
+    assert all(0.15 < d <= 0.2 for d in D["calibrated"].values()), "calibrated on the shadows between the two levels"
 
 
 # --- Table 2 ---

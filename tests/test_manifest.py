@@ -1,6 +1,8 @@
 """The suspicious-model manifest: replicates are independent draws, lineages kept apart (no training)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from genlineage.config import load_profile
@@ -49,3 +51,18 @@ def test_default_tiny_profile_runs_three_replicates_of_the_own_lineage():
     for name in ("paper", "smoke"):
         assert len(source_table(load_profile(name))) == 6, "the paper's six sources, bases included"
     assert load_profile("paper")["suspicious"]["lineages"] == ["same", "other"]
+
+
+def test_training_costs_read_what_each_model_recorded(manifest, tmp_path):
+    from genlineage.experiments.suspicious import training_costs
+    from genlineage.io import write_json
+
+    P, m = manifest
+    m = m[m.source == "v1-celeba"].copy()
+    m["path"] = [str(tmp_path / "models" / n) for n in m.name]
+    for i, path in enumerate(m.path):
+        write_json(Path(path) / "genlineage.json", {"train_seconds": 10.0 + i % 2})
+    costs = training_costs(P, m).set_index(["replicate", "role"])
+    assert costs.loc[("all", "all"), "models"] == len(m)
+    assert costs.loc[("all", "all"), "total_seconds"] == pytest.approx(sum(10.0 + i % 2 for i in range(len(m))))
+    assert costs.loc[(0, "shadow"), "models"] == len(m[(m.replicate == 0) & (m.role == "shadow")])

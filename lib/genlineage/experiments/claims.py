@@ -40,13 +40,25 @@ def claim(section: str, text: str, ours: str, held: str) -> dict:
 
 def all_of(verdicts: Iterable[str]) -> str:
     """A claim over several cells (every source, every rho): not held if any cell is not held,
-    held if every judged cell is held, otherwise inconclusive; n/a when no cell could be judged."""
-    judged = [v for v in verdicts if v != NOT_JUDGED]
-    if not judged:
+    held only if every cell is held; a cell that could not be judged (one model, no interval)
+    leaves the claim inconclusive, never held; n/a when no cell exists or none could be judged."""
+    verdicts = list(verdicts)
+    if not verdicts or all(v == NOT_JUDGED for v in verdicts):
         return NOT_JUDGED
-    if NOT_HELD in judged:
+    if NOT_HELD in verdicts:
         return NOT_HELD
-    return HELD if all(v == HELD for v in judged) else INCONCLUSIVE
+    return HELD if all(v == HELD for v in verdicts) else INCONCLUSIVE
+
+
+def one_sided(p_claim: float, p_opposite: float, alpha: float = 0.05) -> str:
+    """A claim decided by a one-sided test: held when its test rejects at ``alpha``, not held when
+    the test in the opposite direction does, inconclusive when neither does (a p above alpha is
+    no evidence against the claim)."""
+    if not (np.isfinite(p_claim) and np.isfinite(p_opposite)):
+        return NOT_JUDGED
+    if p_claim < alpha:
+        return HELD
+    return NOT_HELD if p_opposite < alpha else INCONCLUSIVE
 
 
 def _table(rows: list[dict]) -> pd.DataFrame:
@@ -58,16 +70,19 @@ def _table(rows: list[dict]) -> pd.DataFrame:
 def memorisation_claims(checks: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """Fine-tuned sources memorise their training images: per source, the share of generations
     whose nearest training image is their own, against the base model's share on the same
-    captions and seeds; ``checks`` holds ``p_source_above_base`` (a one-sided paired test over
-    the training images). Held when every source is above its base at ``alpha``."""
-    verdicts = [judge_p(p, alpha) for p in checks.p_source_above_base]
+    captions and seeds; ``checks`` holds ``p_source_above_base`` and ``p_base_above_source`` (one-
+    sided paired tests over the training images). Held when every source is above its base."""
+    text = ("fine-tuned sources memorise their training images (share of generations nearest their own "
+            "training image, above the base's)")
+    verdicts = [one_sided(a, b, alpha) for a, b in zip(checks.p_source_above_base, checks.p_base_above_source)]
+    if not len(checks) or checks.p_source_above_base.isna().all():
+        return _table([claim("3.1 memorisation", text, "no source could be compared with its base", NOT_JUDGED)])
     worst = checks.loc[checks.p_source_above_base.idxmax()]
     ours = (f"nearest-own share {checks.nearest_own.min():.0%}-{checks.nearest_own.max():.0%} vs the base's "
             f"{checks.base_nearest_own.min():.0%}-{checks.base_nearest_own.max():.0%} on the same captions; "
             f"above the base (paired test over images, p < {alpha:g}) for {verdicts.count(HELD)} of {len(verdicts)} "
             f"sources (largest p {worst.p_source_above_base:.2g}, {worst.source})")
-    return _table([claim("3.1 memorisation", "fine-tuned sources memorise their training images (share of "
-                         "generations nearest their own training image, above the base's)", ours, all_of(verdicts))])
+    return _table([claim("3.1 memorisation", text, ours, all_of(verdicts))])
 
 
 # --- Figure 6 -----------------------------------------------------------------------------------
@@ -93,6 +108,8 @@ def figure6_claims(confs: pd.DataFrame, tag: str) -> pd.DataFrame:
     for strategy, name in (("generation", "Strategy 2"), ("detection", "Strategy 1")):
         if {strategy, "random"} <= set(wide.columns):
             cells = {rho: t_interval(g[strategy] - g["random"]) for rho, g in inf.groupby("rho")}
+            if not cells:
+                continue
             verdict = all_of(judge(iv.low, iv.high, above=0.2) for iv in cells.values())
             worst = min(cells.items(), key=lambda kv: kv[1].mean)
             rows.append(claim(section, f"{name} beats Baseline 2 by > 0.2 conf at every rho",
@@ -103,7 +120,11 @@ def figure6_claims(confs: pd.DataFrame, tag: str) -> pd.DataFrame:
                           f"Baseline 1 minus Strategy 2 over every infringing model: {iv.text(signed=True)}",
                           judge(iv.low, iv.high, below=0.1)))
     at03 = inf[np.isclose(inf.rho, 0.3)]
-    if len(at03) and len(inn) and {"generation", "random"} <= set(wide.columns):
+    if not len(at03) or not len(inn):
+        for text in ("Strategy 2 conf > 0.6 at rho = 0.3 (ours: excess over innocent models)",
+                     "Baseline 2 about 0.4 at rho = 0.3 (ours: excess over innocent models, 0.3-0.5)"):
+            rows.append(claim(section, text, "no rho = 0.3 or no innocent model in this profile", NOT_JUDGED))
+    elif {"generation", "random"} <= set(wide.columns):
         iv = difference_interval(at03["generation"], inn["generation"])
         rows.append(claim(section, "Strategy 2 conf > 0.6 at rho = 0.3 (ours: excess over innocent models)",
                           f"excess {iv.text(signed=True)}; raw {at03['generation'].mean():.2f} vs innocent "
@@ -118,19 +139,26 @@ def figure6_claims(confs: pd.DataFrame, tag: str) -> pd.DataFrame:
     return _table(rows)
 
 
-def inheritance_claims(inh: pd.DataFrame) -> pd.DataFrame:
+def inheritance_claims(inh: pd.DataFrame, sources: Iterable[str] | None = None) -> pd.DataFrame:
     """rho = 1 infringing models reconstruct the keys closer than innocent ones, for every source:
-    the exact permutation test over models of :func:`instance.inheritance` decides each pair."""
-    if not len(inh):
-        return _table([])
-    own = inh[inh.lineage == "same"]
-    shown = own["shown (p < 0.05)"]
-    verdict = HELD if shown.all() else NOT_HELD
-    ours = (f"shown (one-sided permutation test over models, p < 0.05) for {int(shown.sum())} of {len(own)} sources "
-            f"({int(own['infringing models'].min())} infringing vs {int(own['innocent models'].min())} innocent models "
-            f"each); mean RD gap {own.rd_gap.min():+.3f} to {own.rd_gap.max():+.3f}")
-    return _table([claim("Figure 6 / inheritance", "rho = 1 infringing models reconstruct the keys closer than "
-                         "innocent ones (every source)", ours, verdict)])
+    the exact permutation tests over models of :func:`instance.inheritance` decide each source
+    (held: infringing closer; not held: innocent closer; inconclusive: neither test rejects). A
+    source in ``sources`` with no row (no rho = 1 or no innocent model) cannot be judged."""
+    text = "rho = 1 infringing models reconstruct the keys closer than innocent ones (every source)"
+    own = inh[inh.lineage == "same"] if len(inh) else inh
+    expected = sorted(set(sources) if sources is not None else set(own.source) if len(own) else set())
+    if not expected:
+        return _table([claim("Figure 6 / inheritance", text, "no source has both rho = 1 and innocent models", NOT_JUDGED)])
+    by_source = own.set_index("source") if len(own) else pd.DataFrame()
+    verdicts = [one_sided(by_source.loc[s, "permutation_p"], by_source.loc[s, "permutation_p_reverse"])
+                if s in by_source.index else NOT_JUDGED for s in expected]
+    ours = (f"infringing closer (one-sided permutation test over models, p < 0.05) for {verdicts.count(HELD)} of "
+            f"{len(expected)} sources, innocent closer for {verdicts.count(NOT_HELD)}, neither for "
+            f"{verdicts.count(INCONCLUSIVE)}")
+    if len(own):
+        ours += (f" ({int(own['infringing models'].min())} infringing vs {int(own['innocent models'].min())} innocent "
+                 f"models each; mean RD gap {own.rd_gap.min():+.3f} to {own.rd_gap.max():+.3f})")
+    return _table([claim("Figure 6 / inheritance", text, ours, all_of(verdicts))])
 
 
 # --- Table 2 ------------------------------------------------------------------------------------
@@ -174,14 +202,14 @@ def table2_claims(per_model: pd.DataFrame) -> pd.DataFrame:
 
 def figure7_claims(per_model: pd.DataFrame) -> pd.DataFrame:
     """conf grows with N for rho = 1 infringing models: the paired per-model gain between two N
-    of the grid, pooled over sources (own lineage), about 0.1 (0.05-0.15)."""
+    of the grid, pooled over sources (own lineage), about 0.1 (0.05-0.15). The grid's N are
+    matched by position to the paper's (20, 30, 50, 100)."""
     inf = per_model[(per_model.kind == "infringing") & (per_model.lineage == "same")]
     wide = inf.pivot_table(index="model", columns="N", values="conf")
     ns = sorted(wide.columns)
     rows = []
-    if len(ns) >= 3:
-        mid = ns[-2] if len(ns) >= 4 else ns[1]
-        for hi, lo, text in ((ns[-1], mid, f"largest N about 0.1 above N = 30 (ours: N = {ns[-1]} vs {mid})"),
+    if len(ns) >= 3:  # by position in the grid: the paper's is (20, 30, 50, 100), so its "30" is the second N
+        for hi, lo, text in ((ns[-1], ns[1], f"largest N about 0.1 above N = 30 (ours: N = {ns[-1]} vs {ns[1]})"),
                              (ns[1], ns[0], f"N = 30 about 0.1 above N = 20 (ours: N = {ns[1]} vs {ns[0]})")):
             iv = t_interval(wide[hi] - wide[lo])
             rows.append(claim("Figure 7", text, f"gain {iv.text(signed=True)}", judge(iv.low, iv.high, above=0.05, below=0.15)))

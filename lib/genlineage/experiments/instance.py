@@ -146,7 +146,8 @@ def inheritance(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame
     """Per source and lineage: do rho = 1 infringing models reconstruct the keys closer than the
     innocent ones? The unit is the model: each model's mean RD over the N keys; the gap
     (innocent - infringing) with a Welch 95% interval over models, and an exact one-sided
-    permutation test over models, which decides (shown when p < 0.05)."""
+    permutation test over models, which decides (shown when p < 0.05; ``permutation_p_reverse``
+    tests the opposite direction, innocent closer)."""
     confs = evaluated_confs(profile, models, per_sample, delta0)
     strategy = strategy or profile["attribution"]["main_strategy"]
     confs = confs[confs.strategy == strategy]
@@ -161,7 +162,8 @@ def inheritance(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame
         rows.append({"source": source, "lineage": lineage, "infringing models": len(inf), "innocent models": len(inn),
                      "rd_gap": gap.mean, "rd_gap_low": gap.low, "rd_gap_high": gap.high,
                      "conf_gap": conf_gap.mean, "conf_gap_low": conf_gap.low, "conf_gap_high": conf_gap.high,
-                     "permutation_p": p, "shown (p < 0.05)": bool(p < 0.05)})
+                     "permutation_p": p, "permutation_p_reverse": permutation_p(inf.mean_rd, inn.mean_rd),
+                     "shown (p < 0.05)": bool(p < 0.05)})
     return pd.DataFrame(rows)
 
 

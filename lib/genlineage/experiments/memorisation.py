@@ -109,10 +109,13 @@ def memorisation_checks(summary: pd.DataFrame, per_sample: pd.DataFrame, alpha: 
     rows = []
     for _, r in summary[summary.finetuned].iterrows():
         base = summary[(~summary.finetuned) & (summary.base == r.base) & (summary.domain == r.domain)]
-        src_images = own[own.model == r.model].set_index("id").nearest_own
-        base_images = own[own.model == base.model.iloc[0]].set_index("id").nearest_own if len(base) else src_images * np.nan
-        paired = pd.concat([src_images.rename("source"), base_images.rename("base")], axis=1, join="inner").dropna()
+        src_images = own[own.model == r.model].reset_index(drop=True).nearest_own  # same captions, same order
+        base_images = own[own.model == base.model.iloc[0]].reset_index(drop=True).nearest_own if len(base) else src_images * np.nan
+        if len(base_images) != len(src_images):
+            base_images = src_images * np.nan
+        paired = pd.concat([src_images.rename("source"), base_images.rename("base")], axis=1).dropna()
         p = paired_greater_p(paired.source, paired.base) if len(paired) else float("nan")
+        p_reverse = paired_greater_p(paired.base, paired.source) if len(paired) else float("nan")
         rows.append({
             "source": r.model,
             "nearest_own": round(r.nearest_own, 3),
@@ -120,6 +123,7 @@ def memorisation_checks(summary: pd.DataFrame, per_sample: pd.DataFrame, alpha: 
             "chance": round(r.chance, 3),
             "images": len(paired),
             "p_source_above_base": p,
+            "p_base_above_source": p_reverse,
             f"source above base (p < {alpha:g})": bool(p < alpha),
             "rd own median": round(r.rd_own_median, 4),
             "rd heldout median": round(r.rd_heldout_median, 4),

@@ -180,3 +180,21 @@ def manifest_summary(manifest: pd.DataFrame) -> pd.DataFrame:
     instead of 100+ rows."""
     return (manifest.groupby(["source", "role", "lineage", "rho"]).size().rename("models").reset_index()
             .pivot_table(index=["source", "role", "lineage"], columns="rho", values="models", fill_value=0))
+
+
+def training_costs(profile: Profile, manifest: pd.DataFrame) -> pd.DataFrame:
+    """What stage 03's choices cost: per replicate and role, how many models and their fine-tune
+    seconds (each model records its own), and the total in core-seconds. Models are trained one
+    thread each, ``parallel_jobs`` side by side, so the stage's wall time is about the total over
+    that many; the ablation profile tiny_full trains three times as many models."""
+    seconds = []
+    for path in manifest.path:
+        meta = Path(path) / "genlineage.json"
+        seconds.append(read_json(meta).get("train_seconds") if meta.is_file() else float("nan"))
+    table = manifest.assign(seconds=pd.to_numeric(pd.Series(seconds, index=manifest.index), errors="coerce"))
+    out = (table.groupby(["replicate", "role"]).seconds.agg(models="size", mean_seconds="mean", total_seconds="sum")
+           .reset_index())
+    total = {"replicate": "all", "role": "all", "models": int(out.models.sum()),
+             "mean_seconds": float(table.seconds.mean()), "total_seconds": float(table.seconds.sum())}
+    return pd.concat([out, pd.DataFrame([total])], ignore_index=True)
+

@@ -38,7 +38,8 @@ def all_claims(profile: Profile) -> pd.DataFrame:
     parts = [memorisation_claims(memorisation_checks(summary, per_image))]
     for tag in ("paper", "calibrated"):
         parts.append(figure6_claims(evaluated_confs(profile, models, per_sample, D[tag]), tag))
-    parts.append(inheritance_claims(inheritance(profile, models, per_sample, D["calibrated"])))
+    parts.append(inheritance_claims(inheritance(profile, models, per_sample, D["calibrated"]),
+                                    sorted(models[models.role == "evaluated"].source.unique())))
     parts.append(table2_claims(table2_per_model(profile, models, per_sample, D["calibrated"])))
     parts.append(figure7_claims(figure7_per_model(profile, models, per_sample, D["calibrated"])))
     saved = tables_dir(profile) / "table1_statistical.csv"  # notebook 05's table: its bootstrap is not redone here
