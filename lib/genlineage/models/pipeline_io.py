@@ -4,7 +4,8 @@ A model folder is the format of the ecosystem (``StableDiffusionPipeline.save_pr
 ``model_index.json`` plus ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``.
 A suspicious model is someone else's file, so weights are only ever read from safetensors (never
 unpickled) and a folder that is not such a pipeline is refused with a message naming what is
-missing. The same loader serves our tiny models and SD-v1.5/2.1 checkpoint folders.
+missing. Every folder passes the one gate (:mod:`genlineage.models.gate`) before any loader reads
+it. The same loader serves our tiny models and SD-v1.5/2.1 checkpoint folders.
 """
 from __future__ import annotations
 
@@ -19,14 +20,13 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..errors import InputError
 from ..io import atomic_dir, file_sha256, stable_hash
+from .gate import COMPONENTS, PICKLE_SUFFIXES, WEIGHTED, check_model_folder, read_json
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-WEIGHTED = ("unet", "vae", "text_encoder")
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+__all__ = ["COMPONENTS", "PICKLE_SUFFIXES", "PROVENANCE", "SDComponents", "WEIGHTED", "check_pipeline_folder",
+           "fingerprint", "load_pipeline", "quiet_hub", "save_pipeline"]
 PROVENANCE = "genlineage.json"
 
 
@@ -95,49 +95,12 @@ def save_pipeline(components: SDComponents, out_dir: str | Path, provenance: dic
 
 
 def check_pipeline_folder(path: str | Path) -> Path:
-    """Refuse anything that is not a safetensors Stable-Diffusion pipeline folder.
+    """Refuse anything that is not a safe safetensors Stable-Diffusion pipeline folder.
 
-    Raises InputError naming the folder and what is wrong with it: missing folder, missing
-    ``model_index.json``, a component folder missing, weights that are not safetensors, files
-    whose links lead outside the folder, or a config that asks for remote code.
+    The one gate (:func:`genlineage.models.gate.check_model_folder`): every folder passes it before
+    any loader reads it. It raises InputError naming the file and the fix, and writes nothing.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"model folder {path} does not exist; pass the folder that "
-                         "StableDiffusionPipeline.save_pretrained wrote (it holds model_index.json).")
-    if not path.is_dir():
-        raise InputError(f"model path {path} is a file, not a folder; pass a diffusers pipeline folder.")
-    index = path / "model_index.json"
-    if not index.is_file():
-        raise InputError(f"{path} is not a diffusers pipeline folder: it has no model_index.json. "
-                         "Save the model with StableDiffusionPipeline.save_pretrained(folder).")
-    try:
-        index_data = json.loads(index.read_text())
-    except ValueError as err:  # not JSON, or not UTF-8 text
-        raise InputError(f"{index} is not valid JSON ({err}); re-save the pipeline.") from None
-    if not isinstance(index_data, dict):
-        raise InputError(f"{index} is not a pipeline index (a JSON object naming the components); re-save the pipeline.")
-    root = path.resolve()
-    for item in path.rglob("*"):
-        if item.is_symlink() and root not in item.resolve().parents:
-            raise InputError(f"{item} is a link that leads outside the model folder {path}; "
-                             "copy the real files into the folder instead.")
-        if item.is_file() and item.name.endswith(".json") and item.stat().st_size < 1_000_000:
-            text = item.read_text(errors="replace")
-            if '"auto_map"' in text or '"custom_pipeline"' in text or "trust_remote_code" in text:
-                raise InputError(f"{item} asks for remote or custom code; genlineage never runs "
-                                 "code shipped with a model. Remove the auto_map/custom entries.")
-    for name in COMPONENTS:
-        if not (path / name).is_dir():
-            raise InputError(f"{path} has no '{name}/' folder; a Stable-Diffusion pipeline folder needs "
-                             f"{', '.join(COMPONENTS)} (model_index.json lists {sorted(k for k in index_data if not k.startswith('_'))}).")
-    for name in WEIGHTED:
-        if not list((path / name).glob("*.safetensors")):
-            pickles = [p.name for p in (path / name).iterdir() if p.suffix in PICKLE_SUFFIXES]
-            hint = (f" It holds pickle weights ({', '.join(pickles)}), which genlineage never loads: "
-                    "convert them to safetensors in a trusted environment first." if pickles else "")
-            raise InputError(f"{path / name} has no .safetensors weights.{hint}")
-    return path
+    return check_model_folder(path)
 
 
 def load_pipeline(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> SDComponents:
@@ -152,7 +115,7 @@ def load_pipeline(path: str | Path, device: str = "cpu", dtype: torch.dtype = to
     tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **common)
     scheduler_config = dict(DDPMScheduler.load_config(path, subfolder="scheduler", **common))
     provenance_file = path / PROVENANCE
-    provenance = json.loads(provenance_file.read_text()) if provenance_file.is_file() else {}
+    provenance = read_json(provenance_file) if provenance_file.is_file() else {}  # bounded, like every config
     components = SDComponents(tokenizer, text_encoder, vae, unet, scheduler_config, provenance, path)
     for module in (text_encoder, vae, unet):
         module.requires_grad_(False).eval()

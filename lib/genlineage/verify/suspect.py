@@ -1,9 +1,10 @@
 """The suspect: untrusted, and queried only through (prompt, seed) -> image.
 
 Two kinds. ``PipelineSuspect`` is a diffusers Stable-Diffusion pipeline folder, loaded from
-safetensors only (``check_pipeline_folder`` refuses pickles, links leaving the folder, and configs
-that ask for remote code) and never written to: its generations are cached in the verify run's own
-folder. ``CallableSuspect`` wraps any function ``generate(prompt, seed) -> image`` (a remote API,
+safetensors only (``check_pipeline_folder``, the one gate of :mod:`genlineage.models.gate`, refuses
+pickles, shards and links leaving the folder, special files, oversized or out-of-bounds configs,
+corrupt safetensors and configs that ask for remote code) and never written to: its generations
+are cached in the verify run's own folder. ``CallableSuspect`` wraps any function ``generate(prompt, seed) -> image`` (a remote API,
 another library): images are resized to the key size and cached by (name, prompt, seed), so an
 interrupted run never pays for a query twice.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
@@ -23,6 +23,7 @@ from ..errors import InputError
 from ..generation import GenerationCache, GenerationConfig, generate_cached
 from ..io import atomic_path, stable_hash
 from ..keys import to_uint8
+from ..models.gate import read_json
 from ..models.pipeline_io import check_pipeline_folder, load_pipeline
 
 SD_PIPELINES = ("StableDiffusionPipeline",)
@@ -41,7 +42,7 @@ def check_sd_pipeline(path: str | Path, role: str) -> Path:
         path = check_pipeline_folder(path)
     except InputError as err:
         raise InputError(f"{role}: {err}") from None
-    index = json.loads((path / "model_index.json").read_text())
+    index = read_json(path / "model_index.json")  # bounded: the gate has read it already
     cls = index.get("_class_name") if isinstance(index, dict) else None
     if cls not in SD_PIPELINES:
         what = f"a {cls} folder" if cls else "a folder whose model_index.json names no pipeline class"
