@@ -211,26 +211,26 @@ def _table2_models(innocent_rel: dict[str, float], infringing_rel: dict[str, flo
     return pd.DataFrame(rows)
 
 
+TABLE2_CLAIMS = ("innocent: 73.9%", "innocent: 4.3%", "infringing: about 20%", "infringing: > 40%")
+
+
+def _assert_every_table2_claim(t: pd.DataFrame, want: str) -> None:
+    for start in TABLE2_CLAIMS:
+        assert _held(t, start) == want, start
+
+
 PAPER_INNOCENT = {"[0.10, 0.15)": 0.04, "[0.15, 0.20)": 0.74, "[0.20, inf)": 0.22}
 PAPER_INFRINGING = {"[0.00, 0.05)": 0.05, "[0.05, 0.10)": 0.15, "[0.10, 0.15)": 0.55, "[0.15, 0.20)": 0.25}
 
 
 def test_table2_claims_hold_on_paper_like_bins():
-    t = table2_claims(_table2_models(PAPER_INNOCENT, PAPER_INFRINGING))
-    assert _held(t, "innocent: 73.9%") == HELD
-    assert _held(t, "innocent: 4.3%") == HELD
-    assert _held(t, "infringing: about 20%") == HELD
-    assert _held(t, "infringing: > 40%") == HELD
+    _assert_every_table2_claim(table2_claims(_table2_models(PAPER_INNOCENT, PAPER_INFRINGING)), HELD)
 
 
 def test_table2_claims_fail_on_the_other_side():
     innocent = {"[0.05, 0.10)": 0.3, "[0.15, 0.20)": 0.3, "[0.20, inf)": 0.4}
     infringing = {"[0.00, 0.05)": 0.3, "[0.05, 0.10)": 0.4, "[0.10, 0.15)": 0.1, "[0.20, inf)": 0.2}
-    t = table2_claims(_table2_models(innocent, infringing))
-    assert _held(t, "innocent: 73.9%") == NOT_HELD
-    assert _held(t, "innocent: 4.3%") == NOT_HELD
-    assert _held(t, "infringing: about 20%") == NOT_HELD
-    assert _held(t, "infringing: > 40%") == NOT_HELD
+    _assert_every_table2_claim(table2_claims(_table2_models(innocent, infringing)), NOT_HELD)
 
 
 def test_table2_claims_judge_relative_bins_not_absolute():

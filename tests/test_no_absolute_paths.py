@@ -9,7 +9,7 @@ import pytest
 from genlineage.config import load_profile
 from genlineage.data import build_datasets
 from genlineage.experiments.datasets import dataset_table
-from genlineage.report import tables
+from genlineage.experiments import layout
 
 
 def _no_absolute_cell(table) -> None:
@@ -26,7 +26,7 @@ def test_the_dataset_table_shows_paths_under_the_data_root(smoke_profile):
 
 def test_the_dataset_table_shows_paths_relative_to_the_checkout(tmp_path, monkeypatch):
     """The committed (tiny) run keeps its data in the checkout's data/<profile>/."""
-    monkeypatch.setattr(tables, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(layout, "REPO_ROOT", tmp_path)
     monkeypatch.setenv("GENLINEAGE_DATA", str(tmp_path / "data"))
     profile = load_profile("smoke")
     folders = build_datasets(profile, progress=False)
@@ -38,10 +38,10 @@ def test_the_dataset_table_shows_paths_relative_to_the_checkout(tmp_path, monkey
 @pytest.mark.parametrize("where, expected", [("inside", "data/tiny/models/v1"), ("data", "<data root>/models/v1"),
                                              ("elsewhere", "v1")])
 def test_shown_path_is_never_absolute(tmp_path, monkeypatch, where, expected):
-    monkeypatch.setattr(tables, "REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(layout, "REPO_ROOT", tmp_path / "repo")
     monkeypatch.setenv("GENLINEAGE_DATA", str(tmp_path / "ext"))
     profile = load_profile("tiny")
     path = {"inside": tmp_path / "repo" / "data" / "tiny" / "models" / "v1",
             "data": tmp_path / "ext" / "tiny" / "models" / "v1",
             "elsewhere": Path("/somewhere/else/v1")}[where]
-    assert tables.shown_path(path, profile) == expected
+    assert layout.shown_path(path, profile) == expected

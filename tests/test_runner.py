@@ -179,3 +179,20 @@ def test_the_runner_records_run_id_cold_flag_and_machine(stages, tmp_path, smoke
 def test_an_unknown_profile_is_refused_with_exit_2(capsys):
     assert runner.main(["no-such-profile"]) == 2
     assert "profile 'no-such-profile' cannot be used" in capsys.readouterr().err
+
+
+def test_committed_copies_record_where_they_ran_relative_to_the_checkout(tmp_path):
+    """papermill writes absolute input and output paths into a notebook's metadata; the copy that
+    is committed must not carry one machine's folders."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["papermill"] = {"input_path": str(runner.REPO_ROOT / "notebooks" / "01_datasets.ipynb"),
+                                "output_path": str(runner.REPO_ROOT / "outputs" / "tiny" / "01_datasets.ipynb"),
+                                "parameters": {"profile": "tiny"}}
+    executed, committed = tmp_path / "executed.ipynb", tmp_path / "committed.ipynb"
+    nbformat.write(nb, executed)
+    runner.write_committed_copy(executed, committed)
+    record = nbformat.read(committed, as_version=4).metadata["papermill"]
+    assert record["input_path"] == "notebooks/01_datasets.ipynb"
+    assert record["output_path"] == "outputs/tiny/01_datasets.ipynb"
+    assert record["parameters"] == {"profile": "tiny"}
+    assert str(runner.REPO_ROOT) not in committed.read_text()

@@ -24,9 +24,9 @@ Usage: ``python -m genlineage.runner [profile] [--only NN ...] [--from NN] [--li
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import time
@@ -121,6 +121,20 @@ def record_timing(path: Path, row: dict) -> None:
     table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
     with atomic_path(path) as tmp:
         table.to_csv(tmp, index=False)
+
+
+def write_committed_copy(executed: Path, target: Path) -> None:
+    """Copy an executed notebook for committing, with papermill's record of where it ran (its
+    ``input_path`` and ``output_path``) made relative to the checkout: an absolute path names one
+    machine's folders, which a reader elsewhere cannot use and every re-run changes."""
+    from .experiments.layout import shown_path
+
+    nb = json.loads(Path(executed).read_text())
+    record = nb.get("metadata", {}).get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if record.get(key):
+            record[key] = shown_path(record[key])
+    Path(target).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
 def new_run_id() -> str:
@@ -269,7 +283,7 @@ def run_all(profile: str, only: list[str] | None = None, start: str | None = Non
             done.append((nb.stem, seconds))
             if update_notebooks:
                 with atomic_path(nb) as tmp:
-                    shutil.copyfile(out_dir / nb.name, tmp)
+                    write_committed_copy(out_dir / nb.name, tmp)
     finally:
         if previous_id is None:
             os.environ.pop(RUN_ID_ENV, None)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import Profile
+from ..config import REPO_ROOT, Profile
 
 
 def datasets_dir(profile: Profile) -> Path:
@@ -45,3 +45,16 @@ def figures_dir(profile: Profile) -> Path:
     path = REPO_ROOT / configured if configured else profile.data_root / "figures"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def shown_path(path: str | Path, profile: Profile | None = None) -> str:
+    """``path`` as a printed table shows it: relative to the repository root (``data/tiny/...``),
+    else to the profile's data root (``<data root>/datasets/...``, for a ``GENLINEAGE_DATA``
+    outside the checkout), else just its name. An absolute path says where one machine keeps the
+    checkout, nothing a reader of the committed notebook can use, and differs on every re-run."""
+    path = Path(path).resolve()
+    bases = [(REPO_ROOT.resolve(), "")] + ([(profile.data_root.resolve(), "<data root>/")] if profile else [])
+    for base, prefix in bases:
+        if path.is_relative_to(base):
+            return prefix + (path.relative_to(base).as_posix() or ".")
+    return path.name

@@ -1,16 +1,15 @@
 """Tables written beside the figures: CSV for machines, markdown for readers; and how the
 notebooks print a table so that its committed output is what another machine reproduces: paths
-relative to the checkout (``shown_path``), trained-model figures at the precision their
+relative to the checkout (``experiments.layout.shown_path``), trained-model figures at the precision their
 seed-to-seed interval supports (``round_to_interval``)."""
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
 
 import pandas as pd
 
-from ..config import REPO_ROOT, Profile
+from ..config import Profile
 from ..experiments import layout
 from ..io import write_text
 
@@ -37,19 +36,6 @@ def markdown(table: pd.DataFrame, digits: int = 3) -> str:
     lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines) + "\n"
-
-
-def shown_path(path: str | Path, profile: Profile | None = None) -> str:
-    """``path`` as a printed table shows it: relative to the repository root (``data/tiny/...``),
-    else to the profile's data root (``<data root>/datasets/...``, for a ``GENLINEAGE_DATA``
-    outside the checkout), else just its name. An absolute path says where one machine keeps the
-    checkout, nothing a reader of the committed notebook can use, and differs on every re-run."""
-    path = Path(path).resolve()
-    bases = [(REPO_ROOT.resolve(), "")] + ([(profile.data_root.resolve(), "<data root>/")] if profile else [])
-    for base, prefix in bases:
-        if path.is_relative_to(base):
-            return prefix + (path.relative_to(base).as_posix() or ".")
-    return path.name
 
 
 def interval_decimals(half_width: float, most: int = 4) -> int:
