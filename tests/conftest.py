@@ -3,6 +3,7 @@ pipeline tests build theirs), random images, and an isolated data root per test 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -53,4 +54,15 @@ def saved_pipeline(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("models") / "tiny_pipe"
     save_pipeline(make_components(), out, {"role": "test"})
+    return out
+
+
+def snapshot(where: Path) -> dict:
+    """Every entry below ``where`` (links not followed), with mode, size and mtime: what a test
+    compares before and after a refusal to show that nothing was written."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(where):
+        for name in dirnames + filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            out[os.path.relpath(os.path.join(dirpath, name), where)] = (st.st_mode, st.st_size, st.st_mtime_ns)
     return out

@@ -129,10 +129,10 @@ def test_build_datasets(tmp_path, monkeypatch):
     assert cap["domain"] == "celeba" and "hidden" in cap["attributes"]
 
     # cached: the second build rewrites nothing
-    before = {k: (v / "_build.json").stat().st_mtime_ns for k, v in folders.items()}
+    before = {k: (v / "_stamp.json").stat().st_mtime_ns for k, v in folders.items()}
     inode = (folders["pretrain"] / "000000.png").stat().st_ino
     build_datasets(p, progress=False)
-    assert before == {k: (v / "_build.json").stat().st_mtime_ns for k, v in folders.items()}
+    assert before == {k: (v / "_stamp.json").stat().st_mtime_ns for k, v in folders.items()}
     assert (folders["pretrain"] / "000000.png").stat().st_ino == inode
 
     # changing the image size rebuilds

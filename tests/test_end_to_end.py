@@ -3,6 +3,7 @@ run_all's runner, nbval over the executed copies, and a run killed mid-stage tha
 same tables."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -113,6 +115,108 @@ def test_suspicious_models_and_attribution(P):
     assert set(t1.score) == {"discriminator", "conf"} and len(t1) == 12
 
 
+def _all_results(profile) -> list:
+    """Every cached result of stages 01-04 as a run would judge it now."""
+    from genlineage.data import build
+    from genlineage.experiments import attribution, memorisation, source_models, suspicious
+
+    return [r for stage in (build, source_models, memorisation, suspicious, attribution) for r in stage.stage_results(profile)]
+
+
+def _stale(profile) -> set[str]:
+    from genlineage.cache import stale
+
+    return {p.relative_to(profile.data_root).as_posix() for p in stale(_all_results(profile))}
+
+
+def _changed(P, dotted: str, value) -> "Profile":
+    from genlineage.config import Profile
+
+    other = copy.deepcopy(dict(P))
+    *path, last = dotted.split(".")
+    node = other
+    for part in path:
+        node = node[part]
+    node[last] = value
+    return Profile(other)
+
+
+@contextmanager
+def _edited(path: Path, edit):
+    """``path``'s bytes changed by ``edit`` for the block, then put back exactly."""
+    original = path.read_bytes()
+    path.write_bytes(edit(original))
+    try:
+        yield
+    finally:
+        path.write_bytes(original)
+
+
+@pytest.mark.slow
+def test_changing_an_input_redoes_exactly_the_work_that_depends_on_it(P):
+    """Each setting and each piece of content in turn: the results a run would redo are exactly
+    the ones made from it (the expected sets are written out from the manifest, not from the
+    code under test); then one change is carried through: the rebuilt key sets make every query
+    stale and nothing else, and changing the setting back makes the world fresh again."""
+    from genlineage.experiments.attribution import build_keys
+    from genlineage.experiments.suspicious import plan_manifest
+
+    assert _stale(P) == set(), "a finished build: nothing to redo"
+    M = plan_manifest(P)
+    ts = lambda rows: {f"suspicious_data/{n}" for n in rows.name}  # noqa: E731
+    mdl = lambda rows: {f"models/suspicious/{n}" for n in rows.name}  # noqa: E731
+    q = {f"results/04_attribution/per_model/{n}.csv" for n in M.name}
+    sources = sorted(M.source.unique())
+    tuned = [s for s in sources if "-" in s]
+    keys = lambda srcs, strategies: {f"results/keys/{s}/{k}" for s in srcs for k in strategies}  # noqa: E731
+    mem = lambda base, domain, kind: f"results/02_source_models/rd_{base}_{domain}_{kind}.csv"  # noqa: E731
+    all_mem = {mem(b, d, k) for b in ("v1", "v2") for d in ("cc3m", "celeba") for k in ("source", "base")}
+    generated = M[M.rho > 0]
+    att, sus = P["attribution"], P["suspicious"]
+
+    settings = {
+        "suspicious.train.steps": (sus["train"]["steps"] + 1, mdl(M)),
+        "suspicious.watermark_generated": (not sus.get("watermark_generated"), ts(generated)),
+        "attribution.random_seed": (int(att.get("random_seed", 0)) + 7, keys(sources, ["random"])),
+        "attribution.generation_relative_to_base": (not att.get("generation_relative_to_base", True),
+                                                    keys(tuned, ["generation"])),
+        "attribution.query_seeds": ([5, 6], q),
+        "attribution.watermark.n_images": (att["watermark"]["n_images"] + 1, q),
+        "memorization.seeds": ([2, 3], all_mem),
+        "generation.steps": (P["generation"]["steps"] + 1,
+                             ts(generated) | keys(sources, ["detection", "generation"]) | q | all_mem),
+    }
+    for dotted, (value, expected) in settings.items():
+        assert _stale(_changed(P, dotted, value)) == expected, dotted
+
+    flip_last = lambda b: b[:-1] + bytes([b[-1] ^ 1])  # noqa: E731
+    root = P.data_root
+    with _edited(root / "models" / "v1_celeba" / "unet" / "diffusion_pytorch_model.safetensors", flip_last):
+        assert _stale(P) == ts(generated[generated.source == "v1-celeba"]) | keys(["v1-celeba"], ["detection", "generation"]) \
+            | {mem("v1", "celeba", "source")}, "a source's weights"
+    with _edited(root / "models" / "base_v1" / "unet" / "diffusion_pytorch_model.safetensors", flip_last):
+        assert _stale(P) == {"models/v1_celeba", "models/v1_cc3m"} | ts(generated[generated.source == "v1"]) \
+            | mdl(M[M.base == "v1"]) | keys(["v1"], ["detection", "generation"]) | keys(["v1-cc3m", "v1-celeba"], ["generation"]) \
+            | {mem("v1", "celeba", "base"), mem("v1", "cc3m", "base")}, "a base's weights"
+    caption = lambda b: b.replace(b'"text": "', b'"text": "an edited ', 1)  # noqa: E731
+    with _edited(root / "datasets" / "celeba_source" / "metadata.jsonl", caption):
+        assert _stale(P) == {"models/v1_celeba", "models/v2_celeba"} | keys(["v1-celeba", "v2-celeba"], ["detection", "generation", "random"]) \
+            | {mem(b, "celeba", k) for b in ("v1", "v2") for k in ("source", "base")}, "the candidates (a source set)"
+    with _edited(root / "datasets" / "celeba_suspicious_pool" / "metadata.jsonl", caption):
+        assert _stale(P) == ts(M[M.pool == "celeba_suspicious_pool"]), "a pool"
+    assert _stale(P) == set(), "every edit put back: fresh again"
+
+    other = _changed(P, "attribution.random_seed", int(att.get("random_seed", 0)) + 7)
+    before = {s: (root / "results" / "keys" / s / "detection" / "_stamp.json").stat().st_mtime_ns for s in sources}
+    for source in sources:
+        build_keys(dict(other), source)
+    assert _stale(other) == q, "new random key sets: every query is redone, nothing else"
+    assert before == {s: (root / "results" / "keys" / s / "detection" / "_stamp.json").stat().st_mtime_ns for s in sources}
+    for source in sources:
+        build_keys(dict(P), source)
+    assert _stale(P) == set(), "the setting back: the same key sets, every query fresh again"
+
+
 def _env(data_root: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel's inline backend embeds figures
     env.update(GENLINEAGE_DATA=str(data_root), HF_HUB_OFFLINE="1")
@@ -148,6 +252,40 @@ def test_notebooks_run_at_the_smoke_profile_and_pass_nbval(smoke_root, tmp_path)
                             "--nbval-sanitize-with", str(REPO / "tests" / "nbval_sanitize.cfg"), str(tmp_path / "smoke")],
                            env=_env(smoke_root), capture_output=True, text=True, cwd=tmp_path)
     assert nbval.returncode == 0, nbval.stdout[-4000:]
+
+
+@pytest.mark.slow
+def test_the_report_refuses_a_missing_or_stale_table(P):
+    """The report reads the tables of notebooks 02, 04, 05 and 08 and recomputes none: a table
+    whose stamp does not match its inputs, or a missing one, stops it with the notebook to re-run."""
+    from genlineage.cache import StaleResult
+    from genlineage.report.reproduction import all_claims
+
+    results = P.data_root / "results"
+    assert (results / "08_verify" / "pools.csv").is_file(), "runs after the notebook test"
+    claims = all_claims(P)
+    assert (claims.section == "model owner's tool").sum() == 3, "one row per innocent pool"
+    table1 = results / "05_statistical" / "table1.csv"
+    with _edited(table1, lambda b: b.replace(b"discriminator", b"discriminatoR", 1)):
+        with pytest.raises(StaleResult, match=r"table1\.csv.*re-run notebook 05_statistical_attribution"):
+            all_claims(P)
+    per_sample = results / "04_attribution" / "per_sample.csv"
+    with _edited(per_sample, lambda b: b + b"\n"):
+        with pytest.raises(StaleResult, match=r"per_sample\.csv.*re-run notebook 04_instance_attribution"):
+            all_claims(P)
+    per_model = sorted((results / "04_attribution" / "per_model").glob("*.csv"))[0]
+    with _edited(per_model, lambda b: b + b"\n"):
+        with pytest.raises(StaleResult, match=r"(models|per_sample)\.csv.*per_model changed"):
+            all_claims(P)
+    pools = results / "08_verify" / "pools.csv"
+    kept = pools.read_bytes()
+    pools.unlink()
+    try:
+        with pytest.raises(StaleResult, match=r"pools\.csv is missing.*re-run notebook 08_model_owner_verify"):
+            all_claims(P)
+    finally:
+        pools.write_bytes(kept)
+    pd.testing.assert_frame_equal(all_claims(P), claims)
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from conftest import snapshot
 from genlineage.cli import main
 from genlineage.errors import InputError
 from genlineage.models import gate
@@ -69,16 +70,6 @@ class _CreatesFile:
 
 def _payload(target: Path) -> bytes:
     return pickle.dumps(_CreatesFile(target))
-
-
-def _snapshot(where: Path) -> dict:
-    """Every entry below ``where`` (links not followed), with size and mtime: "nothing written"."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(where):
-        for name in dirnames + filenames:
-            st = os.lstat(os.path.join(dirpath, name))
-            out[os.path.relpath(os.path.join(dirpath, name), where)] = (st.st_mode, st.st_size, st.st_mtime_ns)
-    return out
 
 
 @pytest.fixture()
@@ -391,11 +382,11 @@ def test_hostile_folder_is_refused_naming_the_file_and_writing_nothing(folder, t
     read: list[Path] = []
     real_read = gate.read_bounded
     monkeypatch.setattr(gate, "read_bounded", lambda p, b: (read.append(Path(p)), real_read(p, b))[1])
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     with pytest.raises(InputError, match=match) as info:
         check_pipeline_folder(folder)
     assert str(named) in str(info.value), f"the refusal names {named}: {info.value}"
-    assert _snapshot(tmp_path) == before, "the gate writes nothing"
+    assert snapshot(tmp_path) == before, "the gate writes nothing"
     if "refused unread" in match:
         assert named not in read, "an oversized file is refused by its stat size, never read"
     assert not list(tmp_path.glob("pwned*"))

@@ -53,3 +53,40 @@ def test_engine_matches_the_diffusers_pipeline(saved_pipeline):
     theirs = pipe(CAPTIONS[:2], num_inference_steps=5, guidance_scale=2.0, latents=latents, output_type="np").images
     theirs = (theirs * 255).round().astype(np.uint8)
     assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 2
+
+
+def _perturbed(components, seed: int = 0):
+    """Weights moved off their initialisation (as training moves them): a freshly built model's
+    near-symmetric weights could hide an order-of-summation difference."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in (components.unet, components.vae, components.text_encoder):
+            for p in module.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.02)
+    return components
+
+
+def test_results_are_bit_identical_at_one_and_two_threads():
+    """Why the generation cache key holds no thread count: every forward pass the pipeline makes
+    (text encoder, UNet, VAE decoder) and the images it draws are bit-identical at 1 and 2 torch
+    threads, so stage 04 (one thread per job) and `genlineage verify` (torch's default) share one
+    cache. Should a torch build break this, this test fails and the count must join the key."""
+    from conftest import make_components
+    from genlineage.config import load_profile
+    from genlineage.jobs import torch_threads
+
+    comp = _perturbed(make_components())
+    cfg = GenerationConfig.from_mapping(load_profile("tiny")["generation"])
+    g = torch.Generator().manual_seed(1)
+    size = comp.unet.config.sample_size
+    latents = torch.randn(16, comp.unet.config.in_channels, size, size, generator=g)
+    ids = torch.randint(0, comp.text_encoder.config.vocab_size, (16, 32), generator=g)
+    out = {}
+    for threads in (1, 2):
+        with torch_threads(threads), torch.no_grad():
+            states = comp.text_encoder(ids)[0]
+            out[threads] = (states, comp.unet(latents, torch.tensor(500), states).sample, comp.vae.decode(latents).sample,
+                            generate(comp, CAPTIONS * 2, list(range(2 * len(CAPTIONS))), cfg))
+    for one, two in zip(out[1][:3], out[2][:3]):
+        assert torch.equal(one, two)
+    assert np.array_equal(out[1][3], out[2][3])

@@ -99,6 +99,19 @@ def test_keyset_round_trips_through_an_image_folder(tmp_path):
     assert back.meta == keys.meta
 
 
+def test_keyset_records_its_reference_size_and_still_reads_key_sets_saved_before_it_did(tmp_path):
+    refs = np.random.default_rng(6).integers(0, 256, (2, 12, 20, 3), dtype=np.uint8)  # not square: H != W
+    keys = KeySet("random", ["a", "b"], refs, [1, 0], [np.nan, np.nan], {"seed": 0})
+    keys.save(tmp_path / "keys")
+    stamp_path = tmp_path / "keys" / KEYS_FILE
+    stamp = json.loads(stamp_path.read_text())
+    assert stamp["image_size"] == [12, 20]  # [height, width]
+    assert np.array_equal(KeySet.load(tmp_path / "keys").references, refs)
+    del stamp["image_size"]  # as KeySet.save wrote it before the size was recorded
+    stamp_path.write_text(json.dumps(stamp))
+    assert np.array_equal(KeySet.load(tmp_path / "keys").references, refs)
+
+
 def test_loading_a_plain_image_folder_as_keys_names_it(tmp_path):
     from genlineage.data.imagefolder import write_imagefolder
 

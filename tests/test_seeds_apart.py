@@ -143,10 +143,10 @@ def test_stage04_makes_references_at_key_seeds_and_queries_at_query_seeds(smoke_
     keys = load_keys(P, "src")
     assert keys["generation"].meta["seeds"] == keys["detection"].meta["seeds"] == key_seeds
     assert set(keys["generation"].meta["per_key"]["reference_seed"]) <= set(key_seeds)
-    assert json.loads((keys_dir(P, "src", "generation") / "_want.json").read_text())["key_seeds"] == key_seeds
+    assert json.loads((keys_dir(P, "src", "generation") / "_stamp.json").read_text())["inputs"]["key_seeds"] == key_seeds
 
     spy.calls.clear()
-    per_sample = pd.read_csv(query_model(dict(P), row))
+    per_sample = pd.read_csv(query_model(dict(P), row)["per_model"])
     assert spy.seeds("suspect") == set(query_seeds) and spy.seeds("source", "base_v1") == set()
     asked = {(p, s) for m, p, s in spy.calls}
     assert asked == {(p, s) for k in keys.values() for p in k.prompts for s in query_seeds}

@@ -14,7 +14,6 @@ from typing import Any, Mapping
 import yaml
 
 from .errors import InputError
-from .io import stable_hash
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -36,10 +35,6 @@ class Profile(dict):
                 return default
             node = node[part]
         return node
-
-    def section_hash(self, *dotted: str) -> str:
-        """Hash of the named sections: the cache key of whatever they determine."""
-        return stable_hash({key: self.get_path(key) for key in dotted})
 
     @property
     def torch_dtype(self):

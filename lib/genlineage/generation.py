@@ -4,7 +4,10 @@ G(M, p, s) of METHOD.md: the image model M draws for prompt p from seed s. Each 
 noise comes from its own generator seeded by s, so an image does not depend on which batch it was
 drawn in, and DDIM with eta = 0 makes the rest deterministic. Results are cached as PNG under a
 hash of (model content, prompt, seed, sampler settings): a second query of the same image costs
-a file read, and an interrupted batch resumes where it stopped.
+a file read, and an interrupted batch resumes where it stopped. The thread count is not part of
+the key because it does not change a bit of any generation (1 and 2 threads give identical
+images: ``tests/test_generation.py`` checks it), so stage 04's one-thread jobs and
+``genlineage verify`` at torch's default count share one cache.
 """
 from __future__ import annotations
 

@@ -72,18 +72,6 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
-def stamp_matches(stamp: str | Path, key: Any) -> bool:
-    """True when the JSON stamp beside a cached result records exactly this key (the cache hit test
-    every stage uses: what made a result is written next to it, and a different key means redo)."""
-    stamp = Path(stamp)
-    if not stamp.is_file():
-        return False
-    try:
-        return read_json(stamp).get("key") == key
-    except (json.JSONDecodeError, OSError, AttributeError):  # a damaged stamp: redo the work
-        return False
-
-
 @contextlib.contextmanager
 def atomic_dir(target: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary folder beside ``target``; it replaces ``target`` on success.

@@ -1,9 +1,11 @@
 """Independent jobs as single-thread processes, side by side.
 
 On 2 cores, two 1-thread jobs give about 1.75x the throughput of one 2-thread job (small
-models spend their time in per-op overhead, not in the arithmetic). Torch's results depend on
-its thread count at the last bit, so a job runs with its own fixed thread count whether it runs
-alone or beside another: same profile, same seed, same numbers.
+models spend their time in per-op overhead, not in the arithmetic). A job runs with its own fixed
+thread count (``threads_per_job``) whether it runs alone or beside another, so that a run's
+timings and resource use do not depend on how many jobs share the machine. (Generations are
+bit-identical at 1 and 2 threads, which ``tests/test_generation.py`` checks; the fixed count keeps
+that from mattering should some kernel ever differ.)
 """
 from __future__ import annotations
 

@@ -20,8 +20,8 @@ functions add generation with the source model.
 """
 from __future__ import annotations
 
-import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -118,8 +118,9 @@ class KeySet:
 
     def save(self, folder: str | Path) -> Path:
         """Write as an image folder (reference PNG, prompt as ``text``, plus ``strategy``, ``index``,
-        ``score`` and the per-key extras per row) and the rest of ``meta`` in ``_keys.json``.
-        Atomic: a reader never sees half a key set."""
+        ``score`` and the per-key extras per row) and the rest of ``meta`` in ``_keys.json``, with
+        the reference size (``image_size``: [height, width]) so that :meth:`load` can tell a swapped
+        image. Atomic: a reader never sees half a key set."""
         from .data.imagefolder import write_imagefolder
 
         per_key = {k: list(v) for k, v in self.meta.get("per_key", {}).items()}
@@ -130,37 +131,166 @@ class KeySet:
             rows.append((self.references[k], self.prompts[k], extra))
         meta = {k: v for k, v in self.meta.items() if k != "per_key"}
         stamp = {"format": KEYS_FORMAT, "strategy": self.strategy, "n": len(self),
+                 "image_size": [int(self.references.shape[1]), int(self.references.shape[2])],
                  "per_key_fields": sorted(per_key), "meta": _jsonable(meta)}
         write_imagefolder(folder, rows, extra_files={KEYS_FILE: stamp})
         return Path(folder)
 
     @classmethod
     def load(cls, folder: str | Path) -> "KeySet":
-        """Read a key set written by :meth:`save`; :class:`InputError` naming the folder otherwise."""
+        """Read a key set written by :meth:`save`, or refuse it with an :class:`InputError` naming
+        the file and the fix. ``verify --keys`` reads key sets that anyone may have written or
+        edited, so everything is checked against ``_keys.json`` before a key is used: the folder
+        as an image folder (:func:`~genlineage.data.imagefolder.read_imagefolder`), a bounded
+        ``_keys.json``, one bare-named reference per key and no unlisted image, one reference
+        size, and the per-key columns (``index``, ``score``, seeds). Nothing is written."""
         from .data.imagefolder import read_imagefolder
 
         folder = Path(folder)
-        data = read_imagefolder(folder)
-        stamp_path = folder / KEYS_FILE
-        if not stamp_path.is_file():
-            raise InputError(f"{folder} is an image folder but not a key set (no {KEYS_FILE}); "
-                             f"build keys with genlineage.keys and KeySet.save.")
         try:
-            stamp = json.loads(stamp_path.read_text())
-            strategy = str(stamp["strategy"])
-            fields_ = list(stamp.get("per_key_fields", []))
-            meta = dict(stamp.get("meta", {}))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise InputError(f"{stamp_path} is damaged ({exc}); rebuild the key set.") from None
+            data = read_imagefolder(folder)
+        except InputError as exc:
+            raise InputError(f"key set {folder}: {exc}") from None
+        stamp = _read_keys_stamp(folder)
+        strategy, n = stamp["strategy"], stamp["n"]
+        _check_key_files(folder, data.records, n)
+        indices, scores, per_key = _key_columns(folder / "metadata.jsonl", data.records, stamp)
+        references = _key_references(folder, data.paths, stamp.get("image_size"))
+        meta = dict(stamp["meta"])
+        if stamp["per_key_fields"]:
+            meta["per_key"] = per_key
         try:
-            indices = [int(r["index"]) for r in data.records]
-            scores = np.array([np.nan if r.get("score") is None else float(r["score"]) for r in data.records])
-            if fields_:
-                meta["per_key"] = {name: [r.get(name) for r in data.records] for name in fields_}
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"{folder / 'metadata.jsonl'} lacks a valid 'index'/'score' per row ({exc}); "
-                             f"rebuild the key set.") from None
-        return cls(strategy, data.captions, to_uint8(data.load_images()), indices, scores, meta)
+            return cls(strategy, data.captions, references, indices, scores, meta)
+        except ValueError as exc:  # a disagreement the checks above missed: still the key set's fault
+            raise InputError(f"key set {folder} does not hold together ({exc}); rebuild it with KeySet.save.") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading a key set someone else wrote: _keys.json and its images must agree
+
+KEYS_MAX_BYTES = 1 << 20  # a _keys.json is < 2 KiB (strategy, n, seeds, generation settings)
+KEY_REBUILD = "rebuild the key set with KeySet.save (genlineage verify --key-data ... --out writes one)"
+SEED_FIELDS = ("reference_seed", "best_seed")  # per-key seeds check_key_seeds reads (ints or null)
+
+
+def _is_int(value: Any) -> bool:
+    """An int that JSON wrote as an integer (True is an int to Python, not to a key set)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _read_keys_stamp(folder: Path) -> dict:
+    """``_keys.json``, read under :data:`KEYS_MAX_BYTES` (by its stat size: refused unread) as
+    strict UTF-8 JSON with no key twice, and checked field by field: the format this code writes,
+    a known strategy, n >= 1, the per-key column names, ``meta`` an object whose seeds are ints."""
+    from .data.imagefolder import read_small_json
+
+    path = folder / KEYS_FILE
+    if not os.path.lexists(path):
+        raise InputError(f"{folder} is an image folder but not a key set (no {KEYS_FILE}); "
+                         f"build keys with genlineage.keys and KeySet.save.")
+    stamp = read_small_json(path, folder, KEYS_MAX_BYTES, KEY_REBUILD)
+
+    def refuse(what: str) -> InputError:
+        return InputError(f"{path}: {what}; {KEY_REBUILD}.")
+
+    if not isinstance(stamp, dict):
+        raise refuse(f"it holds a JSON {type(stamp).__name__}, not the object KeySet.save writes")
+    if stamp.get("format") != KEYS_FORMAT:
+        raise refuse(f"format {stamp.get('format')!r} is not {KEYS_FORMAT}, the format this genlineage reads")
+    if stamp.get("strategy") not in STRATEGIES:
+        raise refuse(f"strategy {stamp.get('strategy')!r} is not one of {', '.join(STRATEGIES)}")
+    if not _is_int(stamp.get("n")) or stamp["n"] < 1:
+        raise refuse(f"n {stamp.get('n')!r} is not a number of keys (an integer >= 1)")
+    fields_ = stamp.setdefault("per_key_fields", [])
+    if not isinstance(fields_, list) or not all(isinstance(f, str) for f in fields_) or len(set(fields_)) != len(fields_):
+        raise refuse(f"per_key_fields {str(fields_)[:80]} is not a list of distinct column names")
+    meta = stamp.setdefault("meta", {})
+    if not isinstance(meta, dict):
+        raise refuse(f"meta is a JSON {type(meta).__name__}, not an object")
+    if "per_key" in meta:
+        raise refuse("meta holds 'per_key', which KeySet.save writes as columns of metadata.jsonl, never here")
+    seeds = meta.get("seeds")
+    if seeds is not None and not (isinstance(seeds, list) and all(_is_int(s) for s in seeds)):
+        raise refuse(f"meta.seeds {str(seeds)[:80]} is not a list of integer seeds")
+    size = stamp.get("image_size")  # absent from key sets saved before it was recorded
+    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size)):
+        raise refuse(f"image_size {str(size)[:80]} is not [height, width] in pixels")
+    return stamp
+
+
+def _check_key_files(folder: Path, records: list[dict], n: int) -> None:
+    """One reference per key, each a bare file name in the folder (KeySet.save writes
+    ``{k:06d}.png``), and no image file that no row lists: a key set with more or fewer images
+    than ``_keys.json`` says has been edited, and which keys it means is anyone's guess."""
+    from .data.imagefolder import IMAGE_SUFFIXES
+
+    meta = folder / "metadata.jsonl"
+    if len(records) != n:
+        raise InputError(f"{meta} lists {len(records)} keys but {folder / KEYS_FILE} records n = {n}: images or rows "
+                         f"were added or removed; {KEY_REBUILD}.")
+    listed = set()
+    for row_no, row in enumerate(records, start=1):
+        name = row["file_name"]
+        if "/" in name or name in (".", ".."):
+            raise InputError(f"{meta} row {row_no}: reference {name!r} is not a bare file name (a key set keeps its "
+                             f"references beside metadata.jsonl); {KEY_REBUILD}.")
+        listed.add(name)
+    unlisted = sorted(p for p in os.listdir(folder) if p.lower().endswith(IMAGE_SUFFIXES) and p not in listed)
+    if unlisted:
+        raise InputError(f"{folder / unlisted[0]} is an image that {meta} does not list ({len(unlisted)} such): the key "
+                         f"set holds more images than its {n} keys. Delete what you added, or {KEY_REBUILD}.")
+
+
+def _key_columns(meta: Path, records: list[dict], stamp: dict) -> tuple[list[int], list[float], dict[str, list]]:
+    """The per-row columns KeySet.save writes, checked: ``strategy`` the stamp's, ``index`` a
+    distinct candidate index (an int >= 0), ``score`` a number or null, every per-key column
+    present, and the seed columns ints or null (they decide which seeds a suspect may be queried at)."""
+    indices: list[int] = []
+    scores: list[float] = []
+    per_key: dict[str, list] = {name: [] for name in stamp["per_key_fields"]}
+    first_row: dict[int, int] = {}
+    for row_no, row in enumerate(records, start=1):
+        def refuse(what: str) -> InputError:
+            return InputError(f"{meta} row {row_no} ({row['file_name']}): {what}; {KEY_REBUILD}.")
+
+        if row.get("strategy") != stamp["strategy"]:
+            raise refuse(f"strategy {row.get('strategy')!r} disagrees with {KEYS_FILE}'s {stamp['strategy']!r}")
+        index = row.get("index")
+        if not _is_int(index) or index < 0:
+            raise refuse(f"'index' {index!r} is not a candidate index (an integer >= 0)")
+        if index in first_row:
+            raise refuse(f"'index' {index} repeats row {first_row[index]}'s: one candidate would be two keys")
+        first_row[index] = row_no
+        if "score" not in row:
+            raise refuse("there is no 'score' (null for random keys)")
+        score = row["score"]
+        if score is not None and (isinstance(score, bool) or not isinstance(score, (int, float))):
+            raise refuse(f"'score' {score!r} is not a number or null")
+        for name in per_key:
+            if name not in row:
+                raise refuse(f"the per-key column {name!r} that {KEYS_FILE} lists is missing")
+            if name in SEED_FIELDS and row[name] is not None and not _is_int(row[name]):
+                raise refuse(f"{name!r} {row[name]!r} is not an integer seed or null")
+            per_key[name].append(row[name])
+        indices.append(index)
+        scores.append(np.nan if score is None else float(score))
+    return indices, scores, per_key
+
+
+def _key_references(folder: Path, paths: list[Path], image_size: list[int] | None) -> np.ndarray:
+    """The references as uint8 [N, H, W, 3], all of the size ``_keys.json`` records (or, for a key
+    set saved before it was recorded, of the first reference's): a swapped or resized image
+    would be compared with generations at another resolution."""
+    from .data.imagefolder import load_image
+
+    images = [to_uint8(load_image(p)) for p in paths]
+    want = tuple(image_size) if image_size is not None else images[0].shape[:2]
+    said = f"{folder / KEYS_FILE} records" if image_size is not None else f"the first reference ({paths[0].name}) is"
+    for path, image in zip(paths, images):
+        if image.shape[:2] != want:
+            raise InputError(f"key reference {path} is {image.shape[1]}x{image.shape[0]} px but {said} "
+                             f"{want[1]}x{want[0]}: every reference of a key set has one size; {KEY_REBUILD}.")
+    return np.stack(images)
 
 
 # ----------------------------------------------------------------------------------------------

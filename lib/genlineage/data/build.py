@@ -6,15 +6,14 @@ Layout under ``<data_root>/datasets`` (``data_root`` = ``$GENLINEAGE_DATA/<profi
     cc3m_source/    ...              pretrain/
     <domain>_pool/  (real-data domains only: the converted release, cut into roles by id)
 
-and ``<data_root>/splits.json`` records which id went where. Each folder is written atomically
-with a ``_build.json`` stamp whose key hashes everything that determines its content (seed,
-image size, the domain's config, the exact ids in order, the generator version); a folder whose
-stamp matches is left alone, so a second build costs nothing and an interrupted one resumes
-where it stopped.
+and ``<data_root>/splits.json`` records which id went where. Each folder is a cached result
+(:class:`genlineage.cache.Result`) written atomically with its stamp, which records everything
+that determines its content (seed, image size, the domain's config, the exact ids in order, the
+generators' or converters' code, for real data the converted pool); a folder whose stamp matches
+is left alone, so a second build costs nothing and an interrupted one resumes where it stopped.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Iterator, Mapping
@@ -22,11 +21,12 @@ from typing import Any, Callable, Iterator, Mapping
 from tqdm import tqdm
 
 from ..errors import InputError
-from ..io import clean_partials, read_json, stable_hash, stamp_matches, write_json
+from ..cache import STAMP, Result, listing_id
+from ..io import clean_partials, read_json, stable_hash, write_json
 from . import Sample, convert, faces, scenes
 from .convert import convert_cc3m, convert_celeba_dialog
 from .faces import face_sample
-from .imagefolder import BUILD_STAMP, ImageFolder, read_imagefolder, write_imagefolder
+from .imagefolder import ImageFolder, read_imagefolder, write_imagefolder
 from .scenes import scene_sample
 from .splits import REAL_KINDS, ROLES, check_disjoint, make_splits, parse_id, pretrain_subset, role_entries
 
@@ -49,8 +49,15 @@ def datasets_root(profile: Any, root: str | Path | None = None) -> Path:
     return Path(root) if root is not None else Path(profile.data_root) / "datasets"
 
 
-def _stamp_matches(folder: Path, key: str) -> bool:
-    return (folder / "metadata.jsonl").is_file() and stamp_matches(folder / BUILD_STAMP, key)
+def pool_result(name: str, cfg: Mapping, out_root: Path, size: int) -> Result:
+    """A real-data domain's converted pool: made from the release's files (by listing, see
+    ``cache.listing_id``), the converter's code and the conversion settings."""
+    src_path = Path(cfg["root"]).expanduser()
+    images = cfg.get("images")
+    return Result(out_root / f"{name}_pool", {
+        "version": BUILD_VERSION, "code": _code_fingerprint(convert), "kind": cfg["kind"],
+        "release": listing_id(src_path), "images": listing_id(Path(images).expanduser()) if images else None,
+        "size": size, "limit": cfg.get("limit")}, folder=True)
 
 
 def _build_pool(name: str, cfg: Mapping, out_root: Path, size: int, progress: bool) -> ImageFolder:
@@ -64,14 +71,12 @@ def _build_pool(name: str, cfg: Mapping, out_root: Path, size: int, progress: bo
     src_path = Path(src).expanduser()
     limit = cfg.get("limit")
     images = cfg.get("images")
-    folder = out_root / f"{name}_pool"
-    key = stable_hash({"version": BUILD_VERSION, "code": _code_fingerprint(convert),
-                       "kind": cfg["kind"], "root": str(src_path.resolve()),
-                       "images": str(images) if images else None, "size": size, "limit": limit})
-    if not _stamp_matches(folder, key):
+    result = pool_result(name, cfg, out_root, size)
+    folder = result.path
+    if not result.fresh():
         if progress:
             tqdm.write(f"converting {cfg['kind']} from {src_path} into {folder}")
-        stamp = {BUILD_STAMP: {"key": key, "folder": folder.name, "kind": cfg["kind"], "root": str(src_path)}}
+        stamp = {STAMP: result.stamp_record(root=str(src_path))}
         if cfg["kind"] == "celeba_dialog":
             convert_celeba_dialog(src_path, folder, size, limit=limit, extra_files=stamp)
         else:
@@ -105,6 +110,46 @@ def _real_items(entries: list[str], domain: str, pool: ImageFolder) -> Iterator[
         yield image, row["text"], {"id": item, "domain": domain, "attributes": row.get("attributes", {})}
 
 
+def _role_results(profile: Any, out_root: Path, pools: Mapping[str, ImageFolder], splits: Mapping) -> list[tuple]:
+    """(result, domain, ids) of every role folder and of ``pretrain``. A folder is made from its ids
+    in order, the seed and size, its domain's config, and either the generators' code or the
+    converted pool it is cut from (named by the pool's stamp: the pool is this stage's own result,
+    written atomically, and its stamp records the release it was converted from)."""
+    data = profile["data"]
+    size, seed = int(data["image_size"]), int(profile.get("seed", 0))
+    jobs: list[tuple[str, str, list[str], Mapping]] = []
+    for name, cfg in sorted((data.get("domains") or {}).items()):
+        for role in ROLES:
+            jobs.append((f"{name}_{role}", name, role_entries(splits, name, role), cfg))
+    if splits["pretrain"]["n"]:
+        jobs.append(("pretrain", "pretrain", role_entries(splits, "pretrain"), data.get("pretrain") or {}))
+    out = []
+    for folder_name, domain, entries, cfg in jobs:
+        made_from = (stable_hash(read_json(pools[domain].root / STAMP)["inputs"]) if domain in pools
+                     else _code_fingerprint(faces, scenes))
+        result = Result(out_root / folder_name, {"version": BUILD_VERSION, "code": made_from, "seed": seed,
+                                                 "image_size": size, "config": cfg, "entries": stable_hash(entries, 32),
+                                                 "n": len(entries)}, folder=True)
+        out.append((result, domain, entries))
+    return out
+
+
+def _pools_and_splits(profile: Any, out_root: Path, progress: bool) -> tuple[dict[str, ImageFolder], dict]:
+    pools = {name: _build_pool(name, cfg, out_root, int(profile["data"]["image_size"]), progress)
+             for name, cfg in sorted((profile["data"].get("domains") or {}).items()) if cfg.get("kind") in REAL_KINDS}
+    splits = make_splits(profile, {name: [str(r["id"]) for r in pool.records] for name, pool in pools.items()})
+    check_disjoint(splits)
+    return pools, splits
+
+
+def stage_results(profile: Any, root: str | Path | None = None) -> list[Result]:
+    """Every image folder of the profile as a build would judge it now (the invalidation tests
+    compare these); the real-data pools must already be converted."""
+    out_root = datasets_root(profile, root)
+    pools, splits = _pools_and_splits(profile, out_root, progress=False)
+    return [r for r, _, _ in _role_results(profile, out_root, pools, splits)]
+
+
 def build_datasets(profile: Any, root: str | Path | None = None, progress: bool = True) -> dict[str, Path]:
     """Write all of ``profile``'s image folders and ``splits.json``; return ``{folder name: path}``.
 
@@ -112,47 +157,25 @@ def build_datasets(profile: Any, root: str | Path | None = None, progress: bool 
     domains (``kind: celeba_dialog`` / ``cc3m``, with ``root: <local path>``) are converted
     once into ``<domain>_pool`` and cut into the same roles by a seeded permutation of ids.
     """
-    data = profile["data"]
-    size = int(data["image_size"])
+    size = int(profile["data"]["image_size"])
     seed = int(profile.get("seed", 0))
     out_root = datasets_root(profile, root)
     out_root.mkdir(parents=True, exist_ok=True)
     clean_partials(out_root)
-
-    pools: dict[str, ImageFolder] = {}
-    pools_key: dict[str, str] = {}  # a role folder of real data is rebuilt when its pool was
-    for name, cfg in sorted((data.get("domains") or {}).items()):
-        if cfg.get("kind") in REAL_KINDS:
-            pools[name] = _build_pool(name, cfg, out_root, size, progress)
-            pools_key[name] = json.loads((pools[name].root / BUILD_STAMP).read_text())["key"]
-    splits = make_splits(profile, {name: [str(r["id"]) for r in pool.records] for name, pool in pools.items()})
-    check_disjoint(splits)
+    pools, splits = _pools_and_splits(profile, out_root, progress)
     write_json(splits_path(profile), splits)
-
-    jobs: list[tuple[str, str, list[str], Mapping]] = []
-    for name, cfg in sorted((data.get("domains") or {}).items()):
-        for role in ROLES:
-            jobs.append((f"{name}_{role}", name, role_entries(splits, name, role), cfg))
-    if splits["pretrain"]["n"]:
-        jobs.append(("pretrain", "pretrain", role_entries(splits, "pretrain"), data.get("pretrain") or {}))
-
     folders: dict[str, Path] = {}
-    for folder_name, domain, entries, cfg in jobs:
-        folder = out_root / folder_name
-        folders[folder_name] = folder
-        code = _code_fingerprint(faces, scenes) if domain not in pools else pools_key[domain]
-        key = stable_hash({"version": BUILD_VERSION, "code": code, "seed": seed, "image_size": size, "config": cfg,
-                           "entries": stable_hash(entries, 32), "n": len(entries)})
-        if _stamp_matches(folder, key):
+    for result, domain, entries in _role_results(profile, out_root, pools, splits):
+        folders[result.path.name] = result.path
+        if result.fresh():
             continue
         if domain in pools:
             items = _real_items(entries, domain, pools[domain])
         else:
             items = _generated_items(entries, domain, size, seed)
-        bar = tqdm(items, total=len(entries), desc=folder_name, disable=not progress, leave=False)
-        stamp = {"key": key, "folder": folder_name, "n": len(entries), "image_size": size, "seed": seed,
-                 "profile": str(profile.get("name", ""))}
-        write_imagefolder(folder, bar, extra_files={BUILD_STAMP: stamp})
+        bar = tqdm(items, total=len(entries), desc=result.path.name, disable=not progress, leave=False)
+        stamp = result.stamp_record(folder=result.path.name, n=len(entries), profile=str(profile.get("name", "")))
+        write_imagefolder(result.path, bar, extra_files={STAMP: stamp})
     return folders
 
 

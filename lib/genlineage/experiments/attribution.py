@@ -18,12 +18,14 @@ import pandas as pd
 from ..config import Profile
 from ..data.build import load_pretrain_folder, load_split_folder
 from ..generation import GenerationCache, GenerationConfig
-from ..io import atomic_path, read_json, stamp_matches, write_json
+from ..cache import Result, array_id, content_id
+from ..io import read_json
 from ..jobs import run_jobs
 from ..keys import KeySet, detection_keys, generation_keys, profile_seeds, random_keys
 from ..memorization import reconstruct
 from . import layout
-from .suspicious import read_manifest, source_table, source_watermark_bits
+from ..models.pipeline_io import fingerprint
+from .suspicious import MANIFEST, read_manifest, source_table, source_watermark_bits
 
 STAGE = "04_attribution"
 STRATEGIES = ("detection", "generation", "random")
@@ -56,36 +58,68 @@ def keys_dir(profile: Profile, source: str, strategy: str) -> Path:
     return layout.results_dir(profile, "keys") / source / strategy
 
 
-def build_keys(profile: dict, source: str, progress: bool = False) -> dict[str, int]:
-    """The three key sets of one source (cached on disk, with what made them in their meta)."""
-    profile = Profile(profile)
+def _base_of(profile: Profile, row) -> Path | None:
+    """The base a fine-tuned source was tuned from (Strategy 2 measures it beside the source, and
+    with ``generation_relative_to_base`` keeps the keys the source draws and its base does not);
+    None for a base as it is."""
+    return layout.base_dir(profile, row.base) if isinstance(row.domain, str) else None
+
+
+def _relative_to_base(profile: Profile, row) -> bool:
+    return bool(profile["attribution"].get("generation_relative_to_base", True)) and _base_of(profile, row) is not None
+
+
+def key_results(profile: Profile, row, prompts: list[str], images: np.ndarray) -> dict[str, Result]:
+    """The three key sets of one source as cached results: each made from the candidates' content,
+    the key count, the key seeds, the sampler and distance, and the source's weights; Strategy 2 also
+    from the base it is judged against, Baseline 2 from its own seed and nothing the source draws."""
     att = profile["attribution"]
+    n = min(max(int(k) for k in att["n_keys_grid"]), len(prompts))
+    seeds, _ = profile_seeds(profile)
+    common = {"candidates": array_id(prompts, images), "n": n}
+    drawn = {"key_seeds": seeds, "generation": GenerationConfig.from_mapping(profile["generation"]).key(),
+             "distance": att.get("distance", "l2"), "source": fingerprint(row.path)}
+    base = _base_of(profile, row)
+    inputs = {"detection": {**common, **drawn},
+              "generation": {**common, **drawn, "base": fingerprint(base) if base else None,
+                             "relative_to_base": _relative_to_base(profile, row)},
+              "random": {**common, "random_seed": int(att.get("random_seed", 0))}}
+    return {s: Result(keys_dir(profile, row.source, s), {"strategy": s, **inputs[s]}, folder=True) for s in STRATEGIES}
+
+
+def _source_row(profile: Profile, source: str):
     row = source_table(profile).set_index("source").loc[source]
     row["source"] = source
+    return row
+
+
+def build_keys(profile: dict, source: str, progress: bool = False) -> dict[str, int]:
+    """The three key sets of one source (each a cached result: see ``key_results``)."""
+    profile = Profile(profile)
+    att = profile["attribution"]
+    row = _source_row(profile, source)
     prompts, images = candidates(profile, row)
-    n = min(max(int(k) for k in att["n_keys_grid"]), len(prompts))
+    results = key_results(profile, row, prompts, images)
     cfg, cache = _gen(profile)
     seeds, _ = profile_seeds(profile)  # key_seeds: never the seeds suspects are queried with
-    source_model = profile.load_model(row.path)
+    distance = att.get("distance", "l2")
     made = {}
-    for strategy in STRATEGIES:
-        folder = keys_dir(profile, source, strategy)
-        want = {"n": n, "candidates": len(prompts), "key_seeds": seeds, "generation": cfg.key(),
-                "distance": att.get("distance", "l2"), "model": read_json(Path(row.path) / "genlineage.json").get("stage_key")}
-        if (folder / "_want.json").is_file() and read_json(folder / "_want.json") == want:
-            made[strategy] = n
+    for strategy, result in results.items():
+        n = int(result.inputs["n"])
+        made[strategy] = n
+        if result.fresh():
             continue
         if strategy == "detection":
-            keys = detection_keys(source_model, prompts, images, n, seeds, cfg, cache, att.get("distance", "l2"))
+            keys = detection_keys(profile.load_model(row.path), prompts, images, n, seeds, cfg, cache, distance)
         elif strategy == "generation":
-            base = profile.load_model(layout.base_dir(profile, row.base)) if isinstance(row.domain, str) else None
-            keys = generation_keys(source_model, prompts, n, seeds, cfg, cache, att.get("distance", "l2"), base=base,
-                                   relative_to_base=bool(att.get("generation_relative_to_base", True)) and base is not None)
+            base = _base_of(profile, row)
+            keys = generation_keys(profile.load_model(row.path), prompts, n, seeds, cfg, cache, distance,
+                                   base=profile.load_model(base) if base else None,
+                                   relative_to_base=_relative_to_base(profile, row))
         else:
             keys = random_keys(prompts, images, n, int(att.get("random_seed", 0)))
-        keys.save(folder)
-        write_json(folder / "_want.json", want)
-        made[strategy] = n
+        with result.building() as tmp:
+            keys.save(tmp)
     return made
 
 
@@ -93,17 +127,33 @@ def load_keys(profile: Profile, source: str) -> dict[str, KeySet]:
     return {s: KeySet.load(keys_dir(profile, source, s)) for s in STRATEGIES}
 
 
-def query_model(profile: dict, row: dict) -> str:
-    """RD of every key of every strategy on one suspicious model, and its watermark bits."""
+def _watermark_settings(profile: Profile) -> dict:
+    cfg = profile["attribution"].get("watermark", {})
+    return {"n_images": int(cfg.get("n_images", 30)), "target_fpr": float(cfg.get("target_fpr", 0.1))}
+
+
+def query_result(profile: Profile, row: dict) -> Result:
+    """One suspicious model's RD table: made from the model's weights, the query seeds, the content
+    of its source's key sets, the sampler and distance, and what Baseline 1 decodes (the source's
+    watermark bits and the watermark settings)."""
+    _, seeds = profile_seeds(profile)
+    return Result(layout.results_dir(profile, STAGE) / "per_model" / f"{row['name']}.csv", {
+        "model": fingerprint(row["path"]), "query_seeds": seeds,
+        "keys": {s: content_id(keys_dir(profile, row["source"], s)) for s in STRATEGIES},
+        "generation": GenerationConfig.from_mapping(profile["generation"]).key(),
+        "distance": profile["attribution"].get("distance", "l2"),
+        "watermark": {**_watermark_settings(profile), "bits": source_watermark_bits(profile, row["source"]).tolist()}})
+
+
+def query_model(profile: dict, row: dict) -> dict:
+    """RD of every key of every strategy on one suspicious model, and its watermark bits; returns
+    the RD table's path and the watermark figures (kept in its stamp)."""
     profile = Profile(profile)
     att = profile["attribution"]
     _, seeds = profile_seeds(profile)  # query_seeds: disjoint from the seeds the references were made with
-    out = layout.results_dir(profile, STAGE) / "per_model" / f"{row['name']}.csv"
-    key = {"model": read_json(Path(row["path"]) / "genlineage.json").get("stage_key"), "query_seeds": seeds,
-           "keys": {s: read_json(keys_dir(profile, row["source"], s) / "_want.json") for s in STRATEGIES}}
-    stamp = out.with_suffix(".json")
-    if out.is_file() and stamp_matches(stamp, key):
-        return str(out)
+    result = query_result(profile, row)
+    if result.fresh():
+        return {"per_model": str(result.path), **result.extra()}
     model = profile.load_model(row["path"])
     cfg, cache = _gen(profile)
     frames = []
@@ -115,22 +165,20 @@ def query_model(profile: dict, row: dict) -> str:
                                     "key_index": keys.indices, "prompt": keys.prompts, "rd": rec.distance,
                                     "best_seed": rec.best_seed}))
     wm = _watermark_conf(profile, row, generations["random"][:, 0])
-    with atomic_path(out) as tmp:
-        pd.concat(frames, ignore_index=True).to_csv(tmp, index=False)
-    write_json(stamp, {"key": key, **wm})
-    return str(out)
+    result.write(lambda tmp: pd.concat(frames, ignore_index=True).to_csv(tmp, index=False), **wm)
+    return {"per_model": str(result.path), **result.extra()}
 
 
 def _watermark_conf(profile: Profile, row: dict, images: np.ndarray) -> dict:
     """Baseline 1: share of the suspect's generations that carry the source's 32-bit key."""
     from ..watermark import bit_accuracy, decode, mode_for_size, watermark_conf
 
-    cfg = profile["attribution"].get("watermark", {})
-    images = images[: int(cfg.get("n_images", 30))]
+    cfg = _watermark_settings(profile)
+    images = images[: cfg["n_images"]]
     mode = mode_for_size(*images.shape[1:3])
     bits = source_watermark_bits(profile, row["source"])
     decoded = decode(images, mode=mode)
-    return {"watermark_conf": float(watermark_conf(decoded, bits, float(cfg.get("target_fpr", 0.1)))),
+    return {"watermark_conf": float(watermark_conf(decoded, bits, cfg["target_fpr"])),
             "watermark_bit_accuracy": float(bit_accuracy(decoded, bits).mean()), "watermark_mode": mode}
 
 
@@ -144,20 +192,42 @@ def run_attribution(profile: Profile, progress: bool = True) -> tuple[pd.DataFra
              desc="key samples" if progress else None)
     manifest = read_manifest(profile)
     rows = manifest.to_dict("records")
-    paths = run_jobs("genlineage.experiments.attribution.query_model",
-                     [{"profile": dict(profile), "row": r} for r in rows], parallel, threads,
-                     desc="queries" if progress else None)
-    per_sample = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
-    wm = pd.DataFrame([read_json(Path(p).with_suffix(".json")) for p in paths]).drop(columns=["key"])
+    answers = run_jobs("genlineage.experiments.attribution.query_model",
+                       [{"profile": dict(profile), "row": r} for r in rows], parallel, threads,
+                       desc="queries" if progress else None)
+    per_sample = pd.concat([pd.read_csv(a["per_model"]) for a in answers], ignore_index=True)
+    wm = pd.DataFrame([{k: v for k, v in a.items() if k != "per_model"} for a in answers])
     models = pd.concat([manifest.reset_index(drop=True), wm], axis=1)
+    tables = results_tables(profile)
+    tables["per_sample"].write(lambda tmp: per_sample.to_csv(tmp, index=False))
+    tables["models"].write(lambda tmp: models.to_csv(tmp, index=False))
+    return load_results(profile)
+
+
+def results_tables(profile: Profile) -> dict[str, Result]:
+    """Stage 04's two tables, made from the manifest and every model's RD table (by content): what
+    stages 05-09 read. Checking them costs a hash of small CSVs, not of the models."""
+    manifest = read_manifest(profile)
+    inputs = {"manifest": content_id(profile.data_root / MANIFEST),
+              "per_model": {name: content_id(layout.results_dir(profile, STAGE) / "per_model" / f"{name}.csv")
+                            for name in manifest.name}}
     res = layout.results_dir(profile, STAGE)
-    with atomic_path(res / "per_sample.csv") as tmp:
-        per_sample.to_csv(tmp, index=False)
-    with atomic_path(res / "models.csv") as tmp:
-        models.to_csv(tmp, index=False)
-    return models, per_sample
+    return {t: Result(res / f"{t}.csv", inputs, made_by="notebook 04_instance_attribution") for t in ("models", "per_sample")}
+
+
+def stage_results(profile: Profile) -> list[Result]:
+    """Every cached result of stage 04 as a run would judge it now: three key sets per source, one
+    RD table per model of the manifest, and the two tables (the invalidation tests compare these)."""
+    results = []
+    for source in source_table(profile).source:
+        row = _source_row(profile, source)
+        results += list(key_results(profile, row, *candidates(profile, row)).values())
+    results += [query_result(profile, r) for r in read_manifest(profile).to_dict("records")]
+    return results + list(results_tables(profile).values())
 
 
 def load_results(profile: Profile) -> tuple[pd.DataFrame, pd.DataFrame]:
-    res = layout.results_dir(profile, STAGE)
-    return pd.read_csv(res / "models.csv"), pd.read_csv(res / "per_sample.csv")
+    """(models, per-sample RD) of stage 04; refused (``cache.StaleResult``, naming notebook 04) when
+    either is missing or was made from another manifest or other RD tables."""
+    tables = results_tables(profile)
+    return pd.read_csv(tables["models"].require()), pd.read_csv(tables["per_sample"].require())

@@ -12,7 +12,8 @@ import pandas as pd
 from ..config import Profile
 from ..data.imagefolder import read_imagefolder
 from ..generation import GenerationCache, GenerationConfig
-from ..io import atomic_path, read_json, stamp_matches, write_json
+from ..cache import Result, content_id
+from ..models.pipeline_io import fingerprint
 from ..jobs import run_jobs
 from ..intervals import paired_greater_p
 from ..memorization import nearest_own_per_image, reconstruct, summarize
@@ -21,18 +22,30 @@ from . import layout
 STAGE = "02_source_models"
 
 
+def _stem(base: str, domain: str, finetuned: bool) -> str:
+    return f"rd_{base}_{domain}_{'source' if finetuned else 'base'}"
+
+
+def measure_result(profile: Profile, base: str, domain: str, finetuned: bool) -> Result:
+    """One model's RD table on a domain: made from the model's weights, the content of the domain's
+    source and held-out sets, the sampler and the memorisation settings."""
+    data = layout.datasets_dir(profile)
+    return Result(layout.results_dir(profile, STAGE) / f"{_stem(base, domain, finetuned)}.csv", {
+        "model": fingerprint(layout.source_dir(profile, base, domain if finetuned else None)),
+        "own": content_id(data / f"{domain}_source"), "heldout": content_id(data / f"{domain}_heldout"),
+        "generation": GenerationConfig.from_mapping(profile["generation"]).key(),
+        "memorization": profile["memorization"], "format": 3})
+
+
 def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progress: bool = False) -> dict:
-    """RD rows and nearest-own share of one model on ``domain``'s source and held-out sets."""
+    """RD rows and nearest-own share of one model on ``domain``'s source and held-out sets; returns
+    the summary (kept in the RD table's stamp)."""
     profile = Profile(profile)
     name = f"{base}-{domain}" if finetuned else f"{base} (base) on {domain}"
-    out_stem = layout.results_dir(profile, STAGE) / f"rd_{base}_{domain}_{'source' if finetuned else 'base'}"
-    model_dir = layout.source_dir(profile, base, domain if finetuned else None)
-    components = profile.load_model(model_dir)
-    key = {"model": str(model_dir), "recorded": read_json(model_dir / "genlineage.json").get("stage_key"),
-           "generation": profile["generation"], "memorization": profile["memorization"], "format": 2}
-    summary_file = out_stem.with_suffix(".json")
-    if stamp_matches(summary_file, key):
-        return read_json(summary_file)
+    result = measure_result(profile, base, domain, finetuned)
+    if result.fresh():
+        return result.extra()
+    components = profile.load_model(layout.source_dir(profile, base, domain if finetuned else None))
     size = int(profile["data"]["image_size"])
     cfg = GenerationConfig.from_mapping(profile["generation"])
     mem = profile["memorization"]
@@ -54,29 +67,47 @@ def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progre
     rows["nearest_own"] = np.r_[per_image, np.full(len(rows) - len(per_image), np.nan)]
     summary = {"model": name, "base": base, "domain": domain, "finetuned": finetuned,
                "n_train": len(own_images), "chance": 1.0 / len(own_images),
-               "nearest_own": float(per_image.mean()),
-               **summarize(rows), "key": key}
-    with atomic_path(out_stem.with_suffix(".csv")) as tmp:
-        rows.to_csv(tmp, index=False)
-    write_json(summary_file, summary)
-    return read_json(summary_file)  # what a cached run returns (sorted keys): cold and cached tables match
+               "nearest_own": float(per_image.mean()), **summarize(rows)}
+    result.write(lambda tmp: rows.to_csv(tmp, index=False), **summary)
+    return result.extra()  # what a cached run returns (read back from the stamp): cold and cached tables match
+
+
+def _jobs(profile: Profile) -> list[tuple[str, str, bool]]:
+    return [(b, d, ft) for b in sorted(profile["models"]["bases"]) for d in sorted(profile["data"]["domains"])
+            for ft in (True, False)]
+
+
+def table_result(profile: Profile) -> Result:
+    """The memorisation summary: made from every model's RD table (by content)."""
+    res = layout.results_dir(profile, STAGE)
+    return Result(res / "memorisation.csv", {stem: content_id(res / f"{stem}.csv") for stem in
+                                             (_stem(*job) for job in _jobs(profile))},
+                  made_by="notebook 02_source_models")
 
 
 def memorisation_table(profile: Profile, progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(summary per model, RD per sample) for every fine-tuned source and its base as control."""
     jobs = [{"profile": dict(profile), "base": b, "domain": d, "finetuned": ft, "progress": progress}
-            for b in sorted(profile["models"]["bases"]) for d in sorted(profile["data"]["domains"])
-            for ft in (True, False)]
+            for b, d, ft in _jobs(profile)]
     summaries = run_jobs("genlineage.experiments.memorisation.measure_model", jobs,
                          int(profile.get("parallel_jobs", 1)), int(profile.get("threads_per_job", 1)))
-    table = pd.DataFrame(summaries).drop(columns=["key"])
+    table = pd.DataFrame(summaries)
+    table_result(profile).write(lambda tmp: table.to_csv(tmp, index=False))
+    return load_memorisation(profile)
+
+
+def load_memorisation(profile: Profile) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """What stage 02b measured, for readers that must not measure again (the report): refused
+    (``cache.StaleResult``) when the summary is missing or no longer matches the RD tables."""
+    table = pd.read_csv(table_result(profile).require())
     res = layout.results_dir(profile, STAGE)
-    per_sample = pd.concat(
-        [pd.read_csv(res / f"rd_{j['base']}_{j['domain']}_{'source' if j['finetuned'] else 'base'}.csv") for j in jobs],
-        ignore_index=True)
-    with atomic_path(res / "memorisation.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    per_sample = pd.concat([pd.read_csv(res / f"{_stem(*job)}.csv") for job in _jobs(profile)], ignore_index=True)
     return table, per_sample
+
+
+def stage_results(profile: Profile) -> list[Result]:
+    """Every cached result of stage 02b as a run would judge it now (the invalidation tests compare these)."""
+    return [measure_result(profile, *job) for job in _jobs(profile)] + [table_result(profile)]
 
 
 def reconstruction_examples(profile: Profile, base: str, domain: str, n: int = 6) -> dict[str, np.ndarray]:

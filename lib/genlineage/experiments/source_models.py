@@ -8,7 +8,6 @@ pre-trained.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -17,11 +16,12 @@ from diffusers import AutoencoderKL
 from ..config import Profile
 from ..data.build import build_datasets, load_pretrain_folder
 from ..data.imagefolder import read_imagefolder
-from ..io import atomic_dir, derive_seed, read_json, stable_hash
+from ..cache import Result, content_id
+from ..io import derive_seed, read_json, stable_hash, write_json
 from ..jobs import run_jobs, torch_threads
-from ..models.pipeline_io import quiet_hub
+from ..models.pipeline_io import PROVENANCE, quiet_hub
 from ..models.tiny import build_base, build_vae
-from ..training.finetune import dataset_fingerprint, finetune_folder, recorded_key, train_and_save
+from ..training.finetune import finetune_folder, finetune_result, train_and_save
 from ..training.sd import TrainConfig
 from ..training.vae import VAETrainConfig, train_vae
 from . import layout
@@ -37,61 +37,94 @@ def vae_dir(profile: Profile) -> Path:
     return layout.models_dir(profile) / "vae"
 
 
+def vae_result(profile: Profile) -> Result:
+    """The tiny family's one VAE: made from the pre-training corpus and its settings."""
+    pretrain = layout.datasets_dir(profile) / "pretrain"
+    return Result(vae_dir(profile), {"vae": profile["models"]["vae"], "image_size": int(profile["data"]["image_size"]),
+                                     "data": content_id(pretrain)}, folder=True)
+
+
 def train_shared_vae(profile: Profile, progress: bool = True) -> Path:
     """The tiny family's one VAE, trained on the pre-training corpus (cached)."""
     cfg = profile["models"]["vae"]
     size = int(profile["data"]["image_size"])
-    pretrain = layout.datasets_dir(profile) / "pretrain"
-    key = stable_hash({"vae": cfg, "size": size, "data": dataset_fingerprint(pretrain)})
-    out = vae_dir(profile)
-    stamp = out / "genlineage.json"
-    if stamp.is_file() and read_json(stamp).get("stage_key") == key:
-        return out
-    images = read_imagefolder(pretrain, size=size).load_images()
+    result = vae_result(profile)
+    if result.fresh():
+        return result.path
+    images = read_imagefolder(layout.datasets_dir(profile) / "pretrain", size=size).load_images()
     train_cfg = VAETrainConfig.from_mapping(cfg["train"])
     vae = build_vae(cfg, size, train_cfg.seed)
     stats = train_vae(vae, images, train_cfg, progress=progress)
-    with atomic_dir(out) as tmp, quiet_hub():
+    with result.building() as tmp, quiet_hub():
         vae.save_pretrained(tmp, safe_serialization=True)
-        (tmp / "genlineage.json").write_text(json.dumps({"stage_key": key, **stats}, indent=2))
-    return out
+        write_json(tmp / PROVENANCE, stats)
+    return result.path
+
+
+def _pretrain_config(profile: Profile, base: str) -> TrainConfig:
+    cfg = profile["models"]["bases"][base]
+    return TrainConfig.from_mapping(cfg["pretrain"], seed=int(cfg["seed"]))
+
+
+def base_result(profile: Profile, base: str) -> Result:
+    """One tiny base: made from its config, the VAE, the corpus (its tokenizer is learnt on all of
+    it) and the rows it is pre-trained on."""
+    rows = load_pretrain_folder(profile, base).ids if (layout.datasets_dir(profile) / "pretrain").is_dir() else None
+    return Result(layout.base_dir(profile, base), {
+        "base": profile["models"]["bases"][base], "vae": content_id(vae_dir(profile)),
+        "data": content_id(layout.datasets_dir(profile) / "pretrain"), "rows": stable_hash(rows),
+        "train": _pretrain_config(profile, base).key(), "noise": profile["training"]["noise_scheduler"]}, folder=True)
 
 
 def pretrain_base(profile: dict, base: str, progress: bool = True) -> str:
     """Build and pre-train one tiny base into ``models/base_<name>`` (cached, resumable)."""
     profile = _profile(profile)
+    result = base_result(profile, base)
+    if result.fresh():
+        return str(result.path)
     cfg = profile["models"]["bases"][base]
     size = int(profile["data"]["image_size"])
-    vae_path = vae_dir(profile)
-    vae = AutoencoderKL.from_pretrained(vae_path, use_safetensors=True, local_files_only=True)
+    vae = AutoencoderKL.from_pretrained(vae_dir(profile), use_safetensors=True, local_files_only=True)
     vae.requires_grad_(False).eval()
     corpus = load_pretrain_folder(profile)
     folder = load_pretrain_folder(profile, base)  # each base sees its own share, as v1.5 and v2.1 did
-    train_cfg = TrainConfig.from_mapping(cfg["pretrain"], seed=int(cfg["seed"]))
-    key = stable_hash({"base": cfg, "vae": read_json(vae_path / "genlineage.json")["stage_key"],
-                       "ids": folder.ids, "train": train_cfg.key(),
-                       "noise": profile["training"]["noise_scheduler"]})
-    out = layout.base_dir(profile, base)
-    if recorded_key(out) == key:
-        return str(out)
     components = build_base(cfg, vae, corpus.captions, size, profile["training"]["noise_scheduler"])
-    train_and_save(components, folder.load_images(), folder.captions, train_cfg, out, key, layout.work_dir(profile),
-                   {"role": "base", "base": base, "profile": profile.name}, progress, f"pretrain {base}")
-    return str(out)
+    train_and_save(components, folder.load_images(), folder.captions, _pretrain_config(profile, base), result,
+                   layout.work_dir(profile), {"role": "base", "base": base, "profile": profile.name}, progress,
+                   f"pretrain {base}")
+    return str(result.path)
+
+
+def _source_config(profile: Profile, base: str, domain: str) -> TrainConfig:
+    return TrainConfig.from_mapping(profile["training"]["finetune"], seed=derive_seed(profile["seed"], "source", base, domain))
+
+
+def source_result(profile: Profile, base: str, domain: str) -> Result:
+    """A fine-tuned source: made from its base and its source set, by content, and its settings."""
+    return finetune_result(layout.base_dir(profile, base), layout.datasets_dir(profile) / f"{domain}_{DOMAINS_ROLE}",
+                           layout.source_dir(profile, base, domain), _source_config(profile, base, domain),
+                           int(profile["data"]["image_size"]))
 
 
 def finetune_source(profile: dict, base: str, domain: str, progress: bool = True) -> str:
     """Fine-tune base ``base`` on the ``domain`` source set into ``models/<base>_<domain>``."""
     profile = _profile(profile)
-    train = profile["training"]["finetune"]
-    seed = derive_seed(profile["seed"], "source", base, domain)
     out = finetune_folder(
         layout.base_dir(profile, base), layout.datasets_dir(profile) / f"{domain}_{DOMAINS_ROLE}",
-        layout.source_dir(profile, base, domain), TrainConfig.from_mapping(train, seed=seed),
+        layout.source_dir(profile, base, domain), _source_config(profile, base, domain),
         int(profile["data"]["image_size"]), layout.work_dir(profile),
         {"role": "source", "base": base, "domain": domain, "profile": profile.name},
         device=profile.get("device", "cpu"), progress=progress, desc=f"{base}-{domain}")
     return str(out)
+
+
+def stage_results(profile: Profile) -> list[Result]:
+    """Every cached result of stage 02 as a run would judge it now (what the invalidation tests
+    compare): the VAE and the bases the profile builds, and every fine-tuned source."""
+    built = [b for b, c in profile["models"]["bases"].items() if not c.get("path")]
+    results = ([vae_result(profile)] + [base_result(profile, b) for b in sorted(built)]) if built else []
+    return results + [source_result(profile, b, d) for b in sorted(profile["models"]["bases"])
+                      for d in sorted(profile["data"]["domains"])]
 
 
 def source_models(profile: Profile) -> pd.DataFrame:

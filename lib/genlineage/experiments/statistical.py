@@ -14,13 +14,20 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from ..cache import Result, content_id
 from ..config import Profile
 from ..discriminator import features, fit_score
 from ..intervals import binomial_interval
 from ..metrics import roc_points, summarize, threshold_at_fpr
+from . import layout
+from .attribution import results_tables
 from .instance import deltas, delta0_for, replicate_of
 
 SCORES = ("discriminator", "conf")
+STAGE = "05_statistical"
+METRICS = ("accuracy", "auc", "tpr@10%fpr", "tpr@1%fpr")
+TABLE1_COLUMNS = ["source", "score", "n_models", "n_infringing", "n_innocent"] + [
+    f"{m}{part}" for m in METRICS for part in ("", "_low", "_high")]
 
 
 def _features(per_sample: pd.DataFrame, models: pd.DataFrame, strategy: str, n: int, delta0: Mapping[int, float]) -> np.ndarray:
@@ -105,3 +112,29 @@ def roc_table(scored: pd.DataFrame, score: str) -> pd.DataFrame:
         fpr, tpr, _ = roc_points(g.label, g[score])
         rows.append(pd.DataFrame({"source": source, "score": score, "fpr": fpr, "tpr": tpr}))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["source", "score", "fpr", "tpr"])
+
+
+def table1_result(profile: Profile) -> Result:
+    """Table 1 as a cached result: made from stage 04's two tables (by content) and every setting
+    the scores and the bootstrap use."""
+    tables = results_tables(profile)
+    return Result(layout.results_dir(profile, STAGE) / "table1.csv", {
+        "models": content_id(tables["models"].path), "per_sample": content_id(tables["per_sample"].path),
+        "statistical": profile["statistical"], "attribution": profile["attribution"], "seed": int(profile["seed"]),
+        "format": 1}, made_by="notebook 05_statistical_attribution")
+
+
+def statistical_table1(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 of the profile's main classifier (``TABLE1_COLUMNS``), computed once and cached: its
+    bootstrap is the slow part of stage 05, and the report reads the very table the notebook showed."""
+    result = table1_result(profile)
+    if not result.fresh():
+        t1 = table1(profile, score_models(profile, models, per_sample))[TABLE1_COLUMNS]
+        result.write(lambda tmp: t1.to_csv(tmp, index=False))
+    return load_table1(profile)
+
+
+def load_table1(profile: Profile) -> pd.DataFrame:
+    """Stage 05's Table 1 for a reader that must not recompute it; ``cache.StaleResult`` when it is
+    missing or stage 04's tables changed since."""
+    return pd.read_csv(table1_result(profile).require())

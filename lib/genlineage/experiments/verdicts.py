@@ -25,12 +25,13 @@ from tqdm.auto import tqdm
 from ..config import Profile
 from ..errors import InputError
 from ..intervals import binomial_interval
-from ..io import atomic_path, read_json, stamp_matches, write_json
+from ..cache import Result, content_id
+from ..models.pipeline_io import fingerprint
 from ..verify import verify, write_report
 from . import layout
-from .attribution import keys_dir, load_results
+from .attribution import keys_dir, load_results, results_tables
 from .instance import delta0_for, deltas
-from .suspicious import read_manifest
+from .suspicious import MANIFEST, read_manifest
 
 STAGE = "08_verify"
 
@@ -62,23 +63,39 @@ def null_models(profile: Profile, manifest: pd.DataFrame, model: pd.Series, pool
             "infringing_shadows": list(infringing.path)}
 
 
+def verdicts_path(profile: Profile, innocent_pool: str) -> Path:
+    return layout.results_dir(profile, STAGE) / f"verdicts_{innocent_pool}.csv"
+
+
+def verdicts_result(profile: Profile, target_fpr: float, showcase: tuple[str, ...], innocent_pool: str) -> Result:
+    """The verdict table of one innocent pool: made from every model's weights (suspects and
+    shadows), the content of every source's key sets, stage 04's tables (the controls' delta0 is
+    calibrated on them) and every setting the tool uses."""
+    manifest = read_manifest(profile)
+    strategy = profile["attribution"]["main_strategy"]
+    stage04 = results_tables(profile)
+    return Result(verdicts_path(profile, innocent_pool), {
+        "models": {r["name"]: fingerprint(r["path"]) for r in manifest.to_dict("records")},
+        "sources": {s: fingerprint(p) for s, p in sorted(set(zip(manifest.source, manifest.source_path)))},
+        "keys": {s: content_id(keys_dir(profile, s, strategy)) for s in sorted(manifest.source.unique())},
+        "stage04": {t: content_id(r.path) for t, r in stage04.items()} if innocent_pool == "controls" else None,
+        "controls": {d: content_id(layout.datasets_dir(profile) / f"{d}_heldout") for d in sorted(manifest.domain.unique())}
+        if innocent_pool == "controls" else None,
+        "attribution": profile["attribution"], "statistical": profile["statistical"],
+        "generation": profile["generation"], "target_fpr": target_fpr, "showcase": sorted(showcase),
+        "innocent_pool": innocent_pool, "format": 8},  # bump when the table or the verdict logic changes
+        made_by="notebook 08_model_owner_verify")
+
+
 def verify_evaluated(profile: Profile, target_fpr: float = 0.05, progress: bool = True,
                      showcase: tuple[str, ...] = (), innocent_pool: str = "domain") -> pd.DataFrame:
     """One row per evaluated model: the tool's verdict, p-value, conf and discriminator score.
     Models named in ``showcase`` also get their full report under ``results/08_verify/<pool>/<name>/``."""
     manifest = read_manifest(profile)
     strategy = profile["attribution"]["main_strategy"]
-    cached = layout.results_dir(profile, STAGE) / f"verdicts_{innocent_pool}.csv"
-    stamp = cached.with_suffix(".json")
-    key = {"models": {r["name"]: read_json(Path(r["path"]) / "genlineage.json").get("stage_key")
-                      for r in manifest.to_dict("records")},
-           "keys": {s: read_json(keys_dir(profile, s, strategy) / "_want.json") for s in sorted(manifest.source.unique())},
-           "attribution": profile["attribution"], "statistical": profile["statistical"],
-           "generation": profile["generation"], "target_fpr": target_fpr, "showcase": sorted(showcase),
-           "innocent_pool": innocent_pool,
-           "format": 7}  # bump when the table or the verdict logic changes
-    if cached.is_file() and stamp_matches(stamp, key):
-        return pd.read_csv(cached).fillna({"reason": ""})
+    result = verdicts_result(profile, target_fpr, showcase, innocent_pool)
+    if result.fresh():
+        return pd.read_csv(result.path).fillna({"reason": ""})
     rows = []
     calibrated = None
     if innocent_pool == "controls":  # no shadow in the null: delta0 from notebook 04's shadow calibration
@@ -106,10 +123,8 @@ def verify_evaluated(profile: Profile, target_fpr: float = 0.05, progress: bool 
     table = pd.DataFrame(rows, columns=["model", "source", "lineage", "replicate", "rho", "label", "target_fpr", "verdict", "p_value",
                                         "conf", "delta0", "discriminator", "mean_rd", "innocent_mean_rd", "null_hit_rate", "empirical_p", "warned", "queries",
                                         "reason"])
-    with atomic_path(cached) as tmp:
-        table.to_csv(tmp, index=False)
-    write_json(stamp, {"key": key})
-    return pd.read_csv(cached).fillna({"reason": ""})  # what a cached run returns
+    result.write(lambda tmp: table.to_csv(tmp, index=False))
+    return pd.read_csv(result.path).fillna({"reason": ""})  # what a cached run returns
 
 
 def showcase_models(profile: Profile) -> tuple[str, str]:
@@ -155,3 +170,27 @@ def pool_comparison(tables: dict[str, pd.DataFrame], manifest: pd.DataFrame) -> 
                      "target FPR": float(table.target_fpr.iloc[0]) if len(table) else float("nan"),
                      "refused": int((table.verdict == "refused").sum()), **rates})
     return pd.DataFrame(rows)
+
+
+def pools_result(profile: Profile) -> Result:
+    """The comparison of the innocent pools: made from the three verdict tables (by content; the
+    target FPR is in them) and the manifest."""
+    return Result(layout.results_dir(profile, STAGE) / "pools.csv", {
+        "manifest": content_id(profile.data_root / MANIFEST),
+        **{pool: content_id(verdicts_path(profile, pool)) for pool in INNOCENT_POOLS}},
+        made_by="notebook 08_model_owner_verify")
+
+
+def verify_pools(profile: Profile, target_fpr: float = 0.05, progress: bool = True,
+                 showcase: tuple[str, ...] = ()) -> tuple[dict[str, pd.DataFrame], pd.DataFrame]:
+    """Every innocent pool's verdict table and their comparison (``pool_comparison``), each cached."""
+    tables = {pool: verify_evaluated(profile, target_fpr, progress, showcase, pool) for pool in INNOCENT_POOLS}
+    pools = pool_comparison(tables, read_manifest(profile))
+    pools_result(profile).write(lambda tmp: pools.to_csv(tmp, index=False))
+    return tables, load_pools(profile)
+
+
+def load_pools(profile: Profile) -> pd.DataFrame:
+    """Stage 08's pool comparison for a reader that must not re-run the tool; ``cache.StaleResult``
+    when it is missing or a verdict table changed since."""
+    return pd.read_csv(pools_result(profile).require())

@@ -35,7 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from .. import untrusted
 from ..errors import InputError
+from ..untrusted import file_kind, no_duplicate_keys, open_regular, parse_json
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
@@ -192,7 +194,7 @@ def _entry_stat(item: Path, root: Path) -> os.stat_result:
     if stat.S_ISDIR(st.st_mode):
         return st
     if not stat.S_ISREG(st.st_mode):
-        raise InputError(f"{item} is a {_kind(st.st_mode)}, not a file; a model folder holds only files and "
+        raise InputError(f"{item} is a {file_kind(st.st_mode)}, not a file; a model folder holds only files and "
                          "folders (reading a FIFO blocks, a device never ends). Remove it.")
     if st.st_nlink > 1:
         raise InputError(f"{item} is a hard link ({st.st_nlink} names for one file), so it may be changed through a "
@@ -219,14 +221,6 @@ def _link_target_stat(item: Path, root: Path) -> os.stat_result:
 
 def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISSOCK, "socket"),
-                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
-        if test(mode):
-            return name
-    return "special file"
 
 
 # --- per-file rules: pickles and sizes --------------------------------------------------------
@@ -260,75 +254,23 @@ def _size_bound(path: Path, root: Path) -> int | None:
     return None
 
 
+REFETCH = "replace it with the file save_pretrained writes"
+
+
 def _open_regular(path: Path) -> int:
-    """A descriptor on ``path`` once it is shown to be a regular file: opened non-blocking, so a
-    FIFO swapped in after the walk cannot hang the open, and checked on the open file itself."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except OSError as err:
-        raise InputError(f"{path} cannot be read ({err.strerror}); make the model folder readable.") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        raise InputError(f"{path} is a {_kind(mode)}, not a file; remove it.")
-    return fd
+    return open_regular(path, "remove it", unreadable_fix="make the model folder readable")
 
 
 def read_bounded(path: str | Path, bound: int) -> bytes:
-    """At most ``bound`` bytes of a regular file, or a refusal: the size is checked on the open
-    file before reading, and a file that grows meanwhile is still read only to the bound."""
-    path = Path(path)
-    fd = _open_regular(path)
-    try:
-        st = os.fstat(fd)
-        if st.st_size > bound:
-            raise InputError(f"{path} is {st.st_size:,} bytes, above the {bound:,}-byte bound for this kind of file "
-                             "(it is refused unread); replace it with the file save_pretrained writes.")
-        blob = _read_at_most(fd, bound + 1)
-    finally:
-        os.close(fd)
-    if len(blob) > bound:
-        raise InputError(f"{path} grew above the {bound:,}-byte bound while being read; pass a folder nobody writes to.")
-    return blob
-
-
-def _read_at_most(fd: int, limit: int) -> bytes:
-    """Read until end of file or ``limit`` bytes, whichever comes first."""
-    chunks, got = [], 0
-    while got < limit:
-        chunk = os.read(fd, min(limit - got, 1 * MiB))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
+    """At most ``bound`` bytes of one of a model folder's files, or a refusal (``untrusted.read_bounded``)."""
+    return untrusted.read_bounded(path, bound, REFETCH, unreadable_fix="make the model folder readable")
 
 
 def read_json(path: str | Path, bound: int | None = CONFIG_MAX_BYTES) -> Any:
     """A JSON file read under a size bound, refused if it is not UTF-8 JSON or gives a key twice
     (two readers could then see two different configs)."""
-    path = Path(path)
     blob = read_bounded(path, CONFIG_MAX_BYTES if bound is None else bound)
-    try:
-        return json.loads(blob.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
-    except _DuplicateKey as err:
-        raise InputError(f"{path} gives the key {err.args[0]!r} twice; re-save the model (save_pretrained writes "
-                         "each key once).") from None
-    except (ValueError, RecursionError) as err:  # not JSON, not UTF-8, or nested beyond Python's stack
-        raise InputError(f"{path} is not valid JSON ({str(err)[:200]}); re-save the pipeline.") from None
-
-
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict:
-    out: dict = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(key)
-        out[key] = value
-    return out
+    return parse_json(blob, path, "re-save the model with save_pretrained (it writes valid JSON, each key once)")
 
 
 # --- what the JSON says ---------------------------------------------------------------------
@@ -462,7 +404,7 @@ def check_safetensors_header(path: str | Path) -> dict:
             raise _bad_safetensors(path, f"its header claims {length:,} bytes but the file holds {size:,} (truncated)")
         blob = fh.read(length)
     try:
-        header = json.loads(blob.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+        header = json.loads(blob.decode("utf-8"), object_pairs_hook=no_duplicate_keys)
     except (ValueError, RecursionError) as err:
         raise _bad_safetensors(path, f"its header is not JSON ({str(err)[:100]})") from None
     if not isinstance(header, dict):

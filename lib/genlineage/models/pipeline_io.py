@@ -14,13 +14,14 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from ..io import atomic_dir, file_sha256, stable_hash
+from ..cache import content_id
+from ..io import atomic_dir
 from .gate import COMPONENTS, PICKLE_SUFFIXES, WEIGHTED, check_model_folder, read_json
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -70,8 +71,10 @@ class SDComponents:
         return self.unet.device
 
 
-def save_pipeline(components: SDComponents, out_dir: str | Path, provenance: dict | None = None) -> Path:
-    """Write a complete ``StableDiffusionPipeline`` folder with safetensors weights, atomically."""
+def save_pipeline(components: SDComponents, out_dir: str | Path, provenance: dict | None = None,
+                  extra_files: Mapping[str, Any] | None = None) -> Path:
+    """Write a complete ``StableDiffusionPipeline`` folder with safetensors weights, atomically;
+    ``extra_files`` (name -> JSON object, e.g. the cache stamp) land in the same atomic step."""
     with quiet_hub():  # importing the pipeline class makes transformers warn about torchvision
         from diffusers import StableDiffusionPipeline
 
@@ -90,7 +93,8 @@ def save_pipeline(components: SDComponents, out_dir: str | Path, provenance: dic
         pipe.save_pretrained(tmp, safe_serialization=True)
         meta = dict(components.provenance)
         meta.update(provenance or {})
-        (tmp / PROVENANCE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+        for name, obj in {PROVENANCE: meta, **(extra_files or {})}.items():
+            (tmp / name).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
     return out_dir
 
 
@@ -138,14 +142,7 @@ def quiet_hub() -> Iterator[None]:
         dlog.set_verbosity(levels[0]), tlog.set_verbosity(levels[1])
 
 
-_FINGERPRINTS: dict[tuple, str] = {}
-
-
 def fingerprint(path: str | Path) -> str:
-    """Content hash of a pipeline folder's weights and configs: the cache key of its outputs."""
-    path = Path(path).resolve()
-    files = sorted(p for name in COMPONENTS for p in (path / name).rglob("*") if p.is_file())
-    key = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    if key not in _FINGERPRINTS:
-        _FINGERPRINTS[key] = stable_hash([(p.relative_to(path).as_posix(), file_sha256(p)) for p in files])
-    return _FINGERPRINTS[key]
+    """Content id of a pipeline folder's weights and configs (its components, not its provenance
+    or stamp): what every result made with the model is keyed on (``cache.content_id``)."""
+    return content_id(path, parts=COMPONENTS)

@@ -1,6 +1,8 @@
 """The reproduction report: every claim of the paper's section 3 beside our figure, held or not,
-plus what the run cost. Generated from the cached results of stages 02-07 (notebook 08), so it
-always says what the pipeline measured and nothing else.
+plus what the run cost. Generated from the cached results of stages 02-08 (notebook 09), so it
+always says what the pipeline measured and nothing else: every table it reads must carry a stamp
+that matches its current inputs (``cache.Result.require``), and a missing or stale one stops the
+report with the notebook to re-run, rather than giving a shorter or older report.
 
 Why one markdown file: a reader who never runs anything should see, in one place, which of the
 paper's numbers this artifact reproduced at this profile and which it did not.
@@ -16,12 +18,13 @@ from ..experiments.attribution import load_results
 from ..experiments.claims import (COLUMNS, figure6_claims, figure7_claims, inheritance_claims, memorisation_claims,
                                   table1_claims, table2_claims, verdict_tally)
 from ..experiments.instance import deltas, evaluated_confs, figure7_per_model, inheritance, table2_per_model
-from ..experiments.memorisation import memorisation_checks, memorisation_table
-from ..experiments.statistical import score_models, table1
+from ..experiments.memorisation import load_memorisation, memorisation_checks
+from ..experiments.statistical import load_table1
 from ..experiments.suspicious import replicates
+from ..experiments.verdicts import load_pools
 from ..io import write_text
 from ..runner import read_timings
-from .tables import markdown, tables_dir
+from .tables import markdown
 
 
 def report_path(profile: Profile) -> Path:
@@ -34,7 +37,7 @@ def all_claims(profile: Profile) -> pd.DataFrame:
     models, and held / not held / inconclusive / n/a (``experiments.claims`` says how each is judged)."""
     models, per_sample = load_results(profile)
     D, _ = deltas(profile, models, per_sample)
-    summary, per_image = memorisation_table(profile)
+    summary, per_image = load_memorisation(profile)
     parts = [memorisation_claims(memorisation_checks(summary, per_image))]
     for tag in ("paper", "calibrated"):
         parts.append(figure6_claims(evaluated_confs(profile, models, per_sample, D[tag]), tag))
@@ -42,12 +45,9 @@ def all_claims(profile: Profile) -> pd.DataFrame:
                                     sorted(models[models.role == "evaluated"].source.unique())))
     parts.append(table2_claims(table2_per_model(profile, models, per_sample, D["calibrated"])))
     parts.append(figure7_claims(figure7_per_model(profile, models, per_sample, D["calibrated"])))
-    saved = tables_dir(profile) / "table1_statistical.csv"  # notebook 05's table: its bootstrap is not redone here
-    t1 = pd.read_csv(saved) if saved.is_file() else table1(profile, score_models(profile, models, per_sample))
-    parts.append(table1_claims(t1))
-    pools = tables_dir(profile) / "verify_pools.csv"  # notebook 08's comparison of the tool's innocent nulls
+    parts.append(table1_claims(load_table1(profile)))  # notebook 05's table, refused if stale: never recomputed here
     rows = []
-    for r in (pd.read_csv(pools).to_dict("records") if pools.is_file() else []):
+    for r in load_pools(profile).to_dict("records"):  # notebook 08's comparison of the tool's innocent nulls
         rows.append({
             "section": "model owner's tool",
             "paper's claim": f"(beyond the paper) `genlineage verify` at target FPR {r['target FPR']:g}, one suspect at "

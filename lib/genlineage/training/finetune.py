@@ -1,10 +1,11 @@
 """Fine-tune a pipeline folder on an image folder, cached and resumable.
 
-One function serves every fine-tune of the paper (the source models and, later, every
-suspicious and shadow model): it reads a base pipeline folder and an image folder with
-``metadata.jsonl``, trains with :func:`genlineage.training.sd.train_sd`, and writes a new
-pipeline folder whose ``genlineage.json`` records what it was made from. A finished model whose
-recorded key matches is not trained again; an interrupted one resumes from its checkpoint.
+One function serves every fine-tune of the paper (the source models, every suspicious and shadow
+model): it reads a base pipeline folder and an image folder with ``metadata.jsonl``, trains with
+:func:`genlineage.training.sd.train_sd`, and writes a new pipeline folder whose ``genlineage.json``
+records what it was made from. The model is a :class:`genlineage.cache.Result` keyed on the
+content of the base and of the data and on the training settings: a finished model whose stamp
+matches is not trained again; an interrupted one resumes from its checkpoint.
 """
 from __future__ import annotations
 
@@ -14,43 +15,35 @@ from typing import Mapping
 
 import torch
 
+from ..cache import STAMP, Result, content_id
 from ..data.imagefolder import read_imagefolder
-from ..io import file_sha256, stable_hash
-from ..models.pipeline_io import PROVENANCE, SDComponents, fingerprint, load_pipeline, save_pipeline
+from ..io import stable_hash
+from ..models.pipeline_io import SDComponents, fingerprint, load_pipeline, save_pipeline
 from .encode import encode_dataset
 from .sd import TrainConfig, clear_work_dir, train_sd
 
 
-def dataset_fingerprint(folder: str | Path) -> str:
-    """Content hash of an image folder (its metadata and every image file)."""
-    folder = Path(folder)
-    meta = folder / "metadata.jsonl"
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != "metadata.jsonl" and not p.name.startswith(("_", ".")))
-    return stable_hash([file_sha256(meta)] + [(p.name, file_sha256(p)) for p in files])
+def finetune_result(base_dir: str | Path, dataset_dir: str | Path, out_dir: str | Path, cfg: TrainConfig,
+                    image_size: int) -> Result:
+    """The fine-tuned model as a cached result: what it is made from, by content."""
+    return Result(Path(out_dir), {"base": fingerprint(base_dir), "data": content_id(dataset_dir),
+                                  "train": cfg.key(), "image_size": int(image_size)}, folder=True)
 
 
-def recorded_key(model_dir: str | Path) -> str | None:
-    """The stage key a finished model folder was made with, or None if absent/unfinished."""
-    meta = Path(model_dir) / PROVENANCE
-    if not meta.is_file():
-        return None
-    import json
-
-    return json.loads(meta.read_text()).get("stage_key")
-
-
-def train_and_save(components: SDComponents, images, captions: list[str], cfg: TrainConfig, out_dir: Path,
-                   key: str, work_root: Path, provenance: Mapping, progress: bool, desc: str) -> Path:
-    """Encode, train (resumably, in ``work_root/key``), save the folder, drop the checkpoint."""
-    work = Path(work_root) / key
+def train_and_save(components: SDComponents, images, captions: list[str], cfg: TrainConfig, result: Result,
+                   work_root: Path, provenance: Mapping, progress: bool, desc: str) -> Path:
+    """Encode, train (resumably, in a work folder named after the inputs), save the folder with its
+    stamp in one atomic step, drop the checkpoint."""
+    work = Path(work_root) / stable_hash(result.stamp_record())
     started = time.perf_counter()
     data = encode_dataset(components, images, captions)
     train_sd(components, data, cfg, work, progress=progress, desc=desc)
     seconds = time.perf_counter() - started  # of this call: a resumed run reports its last part
-    save_pipeline(components, out_dir, {**provenance, "stage_key": key, "train_config": cfg.__dict__,
-                                        "train_seconds": round(seconds, 1), "n_train": len(captions)})
+    save_pipeline(components, result.path, {**provenance, "train_config": cfg.__dict__,
+                                            "train_seconds": round(seconds, 1), "n_train": len(captions)},
+                  extra_files={STAMP: result.stamp_record()})
     clear_work_dir(work)
-    return out_dir
+    return result.path
 
 
 def finetune_folder(base_dir: str | Path, dataset_dir: str | Path, out_dir: str | Path, train_cfg: Mapping | TrainConfig,
@@ -58,13 +51,11 @@ def finetune_folder(base_dir: str | Path, dataset_dir: str | Path, out_dir: str 
                     device: str = "cpu", progress: bool = True, desc: str = "finetune") -> Path:
     """Fine-tune the pipeline at ``base_dir`` on the image folder ``dataset_dir`` into ``out_dir``."""
     cfg = train_cfg if isinstance(train_cfg, TrainConfig) else TrainConfig.from_mapping(train_cfg)
-    out_dir = Path(out_dir)
-    key = stable_hash({"base": fingerprint(base_dir), "data": dataset_fingerprint(dataset_dir),
-                       "train": cfg.key(), "size": int(image_size)})
-    if recorded_key(out_dir) == key:
-        return out_dir
+    result = finetune_result(base_dir, dataset_dir, out_dir, cfg, image_size)
+    if result.fresh():
+        return result.path
     folder = read_imagefolder(dataset_dir, size=image_size)
     components = load_pipeline(base_dir, device=device, dtype=torch.float32)
     prov = {"base_dir": str(base_dir), "dataset_dir": str(dataset_dir), **(provenance or {})}
-    return train_and_save(components, folder.load_images(), folder.captions, cfg, out_dir, key,
-                          Path(work_root), prov, progress, desc)
+    return train_and_save(components, folder.load_images(), folder.captions, cfg, result, Path(work_root), prov,
+                          progress, desc)
