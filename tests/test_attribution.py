@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genlineage.attribution import calibrate_delta0, conf, conf_table, delta_grid, rd_distribution
+from genlineage.conf import calibrate_delta0, conf, conf_table, delta_grid, rd_distribution
 
 
 def _per_sample(rds: dict[str, list[float]], strategy: str = "generation") -> pd.DataFrame:

@@ -166,7 +166,7 @@ PROFILE = {"attribution": {"n_keys": 10, "main_strategy": "generation", "delta0"
 
 def test_inheritance_from_planted_models_both_directions():
     from genlineage.config import Profile
-    from genlineage.experiments.instance import inheritance
+    from genlineage.experiments.instance_tables import inheritance
 
     models, per_sample = _planted_models(0.05)
     inh = inheritance(Profile(PROFILE), models, per_sample, {0: 0.18, 1: 0.18, 2: 0.18})
@@ -181,7 +181,7 @@ def test_inheritance_from_planted_models_both_directions():
 
 def test_each_replicate_is_scored_at_its_own_delta0():
     from genlineage.config import Profile
-    from genlineage.experiments.instance import deltas, evaluated_confs
+    from genlineage.experiments.instance_tables import deltas, evaluated_confs
 
     models, per_sample = _planted_models(0.05)
     confs = evaluated_confs(Profile(PROFILE), models, per_sample, {0: 0.1, 1: 0.17, 2: 0.25})

@@ -15,7 +15,7 @@ def test_three_profiles_share_one_schema():
         assert p.name == name
         top = set(p)
         keys = top if keys is None else keys
-        assert {"data", "models", "training", "generation", "memorization"} <= top
+        assert {"data", "models", "training", "generation", "memorisation"} <= top
 
 
 def test_paper_profile_has_the_papers_numbers():

@@ -17,15 +17,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from genlineage.experiments import layout
+from genlineage import layout
 from genlineage.experiments.memorisation import memorisation_checks, memorisation_table
 from genlineage.experiments.source_models import build_source_models, stage_costs
 from genlineage.config import load_profile
 from genlineage.data.imagefolder import read_imagefolder
-from genlineage.experiments.attribution import run_attribution
-from genlineage.experiments.instance import deltas, table2, table2_per_model
-from genlineage.experiments.statistical import score_models, table1
-from genlineage.experiments.suspicious import build_suspicious_models
+from genlineage.experiments.instance_attribution import run_attribution
+from genlineage.experiments.instance_tables import deltas, table2, table2_per_model
+from genlineage.experiments.statistical_attribution import score_models, table1
+from genlineage.experiments.suspicious_models import build_suspicious_models
 from genlineage.models.pipeline_io import load_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -118,9 +118,10 @@ def test_suspicious_models_and_attribution(P):
 def _all_results(profile) -> list:
     """Every cached result of stages 01-04 as a run would judge it now."""
     from genlineage.data import build
-    from genlineage.experiments import attribution, memorisation, source_models, suspicious
+    from genlineage.experiments import instance_attribution, memorisation, source_models, suspicious_models
 
-    return [r for stage in (build, source_models, memorisation, suspicious, attribution) for r in stage.stage_results(profile)]
+    return [r for stage in (build, source_models, memorisation, suspicious_models, instance_attribution)
+            for r in stage.stage_results(profile)]
 
 
 def _stale(profile) -> set[str]:
@@ -158,8 +159,8 @@ def test_changing_an_input_redoes_exactly_the_work_that_depends_on_it(P):
     the ones made from it (the expected sets are written out from the manifest, not from the
     code under test); then one change is carried through: the rebuilt key sets make every query
     stale and nothing else, and changing the setting back makes the world fresh again."""
-    from genlineage.experiments.attribution import build_keys
-    from genlineage.experiments.suspicious import plan_manifest
+    from genlineage.experiments.instance_attribution import build_keys
+    from genlineage.experiments.suspicious_models import plan_manifest
 
     assert _stale(P) == set(), "a finished build: nothing to redo"
     M = plan_manifest(P)
@@ -182,7 +183,7 @@ def test_changing_an_input_redoes_exactly_the_work_that_depends_on_it(P):
                                                     keys(tuned, ["generation"])),
         "attribution.query_seeds": ([5, 6], q),
         "attribution.watermark.n_images": (att["watermark"]["n_images"] + 1, q),
-        "memorization.seeds": ([2, 3], all_mem),
+        "memorisation.seeds": ([2, 3], all_mem),
         "generation.steps": (P["generation"]["steps"] + 1,
                              ts(generated) | keys(sources, ["detection", "generation"]) | q | all_mem),
     }
@@ -327,8 +328,8 @@ def test_verify_command_on_smoke_profile_models(smoke_root, tmp_path, monkeypatc
     innocent one, the source's stored Strategy-2 keys, the domain's innocent shadows as the null (as
     notebook 08 does). At smoke size the verdicts mean nothing (models trained 3 steps); what must
     hold is the whole path: safe loading, querying, a verdict, a report, the query count."""
-    from genlineage.experiments.attribution import keys_dir
-    from genlineage.experiments.verdicts import innocent_shadow_paths
+    from genlineage.experiments.instance_attribution import keys_dir
+    from genlineage.experiments.model_owner_verify import innocent_shadow_paths
 
     monkeypatch.setenv("GENLINEAGE_DATA", str(smoke_root))
     P = load_profile("smoke")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from genlineage.config import load_profile
-from genlineage.experiments.suspicious import plan_manifest, replicates, source_table
+from genlineage.experiments.suspicious_models import plan_manifest, replicates, source_table
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_default_tiny_profile_runs_three_replicates_of_the_own_lineage():
 
 
 def test_training_costs_read_what_each_model_recorded(manifest, tmp_path):
-    from genlineage.experiments.suspicious import training_costs
+    from genlineage.experiments.suspicious_models import training_costs
     from genlineage.io import write_json
 
     P, m = manifest

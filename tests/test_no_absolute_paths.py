@@ -9,7 +9,7 @@ import pytest
 from genlineage.config import load_profile
 from genlineage.data import build_datasets
 from genlineage.experiments.datasets import dataset_table
-from genlineage.experiments import layout
+from genlineage import layout
 
 
 def _no_absolute_cell(table) -> None:

@@ -111,11 +111,11 @@ def test_a_key_sets_reference_seeds_are_read_from_its_meta():
 def _stage04_world(P: Profile, monkeypatch, tmp_path) -> tuple[Spy, dict]:
     """Stage 04 on fakes: one source (its base too) and one suspect, folders holding only their
     stamp; candidates given; every generation answered by the spy."""
-    from genlineage.experiments import attribution as stage
+    from genlineage.experiments import instance_attribution as stage
 
     spy = Spy()
     monkeypatch.setattr("genlineage.keys.generate_cached", spy)
-    monkeypatch.setattr("genlineage.memorization.generate_cached", spy)
+    monkeypatch.setattr("genlineage.reconstruction.generate_cached", spy)
     monkeypatch.setattr(Profile, "load_model", lambda self, path: Path(path).name)
     folders = {}
     for name in ("source", "suspect"):
@@ -131,7 +131,7 @@ def _stage04_world(P: Profile, monkeypatch, tmp_path) -> tuple[Spy, dict]:
 
 
 def test_stage04_makes_references_at_key_seeds_and_queries_at_query_seeds(smoke_profile, monkeypatch, tmp_path):
-    from genlineage.experiments.attribution import build_keys, keys_dir, load_keys, query_model
+    from genlineage.experiments.instance_attribution import build_keys, keys_dir, load_keys, query_model
 
     P = smoke_profile
     key_seeds, query_seeds = P["attribution"]["key_seeds"], P["attribution"]["query_seeds"]
@@ -155,7 +155,7 @@ def test_stage04_makes_references_at_key_seeds_and_queries_at_query_seeds(smoke_
 
 
 def test_stage04_queries_again_when_the_query_seeds_change(smoke_profile, monkeypatch, tmp_path):
-    from genlineage.experiments.attribution import build_keys, query_model
+    from genlineage.experiments.instance_attribution import build_keys, query_model
 
     P = smoke_profile
     spy, row = _stage04_world(P, monkeypatch, tmp_path)
@@ -188,7 +188,7 @@ def test_verify_selects_keys_at_key_seeds_and_queries_every_model_at_query_seeds
     key_seeds, query_seeds = P["attribution"]["key_seeds"], P["attribution"]["query_seeds"]
     spy = Spy()
     monkeypatch.setattr("genlineage.keys.generate_cached", spy)
-    monkeypatch.setattr("genlineage.memorization.generate_cached", spy)
+    monkeypatch.setattr("genlineage.reconstruction.generate_cached", spy)
     write_imagefolder(tmp_path / "key_data", [(_image("data", c, 0), c, {}) for c in CAPTIONS[:6]])
     queried: list = []
     v = verify(saved_pipeline, _callable("suspect", queried), key_data=tmp_path / "key_data", strategy="generation",

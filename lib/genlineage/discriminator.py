@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .attribution import conf
+from .conf import conf
 
 CLASSIFIERS = ("logistic", "random_forest")
 

@@ -31,7 +31,7 @@ import numpy as np
 from .distances import Distance, get_distance
 from .errors import InputError
 from .generation import GenerationCache, GenerationConfig, generate_cached
-from .memorization import reconstruct
+from .reconstruction import reconstruct
 
 KEYS_FILE = "_keys.json"
 KEYS_FORMAT = 1

@@ -127,7 +127,7 @@ def write_committed_copy(executed: Path, target: Path) -> None:
     """Copy an executed notebook for committing, with papermill's record of where it ran (its
     ``input_path`` and ``output_path``) made relative to the checkout: an absolute path names one
     machine's folders, which a reader elsewhere cannot use and every re-run changes."""
-    from .experiments.layout import shown_path
+    from .layout import shown_path
 
     nb = json.loads(Path(executed).read_text())
     record = nb.get("metadata", {}).get("papermill", {})

@@ -10,8 +10,8 @@ import pandas as pd
 from ..config import Profile
 from ..data.imagefolder import read_imagefolder
 from ..report.figures import caption_grid, save_figure
-from . import layout
-from .layout import shown_path
+from .. import layout
+from ..layout import shown_path
 
 
 def dataset_table(profile: Profile, folders: dict[str, Path]) -> pd.DataFrame:

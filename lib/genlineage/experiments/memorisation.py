@@ -16,8 +16,8 @@ from ..cache import Result, content_id
 from ..models.pipeline_io import fingerprint
 from ..jobs import run_jobs
 from ..intervals import paired_greater_p
-from ..memorization import nearest_own_per_image, reconstruct, summarize
-from . import layout
+from ..reconstruction import nearest_own_per_image, reconstruct, summarize
+from .. import layout
 
 STAGE = "02_source_models"
 
@@ -34,7 +34,7 @@ def measure_result(profile: Profile, base: str, domain: str, finetuned: bool) ->
         "model": fingerprint(layout.source_dir(profile, base, domain if finetuned else None)),
         "own": content_id(data / f"{domain}_source"), "heldout": content_id(data / f"{domain}_heldout"),
         "generation": GenerationConfig.from_mapping(profile["generation"]).key(),
-        "memorization": profile["memorization"], "format": 3})
+        "memorisation": profile["memorisation"], "format": 3})
 
 
 def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progress: bool = False) -> dict:
@@ -48,7 +48,7 @@ def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progre
     components = profile.load_model(layout.source_dir(profile, base, domain if finetuned else None))
     size = int(profile["data"]["image_size"])
     cfg = GenerationConfig.from_mapping(profile["generation"])
-    mem = profile["memorization"]
+    mem = profile["memorisation"]
     cache = GenerationCache(layout.generation_cache_dir(profile))
     frames, results = [], {}
     for split, role in (("own", "source"), ("heldout", "heldout")):
@@ -122,7 +122,7 @@ def reconstruction_examples(profile: Profile, base: str, domain: str, n: int = 6
     images = folder.load_images()
     cfg = GenerationConfig.from_mapping(profile["generation"])
     cache = GenerationCache(layout.generation_cache_dir(profile))
-    mem = profile["memorization"]
+    mem = profile["memorisation"]
     out = {"reference": np.stack([images[index[i]] for i in own.id]), "caption": list(own.caption)}
     for label, finetuned in (("source", True), ("base", False)):
         comp = profile.load_model(layout.source_dir(profile, base, domain if finetuned else None))

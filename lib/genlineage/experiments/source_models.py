@@ -24,7 +24,7 @@ from ..models.tiny import build_base, build_vae
 from ..training.finetune import finetune_folder, finetune_result, train_and_save
 from ..training.sd import TrainConfig
 from ..training.vae import VAETrainConfig, train_vae
-from . import layout
+from .. import layout
 
 DOMAINS_ROLE = "source"
 

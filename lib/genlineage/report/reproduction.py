@@ -14,14 +14,14 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import REPO_ROOT, Profile
-from ..experiments.attribution import load_results
+from ..experiments.instance_attribution import load_results
 from ..experiments.claims import (COLUMNS, figure6_claims, figure7_claims, inheritance_claims, memorisation_claims,
                                   table1_claims, table2_claims, verdict_tally)
-from ..experiments.instance import deltas, evaluated_confs, figure7_per_model, inheritance, table2_per_model
+from ..experiments.instance_tables import deltas, evaluated_confs, figure7_per_model, inheritance, table2_per_model
 from ..experiments.memorisation import load_memorisation, memorisation_checks
-from ..experiments.statistical import load_table1
-from ..experiments.suspicious import replicates
-from ..experiments.verdicts import load_pools
+from ..experiments.statistical_attribution import load_table1
+from ..experiments.suspicious_models import replicates
+from ..experiments.model_owner_verify import load_pools
 from ..io import write_text
 from ..runner import read_timings
 from .tables import markdown

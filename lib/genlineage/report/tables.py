@@ -1,6 +1,6 @@
 """Tables written beside the figures: CSV for machines, markdown for readers; and how the
 notebooks print a table so that its committed output is what another machine reproduces: paths
-relative to the checkout (``experiments.layout.shown_path``), trained-model figures at the precision their
+relative to the checkout (``layout.shown_path``), trained-model figures at the precision their
 seed-to-seed interval supports (``round_to_interval``)."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import pandas as pd
 
 from ..config import Profile
-from ..experiments import layout
+from .. import layout
 from ..io import write_text
 
 

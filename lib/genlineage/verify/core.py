@@ -1,8 +1,8 @@
 """``verify``: one suspect, one calibrated verdict (the model owner's question).
 
 The same library code as the notebooks: keys from :mod:`genlineage.keys`, reconstruction distance
-from :mod:`genlineage.memorization`, conf, delta0 calibration and the discriminator from
-:mod:`genlineage.attribution` and :mod:`genlineage.discriminator`. What this adds is the decision
+from :mod:`genlineage.reconstruction`, conf, delta0 calibration and the discriminator from
+:mod:`genlineage.conf` and :mod:`genlineage.discriminator`. What this adds is the decision
 for a single model: a p-value against an innocent null (:mod:`.null`), a verdict at the owner's
 target false-positive rate, and the evidence (:mod:`.report`).
 """
@@ -16,13 +16,13 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..attribution import calibrate_delta0, conf, delta_grid
+from ..conf import calibrate_delta0, conf, delta_grid
 from ..config import Profile, load_profile
 from ..data.imagefolder import read_imagefolder
 from ..discriminator import features, fit_score
 from ..errors import InputError
 from ..generation import GenerationCache, GenerationConfig
-from ..memorization import reconstruct_with
+from ..reconstruction import reconstruct_with
 from ..keys import (KeySet, check_seeds_apart, detection_keys, generation_keys, profile_seeds, random_keys,
                     reference_seeds, to_uint8)
 from . import null

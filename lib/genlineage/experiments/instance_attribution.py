@@ -22,10 +22,10 @@ from ..cache import Result, array_id, content_id
 from ..io import read_json
 from ..jobs import run_jobs
 from ..keys import KeySet, detection_keys, generation_keys, profile_seeds, random_keys
-from ..memorization import reconstruct
-from . import layout
+from ..reconstruction import reconstruct
+from .. import layout
 from ..models.pipeline_io import fingerprint
-from .suspicious import MANIFEST, read_manifest, source_table, source_watermark_bits
+from .suspicious_models import MANIFEST, read_manifest, source_table, source_watermark_bits
 
 STAGE = "04_attribution"
 STRATEGIES = ("detection", "generation", "random")
@@ -187,12 +187,12 @@ def run_attribution(profile: Profile, progress: bool = True) -> tuple[pd.DataFra
     (manifest with watermark columns, per-sample RD table) and writes both beside the results."""
     parallel, threads = int(profile.get("parallel_jobs", 1)), int(profile.get("threads_per_job", 1))
     sources = list(source_table(profile).source)
-    run_jobs("genlineage.experiments.attribution.build_keys",
+    run_jobs("genlineage.experiments.instance_attribution.build_keys",
              [{"profile": dict(profile), "source": s} for s in sources], parallel, threads,
              desc="key samples" if progress else None)
     manifest = read_manifest(profile)
     rows = manifest.to_dict("records")
-    answers = run_jobs("genlineage.experiments.attribution.query_model",
+    answers = run_jobs("genlineage.experiments.instance_attribution.query_model",
                        [{"profile": dict(profile), "row": r} for r in rows], parallel, threads,
                        desc="queries" if progress else None)
     per_sample = pd.concat([pd.read_csv(a["per_model"]) for a in answers], ignore_index=True)

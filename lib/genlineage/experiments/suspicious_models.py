@@ -28,7 +28,7 @@ from ..jobs import run_jobs
 from ..models.pipeline_io import fingerprint
 from ..training.finetune import finetune_folder, finetune_result
 from ..training.sd import TrainConfig
-from . import layout
+from .. import layout
 from .source_models import source_models
 
 MANIFEST = "manifest.csv"
@@ -201,7 +201,7 @@ def build_suspicious_models(profile: Profile, progress: bool = True) -> pd.DataF
     manifest = plan_manifest(profile)
     write_manifest(profile, manifest)
     jobs = [{"profile": dict(profile), "row": row} for row in manifest.to_dict("records")]
-    run_jobs("genlineage.experiments.suspicious.build_suspicious_model", jobs, int(profile.get("parallel_jobs", 1)),
+    run_jobs("genlineage.experiments.suspicious_models.build_suspicious_model", jobs, int(profile.get("parallel_jobs", 1)),
              int(profile.get("threads_per_job", 1)), desc="suspicious models" if progress else None)
     return manifest
 

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 
 from ..config import Profile
-from ..experiments import layout
-from ..experiments.attribution import load_keys
-from ..experiments.instance import METHOD_NAMES
+from .. import layout
+from ..experiments.instance_attribution import load_keys
+from ..experiments.instance_tables import METHOD_NAMES
 from ..generation import GenerationCache, GenerationConfig
-from ..memorization import reconstruct
+from ..reconstruction import reconstruct
 from .figures import save_figure
 
 COLOURS = {"generation": "tab:red", "detection": "tab:orange", "random": "tab:blue", "watermark": "tab:green"}

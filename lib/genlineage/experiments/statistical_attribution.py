@@ -19,9 +19,9 @@ from ..config import Profile
 from ..discriminator import features, fit_score
 from ..intervals import binomial_interval
 from ..metrics import roc_points, summarize, threshold_at_fpr
-from . import layout
-from .attribution import results_tables
-from .instance import deltas, delta0_for, replicate_of
+from .. import layout
+from .instance_attribution import results_tables
+from .instance_tables import deltas, delta0_for, replicate_of
 
 SCORES = ("discriminator", "conf")
 STAGE = "05_statistical"

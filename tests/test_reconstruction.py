@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from genlineage.distances import l2, pairwise_l2
-from genlineage.memorization import nearest_own_share, summarize
+from genlineage.reconstruction import nearest_own_share, summarize
 
 
 def test_l2_is_the_normalised_pixel_rmse():

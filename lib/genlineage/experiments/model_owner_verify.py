@@ -28,10 +28,10 @@ from ..intervals import binomial_interval
 from ..cache import Result, content_id
 from ..models.pipeline_io import fingerprint
 from ..verify import verify, write_report
-from . import layout
-from .attribution import keys_dir, load_results, results_tables
-from .instance import delta0_for, deltas
-from .suspicious import MANIFEST, read_manifest
+from .. import layout
+from .instance_attribution import keys_dir, load_results, results_tables
+from .instance_tables import delta0_for, deltas
+from .suspicious_models import MANIFEST, read_manifest
 
 STAGE = "08_verify"
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import Profile
-from ..experiments import layout
+from .. import layout
 from ..experiments.memorisation import reconstruction_examples
 from .figures import save_figure
 

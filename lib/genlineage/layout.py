@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import REPO_ROOT, Profile
+from .config import REPO_ROOT, Profile
 
 
 def datasets_dir(profile: Profile) -> Path:
@@ -39,7 +39,7 @@ def source_dir(profile: Profile, base: str, domain: str | None) -> Path:
 def figures_dir(profile: Profile) -> Path:
     """Committed figures go to the repository's ``figures/`` (profile key ``figures_dir``,
     relative to the repository); a profile without it (smoke) writes beside its data."""
-    from ..config import REPO_ROOT
+    from .config import REPO_ROOT
 
     configured = profile.get("figures_dir")
     path = REPO_ROOT / configured if configured else profile.data_root / "figures"

@@ -12,7 +12,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from ..attribution import attach, calibrate_delta0, conf_table, delta_grid, rd_distribution, with_watermark
+from ..conf import attach, calibrate_delta0, conf_table, delta_grid, rd_distribution, with_watermark
 from ..config import Profile
 from ..intervals import difference_interval, per_group, permutation_p, t_interval
 
