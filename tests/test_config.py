@@ -7,15 +7,44 @@ from genlineage.config import available_profiles, load_profile
 from genlineage.errors import InputError
 
 
-def test_three_profiles_share_one_schema():
-    assert {"smoke", "tiny", "paper"} <= set(available_profiles())
-    keys = None
-    for name in ("smoke", "tiny", "paper"):
-        p = load_profile(name)
-        assert p.name == name
-        top = set(p)
-        keys = top if keys is None else keys
-        assert {"data", "models", "training", "generation", "memorisation"} <= top
+def schema(node, prefix: str = "") -> dict[str, str]:
+    """Every leaf of a profile as dotted path -> kind (number, text, flag, list, none): what two
+    profiles must share for one code path to serve both."""
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() for k, v in schema(value, f"{prefix}{key}.").items()}
+    kind = ("flag" if isinstance(node, bool) else "number" if isinstance(node, (int, float)) else "text"
+            if isinstance(node, str) else "list" if isinstance(node, list) else "none")
+    return {prefix[:-1]: kind}
+
+
+# What a profile may have beyond the tiny profile's schema: the paper's local folders, and the
+# training settings its suspicious models override (``suspicious.train`` overrides
+# ``training.finetune`` key by key).
+EXTRA = {"smoke": set(), "tiny_full": set(),
+         "paper": {"data.domains.celeba.root", "data.domains.cc3m.root", "models.bases.v1.path", "models.bases.v2.path",
+                   "suspicious.train.mixed_precision", "suspicious.train.gradient_checkpointing"}}
+# Leaves whose kind may differ: where a profile turns a setting off with null.
+KIND_MAY_DIFFER = {"figures_dir", "tables_dir"}
+
+
+def test_every_profile_has_the_tiny_profiles_schema():
+    """Whole schemas: every key of the tiny profile in every profile, with the same kind of value,
+    and nothing more than the stated extras (a misspelled key in a profile fails here)."""
+    assert {"smoke", "tiny", "paper", "tiny_full"} <= set(available_profiles())
+    tiny = schema(dict(load_profile("tiny")))
+    for name, extra in EXTRA.items():
+        other = schema(dict(load_profile(name)))
+        assert set(other) - set(tiny) == extra, name
+        assert set(tiny) - set(other) == set(), name
+        differ = {k for k in tiny if tiny[k] != other[k] and other[k] != "none"} - KIND_MAY_DIFFER
+        assert differ == set(), f"{name}: {sorted(differ)} hold another kind of value than in tiny"
+
+
+def test_the_schema_comparison_sees_a_misspelled_key():
+    tiny = schema(dict(load_profile("tiny")))
+    typo = schema(dict(load_profile("tiny", {"attribution": {"nkeys": 30}})))
+    assert set(typo) - set(tiny) == {"attribution.nkeys"}
+    assert schema({"a": {"b": 1, "c": [1]}, "d": None}) == {"a.b": "number", "a.c": "list", "d": "none"}
 
 
 def test_paper_profile_has_the_papers_numbers():

@@ -260,7 +260,7 @@ def test_the_report_refuses_a_missing_or_stale_table(P):
     """The report reads the tables of notebooks 02, 04, 05 and 08 and recomputes none: a table
     whose stamp does not match its inputs, or a missing one, stops it with the notebook to re-run."""
     from genlineage.cache import StaleResult
-    from genlineage.report.reproduction import all_claims
+    from genlineage.experiments.reproduction_report import all_claims
 
     results = P.data_root / "results"
     assert (results / "08_verify" / "pools.csv").is_file(), "runs after the notebook test"

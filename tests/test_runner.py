@@ -95,7 +95,7 @@ def _run_rows(run: str, seconds: list[float], cold: bool, statuses: list[str] | 
 
 
 def test_the_table_takes_cold_times_from_the_one_cold_run_and_latest_from_the_re_run(smoke_profile, monkeypatch):
-    from genlineage.report.reproduction import timing_table
+    from genlineage.experiments.reproduction_report import timing_table
 
     monkeypatch.delenv(runner.RUN_ID_ENV, raising=False)
     # a cold complete run, then a cached re-run from stage 02 that is slower at 03 (a busy machine):
@@ -110,7 +110,7 @@ def test_the_table_takes_cold_times_from_the_one_cold_run_and_latest_from_the_re
 
 
 def test_a_run_with_a_failed_or_missing_stage_is_not_a_complete_cold_run(smoke_profile, monkeypatch):
-    from genlineage.report.reproduction import timing_table
+    from genlineage.experiments.reproduction_report import timing_table
 
     monkeypatch.delenv(runner.RUN_ID_ENV, raising=False)
     failed = _run_rows("failed", [10.0, 50.0, 1.0], cold=True, statuses=["ok", "ok", "failed"])
@@ -125,7 +125,7 @@ def test_a_run_with_a_failed_or_missing_stage_is_not_a_complete_cold_run(smoke_p
 
 
 def test_the_report_names_its_own_unfinished_cold_run(smoke_profile, monkeypatch):
-    from genlineage.report.reproduction import timing_table
+    from genlineage.experiments.reproduction_report import timing_table
 
     _plant(smoke_profile, _run_rows("now", [10.0, 20.0], cold=True))
     monkeypatch.setenv(runner.RUN_ID_ENV, "now")

@@ -116,7 +116,7 @@ def _stage04_world(P: Profile, monkeypatch, tmp_path) -> tuple[Spy, dict]:
     spy = Spy()
     monkeypatch.setattr("genlineage.keys.generate_cached", spy)
     monkeypatch.setattr("genlineage.reconstruction.generate_cached", spy)
-    monkeypatch.setattr(Profile, "load_model", lambda self, path: Path(path).name)
+    monkeypatch.setattr(stage, "load_model", lambda profile, path: Path(path).name)
     folders = {}
     for name in ("source", "suspect"):
         folders[name] = tmp_path / name

@@ -43,12 +43,6 @@ class Profile(dict):
 
         return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[self.get("dtype", "float32")]
 
-    def load_model(self, path: str | Path):
-        """A pipeline folder loaded for inference on this profile's device and dtype."""
-        from .models.pipeline_io import load_pipeline
-
-        return load_pipeline(path, device=self.get("device", "cpu"), dtype=self.torch_dtype)
-
     @property
     def data_root(self) -> Path:
         """Where this profile's generated data, models and caches live."""

@@ -36,15 +36,23 @@ def source_dir(profile: Profile, base: str, domain: str | None) -> Path:
     return base_dir(profile, base) if domain is None else models_dir(profile) / f"{base}_{domain}"
 
 
-def figures_dir(profile: Profile) -> Path:
-    """Committed figures go to the repository's ``figures/`` (profile key ``figures_dir``,
-    relative to the repository); a profile without it (smoke) writes beside its data."""
-    from .config import REPO_ROOT
-
-    configured = profile.get("figures_dir")
-    path = REPO_ROOT / configured if configured else profile.data_root / "figures"
+def _committed_dir(profile: Profile, key: str, default_name: str) -> Path:
+    """A folder of committed outputs: the profile key ``key`` (relative to the repository), or for a
+    profile that sets it to null (smoke) a folder beside its data."""
+    configured = profile.get(key)
+    path = REPO_ROOT / configured if configured else profile.data_root / default_name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def figures_dir(profile: Profile) -> Path:
+    """Figures (PNG and PDF): profile key ``figures_dir``."""
+    return _committed_dir(profile, "figures_dir", "figures")
+
+
+def tables_dir(profile: Profile) -> Path:
+    """Tables (CSV and markdown): profile key ``tables_dir``."""
+    return _committed_dir(profile, "tables_dir", "tables")
 
 
 def shown_path(path: str | Path, profile: Profile | None = None) -> str:

@@ -5,12 +5,15 @@ import hashlib
 from itertools import combinations
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from .. import layout
 from ..config import Profile
 from ..data.imagefolder import read_imagefolder
-from ..report.figures import caption_grid, save_figure
-from .. import layout
+from ..data.splits import check_disjoint
+from ..errors import InputError
+from ..io import read_json
 from ..layout import shown_path
 
 
@@ -36,10 +39,21 @@ def content_overlap(folders: dict[str, Path]) -> int:
     return sum(len(hashes[a] & hashes[b]) for a, b in combinations(sorted(hashes), 2))
 
 
-def sample_grid(profile: Profile, domain: str, n: int = 12):
-    """The first ``n`` images of a domain's source set with their captions; saved as a figure."""
+def source_samples(profile: Profile, domain: str, n: int = 12) -> tuple[np.ndarray, list[str]]:
+    """The first ``n`` images of a domain's source set and their captions (what notebook 01 shows)."""
     folder = read_imagefolder(layout.datasets_dir(profile) / f"{domain}_source")
     n = min(n, len(folder))
-    fig = caption_grid(folder.load_images()[:n], folder.captions[:n])
-    save_figure(fig, layout.figures_dir(profile) / f"01_samples_{domain}")
-    return fig
+    return folder.load_images()[:n], folder.captions[:n]
+
+
+def check_roles_disjoint(profile: Profile, folders: dict[str, Path]) -> dict:
+    """Notebook 01's check that the roles share nothing: by id (the split file as written, checked
+    by ``data.splits.check_disjoint``; its refusal is kept as the reason) and by content (image
+    files byte-identical across folders)."""
+    try:
+        check_disjoint(read_json(profile.data_root / "splits.json"))
+        by_id, why = True, ""
+    except InputError as err:
+        by_id, why = False, str(err)
+    checks = {"roles disjoint by id": by_id, "images shared between roles": content_overlap(folders)}
+    return {**checks, "why not": why} if why else checks

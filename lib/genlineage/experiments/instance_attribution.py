@@ -24,7 +24,7 @@ from ..jobs import run_jobs
 from ..keys import KeySet, detection_keys, generation_keys, profile_seeds, random_keys
 from ..reconstruction import reconstruct
 from .. import layout
-from ..models.pipeline_io import fingerprint
+from ..models.pipeline_io import fingerprint, load_model
 from .suspicious_models import MANIFEST, read_manifest, source_table, source_watermark_bits
 
 STAGE = "04_attribution"
@@ -110,11 +110,11 @@ def build_keys(profile: dict, source: str, progress: bool = False) -> dict[str, 
         if result.fresh():
             continue
         if strategy == "detection":
-            keys = detection_keys(profile.load_model(row.path), prompts, images, n, seeds, cfg, cache, distance)
+            keys = detection_keys(load_model(profile, row.path), prompts, images, n, seeds, cfg, cache, distance)
         elif strategy == "generation":
             base = _base_of(profile, row)
-            keys = generation_keys(profile.load_model(row.path), prompts, n, seeds, cfg, cache, distance,
-                                   base=profile.load_model(base) if base else None,
+            keys = generation_keys(load_model(profile, row.path), prompts, n, seeds, cfg, cache, distance,
+                                   base=load_model(profile, base) if base else None,
                                    relative_to_base=_relative_to_base(profile, row))
         else:
             keys = random_keys(prompts, images, n, int(att.get("random_seed", 0)))
@@ -154,7 +154,7 @@ def query_model(profile: dict, row: dict) -> dict:
     result = query_result(profile, row)
     if result.fresh():
         return {"per_model": str(result.path), **result.extra()}
-    model = profile.load_model(row["path"])
+    model = load_model(profile, row["path"])
     cfg, cache = _gen(profile)
     frames = []
     generations = {}
@@ -231,3 +231,24 @@ def load_results(profile: Profile) -> tuple[pd.DataFrame, pd.DataFrame]:
     either is missing or was made from another manifest or other RD tables."""
     tables = results_tables(profile)
     return pd.read_csv(tables["models"].require()), pd.read_csv(tables["per_sample"].require())
+
+
+def reconstruction_examples(profile: Profile, models: pd.DataFrame, source: str, strategy: str,
+                            n: int = 6) -> dict:
+    """What notebook 04 shows beside Figure 6 for one source: the first ``n`` key references, and
+    for the source, a rho = 1 infringing model and an innocent one (own lineage) the best
+    reconstruction of each key at the query seeds and its RD (read from the generation cache)."""
+    keys = load_keys(profile, source)[strategy]
+    keys = keys.subset(min(n, len(keys)))
+    ev = models[(models.role == "evaluated") & (models.source == source) & (models.lineage == "same")]
+    paths = {"source": ev.source_path.iloc[0], "infringing rho=1": ev[ev.rho == 1.0].path.iloc[0],
+             "innocent": ev[ev.rho == 0.0].path.iloc[0]}
+    cfg, cache = _gen(profile)
+    _, seeds = profile_seeds(profile)  # query_seeds: what this stage asked every model with
+    out = {"source": source, "strategy": strategy, "reference": keys.references, "rows": {}}
+    for label, path in paths.items():
+        rec = reconstruct(load_model(profile, path), keys.prompts, keys.references, seeds, cfg, cache,
+                          profile["attribution"].get("distance", "l2"))
+        best = rec.generations[np.arange(len(keys)), [seeds.index(int(s)) for s in rec.best_seed]]
+        out["rows"][label] = (best, rec.distance)
+    return out

@@ -13,7 +13,7 @@ from ..config import Profile
 from ..data.imagefolder import read_imagefolder
 from ..generation import GenerationCache, GenerationConfig
 from ..cache import Result, content_id
-from ..models.pipeline_io import fingerprint
+from ..models.pipeline_io import fingerprint, load_model
 from ..jobs import run_jobs
 from ..intervals import paired_greater_p
 from ..reconstruction import nearest_own_per_image, reconstruct, summarize
@@ -45,7 +45,7 @@ def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progre
     result = measure_result(profile, base, domain, finetuned)
     if result.fresh():
         return result.extra()
-    components = profile.load_model(layout.source_dir(profile, base, domain if finetuned else None))
+    components = load_model(profile, layout.source_dir(profile, base, domain if finetuned else None))
     size = int(profile["data"]["image_size"])
     cfg = GenerationConfig.from_mapping(profile["generation"])
     mem = profile["memorisation"]
@@ -125,7 +125,7 @@ def reconstruction_examples(profile: Profile, base: str, domain: str, n: int = 6
     mem = profile["memorisation"]
     out = {"reference": np.stack([images[index[i]] for i in own.id]), "caption": list(own.caption)}
     for label, finetuned in (("source", True), ("base", False)):
-        comp = profile.load_model(layout.source_dir(profile, base, domain if finetuned else None))
+        comp = load_model(profile, layout.source_dir(profile, base, domain if finetuned else None))
         rec = reconstruct(comp, list(own.caption), out["reference"], mem["seeds"], cfg, cache, mem.get("distance", "l2"))
         best = rec.generations[np.arange(len(own)), [list(mem["seeds"]).index(s) for s in rec.best_seed]]
         out[label], out[f"{label}_rd"] = best, rec.distance

@@ -37,6 +37,7 @@ STAGE = "08_verify"
 
 
 INNOCENT_POOLS = ("source", "domain", "controls")
+EVIDENCE_HEADING = "## Distances"  # where the tool's report.md turns from the decision to the evidence
 
 
 def innocent_shadow_paths(manifest: pd.DataFrame, source: str, pool: str) -> list[str]:
@@ -133,6 +134,15 @@ def showcase_models(profile: Profile) -> tuple[str, str]:
     manifest = read_manifest(profile)
     ev = manifest[(manifest.role == "evaluated") & (manifest.lineage == "same")]
     return ev[ev.rho == 1.0].name.iloc[0], ev[ev.rho == 0.0].name.iloc[0]
+
+
+def showcase_decision(profile: Profile, innocent_pool: str, name: str, table: pd.DataFrame) -> str:
+    """What notebook 08 prints for a showcase suspect: the decision part of the report the tool wrote
+    for it (its verdict, summary and decision table, up to the evidence), or why it was refused."""
+    report = layout.results_dir(profile, STAGE) / innocent_pool / name / "report.md"
+    if not report.is_file():
+        return f"{name} was refused: {table.set_index('model').reason[name]}"
+    return report.read_text().split(EVIDENCE_HEADING)[0]
 
 
 def _call_rates(judged: pd.DataFrame) -> dict:

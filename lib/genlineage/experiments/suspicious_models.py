@@ -25,7 +25,7 @@ from ..generation import GenerationCache, GenerationConfig, generate_cached
 from ..cache import STAMP, Result, content_id
 from ..io import atomic_path, derive_seed, read_json
 from ..jobs import run_jobs
-from ..models.pipeline_io import fingerprint
+from ..models.pipeline_io import fingerprint, load_model
 from ..training.finetune import finetune_folder, finetune_result
 from ..training.sd import TrainConfig
 from .. import layout
@@ -151,7 +151,7 @@ def build_training_set(profile: Profile, row: dict) -> Path:
     n_generated = int(round(float(row["rho"]) * len(chosen)))
     origin = ["real"] * len(chosen)
     if n_generated:
-        source = profile.load_model(row["source_path"])
+        source = load_model(profile, row["source_path"])
         seeds = [derive_seed(row["seed"], "gen", i) % (2**31) for i in range(n_generated)]
         generated = generate_cached(source, captions[:n_generated], seeds,
                                     GenerationConfig.from_mapping(profile["generation"]),

@@ -27,7 +27,7 @@ from .gate import COMPONENTS, PICKLE_SUFFIXES, WEIGHTED, check_model_folder, rea
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 __all__ = ["COMPONENTS", "PICKLE_SUFFIXES", "PROVENANCE", "SDComponents", "WEIGHTED", "check_pipeline_folder",
-           "fingerprint", "load_pipeline", "quiet_hub", "save_pipeline"]
+           "fingerprint", "load_model", "load_pipeline", "quiet_hub", "save_pipeline"]
 PROVENANCE = "genlineage.json"
 
 
@@ -124,6 +124,12 @@ def load_pipeline(path: str | Path, device: str = "cpu", dtype: torch.dtype = to
     for module in (text_encoder, vae, unet):
         module.requires_grad_(False).eval()
     return components.to(device)
+
+
+def load_model(profile: Any, path: str | Path) -> SDComponents:
+    """A pipeline folder loaded for inference on ``profile``'s device and dtype: the one way every
+    stage loads a model (through the gate, like any folder)."""
+    return load_pipeline(path, device=str(profile.get("device", "cpu")), dtype=profile.torch_dtype)
 
 
 @contextlib.contextmanager

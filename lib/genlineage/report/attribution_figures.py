@@ -7,10 +7,7 @@ import pandas as pd
 
 from ..config import Profile
 from .. import layout
-from ..experiments.instance_attribution import load_keys
 from ..experiments.instance_tables import METHOD_NAMES
-from ..generation import GenerationCache, GenerationConfig
-from ..reconstruction import reconstruct
 from .figures import save_figure
 
 COLOURS = {"generation": "tab:red", "detection": "tab:orange", "random": "tab:blue", "watermark": "tab:green"}
@@ -118,36 +115,24 @@ def delta0_curve(profile: Profile, curve: pd.DataFrame, deltas: dict):
     return fig
 
 
-def reconstructions(profile: Profile, models: pd.DataFrame, source: str, strategy: str, n: int = 6):
-    """Reference, the source's, a rho = 1 infringing model's and an innocent model's best
-    reconstruction of the first ``n`` keys (own lineage), RD under each."""
-    keys = load_keys(profile, source)[strategy]
-    keys = keys.subset(min(n, len(keys)))
-    ev = models[(models.role == "evaluated") & (models.source == source) & (models.lineage == "same")]
-    rows = {"source": ev.source_path.iloc[0], "infringing": ev[ev.rho == 1.0].path.iloc[0],
-            "innocent": ev[ev.rho == 0.0].path.iloc[0]}
-    cfg = GenerationConfig.from_mapping(profile["generation"])
-    cache = GenerationCache(layout.generation_cache_dir(profile))
-    from ..keys import profile_seeds
-
-    _, seeds = profile_seeds(profile)  # query_seeds: what stage 04 asked every model with
-    fig, axes = plt.subplots(4, len(keys), figsize=(1.3 * len(keys), 5.6), squeeze=False)
-    for col in range(len(keys)):
-        axes[0][col].imshow(keys.references[col])
-    for row, (label, path) in enumerate(rows.items(), start=1):
-        rec = reconstruct(profile.load_model(path), keys.prompts, keys.references, seeds, cfg, cache,
-                          profile["attribution"].get("distance", "l2"))
-        for col in range(len(keys)):
-            best = rec.generations[col, seeds.index(int(rec.best_seed[col]))]
-            axes[row][col].imshow(best)
-            axes[row][col].set_xlabel(f"RD {rec.distance[col]:.3f}", fontsize=7)
-    for row, label in enumerate(["key reference", "source", "infringing rho=1", "innocent"]):
+def reconstructions(profile: Profile, examples: dict):
+    """Key references over the best reconstructions of the source, a rho = 1 infringing model and an
+    innocent one (``experiments.instance_attribution.reconstruction_examples``), RD under each."""
+    refs, rows = examples["reference"], examples["rows"]
+    fig, axes = plt.subplots(1 + len(rows), len(refs), figsize=(1.3 * len(refs), 1.4 * (1 + len(rows))), squeeze=False)
+    for col in range(len(refs)):
+        axes[0][col].imshow(refs[col])
+    for row, (images, distances) in enumerate(rows.values(), start=1):
+        for col in range(len(refs)):
+            axes[row][col].imshow(images[col])
+            axes[row][col].set_xlabel(f"RD {distances[col]:.3f}", fontsize=7)
+    for row, label in enumerate(["key reference", *rows]):
         axes[row][0].set_ylabel(label, fontsize=8)
     for ax in axes.flat:
         ax.set_xticks([]), ax.set_yticks([])
-    fig.suptitle(f"{source}: {METHOD_NAMES[strategy]} keys reconstructed", fontsize=9)
+    fig.suptitle(f"{examples['source']}: {METHOD_NAMES[examples['strategy']]} keys reconstructed", fontsize=9)
     fig.tight_layout()
-    save_figure(fig, layout.figures_dir(profile) / f"04_reconstructions_{source}")
+    save_figure(fig, layout.figures_dir(profile) / f"04_reconstructions_{examples['source']}")
     plt.close(fig)
     return fig
 

@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from .. import layout  # noqa: E402
 from ..io import atomic_path  # noqa: E402
 
 
@@ -74,4 +75,12 @@ def caption_grid(
         ax.imshow(_as_display(images[i]), interpolation="nearest")
         ax.text(0.5, -0.03, wrapped[i], transform=ax.transAxes, ha="center", va="top", fontsize=fontsize, wrap=False)
     fig.tight_layout()
+    return fig
+
+
+def sample_grid(profile, domain: str, images: np.ndarray, captions: Sequence[str]) -> Figure:
+    """Notebook 01's view of a domain's source set (``experiments.datasets.source_samples``), saved
+    as ``01_samples_<domain>``."""
+    fig = caption_grid(images, captions)
+    save_figure(fig, layout.figures_dir(profile) / f"01_samples_{domain}")
     return fig

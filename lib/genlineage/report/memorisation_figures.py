@@ -7,7 +7,6 @@ import pandas as pd
 
 from ..config import Profile
 from .. import layout
-from ..experiments.memorisation import reconstruction_examples
 from .figures import save_figure
 
 
@@ -31,9 +30,9 @@ def rd_histograms(profile: Profile, per_sample: pd.DataFrame):
     return fig
 
 
-def reconstruction_grid(profile: Profile, base: str, domain: str, n: int = 6):
-    """Rows: training image, the source's best reconstruction, the base's; RD under each."""
-    ex = reconstruction_examples(profile, base, domain, n)
+def reconstruction_grid(profile: Profile, base: str, domain: str, ex: dict):
+    """Rows: training image, the source's best reconstruction, the base's; RD under each (``ex``:
+    ``experiments.memorisation.reconstruction_examples``)."""
     n = len(ex["reference"])
     fig, axes = plt.subplots(3, n, figsize=(1.3 * n, 4.3), squeeze=False)
     for col in range(n):

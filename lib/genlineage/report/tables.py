@@ -14,14 +14,8 @@ from .. import layout
 from ..io import write_text
 
 
-def tables_dir(profile: Profile):
-    path = layout.figures_dir(profile).parent / "tables" if profile.get("figures_dir") else profile.data_root / "tables"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
 def save_table(profile: Profile, table: pd.DataFrame, name: str) -> None:
-    folder = tables_dir(profile)
+    folder = layout.tables_dir(profile)
     write_text(folder / f"{name}.csv", table.to_csv(index=False))
     write_text(folder / f"{name}.md", markdown(table))
 
