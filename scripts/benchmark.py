@@ -123,10 +123,10 @@ def measure(components: SDComponents, images: np.ndarray, captions: list[str], t
 
 def one(profile_name: str, base: str, threads: int) -> list[dict]:
     p = load_profile(profile_name)
-    folder = read_imagefolder(layout.datasets_dir(p) / "celeba_source", size=int(p["data"]["image_size"]))
+    folder = read_imagefolder(layout.datasets_dir(p) / "celeba_source", size=p.data.image_size)
     comp = load_pipeline(layout.base_dir(p, base))
-    res = measure(comp, folder.load_images(), folder.captions, TrainConfig.from_mapping(p["training"]["finetune"]),
-                  GenerationConfig.from_mapping(p["generation"]), threads)
+    res = measure(comp, folder.load_images(), folder.captions, TrainConfig.from_mapping(p.training.finetune),
+                  p.generation, threads)
     return [r.__dict__ for r in res]
 
 

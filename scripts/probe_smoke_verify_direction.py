@@ -1,6 +1,6 @@
 """Probe: do smoke-sized pipelines, fine-tuned in seconds, show the direction of ``genlineage verify``?
 
-Why it exists: issue 6 asks for the verdict's direction on smoke-profile models. This builds the
+Why it exists: to check whether smoke-profile models show the direction of the tool's verdict (docs/method.md#the-model-owners-tool). This builds the
 test suite's smoke base (tests/conftest.py), a source fine-tuned on six pattern pairs, its six
 Strategy-2 keys, two rho = 1 suspects fine-tuned from the base on the source's generations for the
 key prompts, and four innocent models fine-tuned on unrelated pairs, then prints each model's mean
@@ -8,7 +8,7 @@ reconstruction distance over the keys (the statistic of the tool's shadow null).
 
     .venv/bin/python scripts/probe_smoke_verify_direction.py SOURCE_STEPS SUSPECT_STEPS LR [WORKDIR]
 
-Measured (2026-11-28, this 2-core machine; the issue 6 note has the table): at (6, 60, 1e-3),
+Measured (2026-11-28, a 2-core machine; the settings and results follow): at (6, 60, 1e-3),
 (60, 60, 1e-3), (60, 200, 1e-3), (200, 100, 1e-3) and (60, 60, 3e-3) the two rho = 1 suspects were not
 both below every innocent model; at (60, 30, 1e-3) they were (0.074, 0.078 against 0.080-0.084), by
 less than twice the innocents' spread. No setting gave a separation a test could rely on, so the
@@ -41,8 +41,8 @@ from test_verify import _pattern  # noqa: E402
 def main(src_steps: int, steps: int, lr: float, root: Path) -> None:
     torch.set_num_threads(1)
     P = load_profile("smoke")
-    cfg = GenerationConfig.from_mapping(P["generation"])
-    seeds = [int(s) for s in P["attribution"]["query_seeds"]]
+    cfg = P.generation
+    seeds = list(P.attribution.query_seeds)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     base = root / "base"

@@ -37,10 +37,9 @@ def random_images() -> np.ndarray:
 
 def make_components(seed_offset: int = 0):
     profile = load_profile("smoke")
-    vae = build_vae(profile["models"]["vae"], 32, 3 + seed_offset)
-    base = dict(profile["models"]["bases"]["v1"])
-    base["seed"] = int(base["seed"]) + seed_offset
-    return build_base(base, vae, CAPTIONS, 32, profile["training"]["noise_scheduler"])
+    vae = build_vae(profile.models.vae, 32, 3 + seed_offset)
+    base = profile.models.bases["v1"]
+    return build_base(base.replace(seed=base.seed + seed_offset), vae, CAPTIONS, 32, profile.training.noise_scheduler)
 
 
 @pytest.fixture()

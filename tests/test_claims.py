@@ -160,7 +160,7 @@ def _planted_models(gap: float, replicates=(0, 1, 2), n_keys: int = 10, seed: in
     return pd.DataFrame(models), pd.DataFrame(rows)
 
 
-PROFILE = {"attribution": {"n_keys": 10, "main_strategy": "generation", "delta0": 0.15,
+PROFILE = {"attribution": {"key_seeds": [1000, 1001], "query_seeds": [0, 1], "n_keys": 10, "main_strategy": "generation", "delta0": 0.15,
                            "delta0_grid": {"start": 0.1, "stop": 0.25, "step": 0.01}}}
 
 

@@ -40,11 +40,27 @@ def test_every_profile_has_the_tiny_profiles_schema():
         assert differ == set(), f"{name}: {sorted(differ)} hold another kind of value than in tiny"
 
 
-def test_the_schema_comparison_sees_a_misspelled_key():
-    tiny = schema(dict(load_profile("tiny")))
-    typo = schema(dict(load_profile("tiny", {"attribution": {"nkeys": 30}})))
-    assert set(typo) - set(tiny) == {"attribution.nkeys"}
+def test_a_misspelled_or_unknown_key_is_refused_with_the_nearest_valid_one():
+    from genlineage.errors import InputError
+
+    with pytest.raises(InputError, match=r"attribution\.nkeys is not a setting.*did you mean 'n_keys'"):
+        load_profile("tiny", {"attribution": {"nkeys": 30}})
+    with pytest.raises(InputError, match=r"training\.finetune\.stpes is not a setting.*did you mean 'steps'"):
+        load_profile("tiny", {"training": {"finetune": {"stpes": 3}}})
+    with pytest.raises(InputError, match=r"prediction_type is 'x_prediction'; choose one of epsilon, v_prediction"):
+        load_profile("tiny", {"models": {"bases": {"v1": {"prediction_type": "x_prediction"}}}})
+    with pytest.raises(InputError, match=r"profile key paralel_jobs is not a setting.*did you mean 'parallel_jobs'"):
+        load_profile("tiny", {"paralel_jobs": 2})
+    with pytest.raises(InputError, match=r"suspicious\.n_samples must be an integer"):
+        load_profile("tiny", {"suspicious": {"n_samples": "thirty"}})
     assert schema({"a": {"b": 1, "c": [1]}, "d": None}) == {"a.b": "number", "a.c": "list", "d": "none"}
+
+
+def test_sections_own_their_defaults_and_stamps_see_them():
+    p = load_profile("smoke")
+    assert p.generation.eta == 0.0 and "eta" not in p["generation"]
+    assert p.generation.as_dict()["eta"] == 0.0, "a stamp records the default too: changing it redoes the work"
+    assert p.run.parallel_jobs == 1 and p.suspicious.replicates == (0, 1)
 
 
 def test_paper_profile_has_the_papers_numbers():
@@ -68,3 +84,11 @@ def test_overrides_and_data_root(tmp_path, monkeypatch):
 def test_unknown_profile_is_named():
     with pytest.raises(InputError, match="'nope'.*choose one of"):
         load_profile("nope")
+
+
+def test_a_profile_extending_another_gets_its_own_name_and_data_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLINEAGE_DATA", str(tmp_path / "data"))
+    (tmp_path / "mine.yaml").write_text("extends: smoke\nseed: 3\n")
+    p = load_profile(tmp_path / "mine.yaml")
+    assert p.name == "mine" and p.data_root == tmp_path / "data" / "mine"
+    assert load_profile("smoke").name == "smoke"

@@ -1,4 +1,4 @@
-"""The one gate (issue 12, items 1-2): a battery of hostile and malformed model folders, each
+"""The one gate (docs/method.md#untrusted-inputs): a battery of hostile and malformed model folders, each
 refused with an InputError naming the file, before any loader reads it and without writing
 anything; and the published SD-v1.5, SD-v2.1 and SDXL configs, which must pass.
 

@@ -1,4 +1,4 @@
-"""The hostile battery, the part beside the model folders of ``test_gate.py`` (issue 12, item 2):
+"""The hostile battery, the part beside the model folders of ``test_gate.py`` (docs/method.md#untrusted-inputs):
 malformed and hostile image folders (``read_imagefolder``: datasets, ``verify``'s controls) and key
 sets (``KeySet.load``: ``verify --keys``), which a user or an adversary may have written.
 

@@ -196,3 +196,11 @@ def test_committed_copies_record_where_they_ran_relative_to_the_checkout(tmp_pat
     assert record["output_path"] == "outputs/tiny/01_datasets.ipynb"
     assert record["parameters"] == {"profile": "tiny"}
     assert str(runner.REPO_ROOT) not in committed.read_text()
+
+
+def test_a_yaml_profile_reaches_the_notebooks_as_an_absolute_path(tmp_path, monkeypatch):
+    """The notebooks run in notebooks/: a YAML path relative to the caller's folder would name nothing there."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mine.yaml").write_text("extends: smoke\nname: mine\n")
+    assert runner.notebook_profile_argument("mine.yaml") == str(tmp_path / "mine.yaml")
+    assert runner.notebook_profile_argument("smoke") == "smoke"

@@ -78,7 +78,7 @@ def test_too_few_key_seeds_a_missing_list_or_the_old_key_are_refused():
         profile_seeds(_profile(key_seeds=[1000], query_seeds=[0]))
     with pytest.raises(InputError, match="query_seeds is empty"):
         profile_seeds(_profile(key_seeds=[1000, 1001], query_seeds=[]))
-    with pytest.raises(InputError, match="attribution.query_seeds must be a list"):
+    with pytest.raises(InputError, match="attribution.query_seeds is missing"):
         profile_seeds(_profile(key_seeds=[1000, 1001]))
     with pytest.raises(InputError, match="attribution.seeds is gone"):
         profile_seeds(_profile(seeds=[0, 1]))

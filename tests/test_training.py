@@ -1,6 +1,7 @@
 """The SD training engine: it learns, it resumes to the same weights, batches are epochs."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from genlineage.training.encode import encode_dataset
@@ -52,3 +53,13 @@ def test_mixed_precision_and_gradient_checkpointing_run(random_images, tmp_path)
     cfg = TrainConfig(steps=2, batch=2, lr=1e-4, mixed_precision="bf16", gradient_checkpointing=True)
     assert train_sd(comp, encode_dataset(comp, random_images, CAPTIONS), cfg, tmp_path, progress=False)
     assert all(torch.isfinite(p).all() for p in comp.unet.parameters())
+
+
+def test_an_unknown_prediction_type_is_refused_not_trained_as_epsilon(random_images, tmp_path):
+    from genlineage.errors import InputError
+
+    comp = make_components()
+    comp.scheduler_config = {**comp.scheduler_config, "prediction_type": "sample"}
+    with pytest.raises(InputError, match="prediction_type is 'sample'"):
+        train_sd(comp, encode_dataset(comp, random_images, CAPTIONS), TrainConfig(steps=1, batch=2, lr=1e-3),
+                 tmp_path / "w", progress=False)

@@ -1,8 +1,10 @@
-"""Instance-level attribution from per-sample reconstruction distances (METHOD.md).
+"""Instance-level attribution from per-sample reconstruction distances (docs/method.md#confidence-and-delta0).
 
-conf(M; K) = (1/N) #{k : RD(M, p_k, x_k) < delta0}. Everything here works on the per-sample table
-(one row per model, strategy and key, with ``rank`` = position in the best-first key set), so any
-N, delta0 or strategy is a lookup, never a new query.
+conf(M; K) = (1/N) #{k : RD(M, p_k, x_k) < delta0}. The maths take arrays: one model's per-key RDs
+(``conf``), or one array per model (``calibrate_delta0``), so that a caller holding RDs (``genlineage
+verify``) needs no table. The pipeline's stages hold the per-sample table (one row per model, strategy
+and key, with ``rank`` = position in the best-first key set), so any N, delta0 or strategy is a lookup,
+never a new query; ``rds_by_model``, ``shadow_rds`` and ``conf_table`` adapt it to the arrays.
 """
 from __future__ import annotations
 
@@ -29,6 +31,26 @@ def conf_table(per_sample: pd.DataFrame, delta0: float, n_keys: int) -> pd.DataF
     return out
 
 
+def rds_by_model(per_sample: pd.DataFrame, strategy: str, n_keys: int) -> dict[str, np.ndarray]:
+    """Each model's RDs on the first ``n_keys`` keys of ``strategy``, in table order, models by name:
+    the per-model arrays the array functions here and in :mod:`genlineage.discriminator` take."""
+    rows = per_sample[(per_sample.strategy == strategy) & (per_sample["rank"] < n_keys)]
+    return {m: g.rd.to_numpy() for m, g in rows.groupby("model")}
+
+
+def shadow_rds(per_sample: pd.DataFrame, models: pd.DataFrame, strategy: str, n_keys: int
+               ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(infringing, innocent) *shadow* models' RD arrays from the per-sample table, for
+    :func:`calibrate_delta0`. Evaluated models never enter: the threshold must be fixed before they
+    are looked at. Models come in name order, the order the table groups them in, so the mean conf
+    over models (a floating-point sum) is summed as it always was."""
+    shadow = set(models.loc[models.role == "shadow", "name"])
+    labels = models.set_index("name").label
+    by_model = {m: rd for m, rd in rds_by_model(per_sample, strategy, n_keys).items() if m in shadow}
+    return ([rd for m, rd in by_model.items() if labels.loc[m] == 1],
+            [rd for m, rd in by_model.items() if labels.loc[m] == 0])
+
+
 def with_watermark(confs: pd.DataFrame, models: pd.DataFrame) -> pd.DataFrame:
     """Add Baseline 1 (watermark conf) as a fourth 'strategy' row per model."""
     wm = models[["name", "watermark_conf"]].rename(columns={"name": "model", "watermark_conf": "conf"})
@@ -47,19 +69,23 @@ def delta_grid(spec: dict) -> np.ndarray:
     return np.round(np.arange(float(spec["start"]), float(spec["stop"]) + 1e-9, float(spec["step"])), 6)
 
 
-def calibrate_delta0(per_sample: pd.DataFrame, models: pd.DataFrame, strategy: str, n_keys: int,
+def mean_conf(rds: Sequence[np.ndarray], delta0: float) -> float:
+    """conf averaged over models (one RD array each): how often a kind of model (the infringing or
+    the innocent shadows) comes within delta0 of a key; NaN when there is no such model."""
+    confs = np.array([conf(rd, delta0) for rd in rds], dtype=float)
+    return float(confs.mean()) if len(confs) else float("nan")
+
+
+def calibrate_delta0(infringing_rd: Sequence[np.ndarray], innocent_rd: Sequence[np.ndarray],
                      grid: Iterable[float]) -> tuple[float, pd.DataFrame]:
-    """delta0 from *shadow* models only: the delta that best separates infringing from innocent
-    shadows (largest mean-conf gap; the smallest such delta on ties). Evaluated models never
-    enter: the threshold must be fixed before they are looked at."""
-    shadow = set(models.loc[models.role == "shadow", "name"])
-    labels = models.set_index("name").label
-    rows = per_sample[(per_sample.model.isin(shadow)) & (per_sample.strategy == strategy) & (per_sample["rank"] < n_keys)]
+    """delta0 from *shadow* models only (one RD array per model, each kind in its own sequence): the
+    delta of ``grid`` that best separates infringing from innocent shadows (largest mean-conf gap;
+    the first such delta of the grid, the smallest for an ascending grid, on ties; the grid's first
+    when a kind has no model). Returns (delta0, the curve: mean conf of each kind and their gap per
+    delta). Why shadows: evaluated models must not choose the threshold they are judged at."""
     curve = []
     for delta in grid:
-        per_model = rows.groupby("model").rd.apply(lambda r, d=delta: conf(r.to_numpy(), d))
-        lab = labels.loc[per_model.index]
-        inf, inn = per_model[lab == 1].mean(), per_model[lab == 0].mean()
+        inf, inn = mean_conf(infringing_rd, delta), mean_conf(innocent_rd, delta)
         curve.append({"delta0": float(delta), "conf_infringing": inf, "conf_innocent": inn, "gap": inf - inn})
     curve = pd.DataFrame(curve)
     best = curve.loc[curve.gap.idxmax()] if curve.gap.notna().any() else curve.iloc[0]

@@ -7,20 +7,453 @@ start from another one and override a few keys.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import difflib
+import json
 import os
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, ClassVar, Iterable, Mapping
 
 import yaml
 
 from .errors import InputError
+from .io import stable_hash
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+# --- typed sections ------------------------------------------------------------------------------
+# Each section of a profile parses once into a frozen dataclass that owns its defaults and refuses
+# an unknown key (naming it and the nearest valid one): a misspelled key must never be dropped
+# silently and leave a default in force. Every job reads its settings from these objects.
+
+def _key(where: str, name: str) -> str:
+    """The dotted profile key of ``name`` in section ``where`` (the top level has no prefix)."""
+    return f"{where}.{name}" if where else name
+
+
+def _nearest(name: str, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, sorted(valid), n=1, cutoff=0.5)
+    return f"did you mean {close[0]!r}? " if close else ""
+
+
+def _coerce(kind: Any, value: Any, where: str) -> Any:
+    """``value`` as the annotated ``kind`` (a section, a dict or tuple of them, a scalar), or an
+    InputError naming the profile key."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        kind = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if isinstance(kind, type) and issubclass(kind, Section):
+        return kind.parse(value, where)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise InputError(f"profile key {where} must be a mapping; got {value!r}.")
+        return {str(k): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise InputError(f"profile key {where} must be a list; got {value!r}.")
+        return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+    if kind is Any:
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise InputError(f"profile key {where} must be true or false; got {value!r}.")
+        return value
+    if kind in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+            raise InputError(f"profile key {where} must be {'an integer' if kind is int else 'a number'}; got {value!r}.")
+        return kind(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise InputError(f"profile key {where} must be text; got {value!r}.")
+        return value
+    raise TypeError(f"no rule to read {kind!r} at {where}")
+
+
+@dataclass(frozen=True)
+class Section:
+    """A profile section: ``parse`` reads it from the YAML mapping, ``as_dict`` is what a cache
+    stamp records (every setting, defaults included, so a changed default redoes the work)."""
+
+    CHOICES: ClassVar[dict[str, tuple]] = {}  # field -> the values it may take
+
+    @classmethod
+    def parse(cls, raw: Mapping | None, where: str) -> "Section":
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise InputError(f"profile key {where or 'the profile'} must be a mapping of settings; got {raw!r}.")
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in fields(cls)]
+        for key in raw:
+            if key not in names:
+                raise InputError(f"profile key {_key(where, key)} is not a setting of {where or 'a profile'}; "
+                                 f"{_nearest(str(key), names)}valid keys: {', '.join(names)}.")
+        values = {}
+        for f in fields(cls):
+            if f.name in raw:
+                values[f.name] = _coerce(hints[f.name], raw[f.name], _key(where, f.name))
+            elif f.default is MISSING and f.default_factory is MISSING:
+                raise InputError(f"profile key {_key(where, f.name)} is missing; add it to the profile.")
+        for name, choices in cls.CHOICES.items():
+            if name in values and values[name] not in choices:
+                raise InputError(f"profile key {_key(where, name)} is {values[name]!r}; choose one of "
+                                 f"{', '.join(map(str, choices))}.")
+        return cls(**values)
+
+    def as_dict(self) -> dict:
+        return json.loads(json.dumps(_plain(self), default=str))
+
+    def replace(self, **changes: Any) -> "Section":
+        return dataclasses.replace(self, **changes)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Section):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Duplication(Section):
+    rate: float = 0.0     # share of a source set's images that appear ``copies`` times
+    copies: int = 1
+
+
+@dataclass(frozen=True)
+class DomainSettings(Section):
+    """One domain's data: generated stand-ins (``generated_faces``/``generated_scenes``) or a real
+    release converted from ``root``; the size of each role."""
+    kind: str
+    source: int
+    heldout: int
+    suspicious_pool: int
+    shadow_pool: int
+    duplication: Duplication = Duplication()
+    root: str | None = None      # real data: the local copy of the release
+    images: str | None = None    # CC3M: a separate folder of downloaded images
+    limit: int | None = None     # real data: convert at most this many items
+    CHOICES: ClassVar[dict[str, tuple]] = {"kind": ("generated_faces", "generated_scenes", "celeba_dialog", "cc3m")}
+
+
+@dataclass(frozen=True)
+class PretrainData(Section):
+    n: int = 0
+    mix: dict[str, float] = field(default_factory=lambda: {"faces": 0.5, "scenes": 0.5})
+
+
+@dataclass(frozen=True)
+class DataSettings(Section):
+    image_size: int
+    domains: dict[str, DomainSettings]
+    pretrain: PretrainData = PretrainData()
+
+
+@dataclass(frozen=True)
+class TrainConfig(Section):
+    """One training run's settings (pre-training, a source's or a suspicious model's fine-tune)."""
+    steps: int
+    batch: int
+    lr: float
+    seed: int = 0
+    train_text_encoder: bool = False
+    lr_scheduler: str = "constant"
+    lr_warmup_steps: int = 0
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 0            # 0: only at the end
+    CHOICES: ClassVar[dict[str, tuple]] = {"mixed_precision": ("no", "fp16", "bf16"),
+                                           "lr_scheduler": ("constant", "constant_with_warmup")}
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping, where: str = "training", **override: Any) -> "TrainConfig":
+        return cls.parse({**dict(cfg), **override}, where)
+
+    def key(self) -> str:
+        """What determines the trained weights (checkpoint spacing does not)."""
+        d = dataclasses.asdict(self)
+        d.pop("checkpoint_every")
+        return stable_hash(d)
+
+
+@dataclass(frozen=True)
+class VAETrainConfig(Section):
+    steps: int
+    batch: int
+    lr: float
+    kl_weight: float = 1e-6
+    seed: int = 0
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping, where: str = "models.vae.train") -> "VAETrainConfig":
+        return cls.parse(cfg, where)
+
+
+@dataclass(frozen=True)
+class VAESettings(Section):
+    block_out_channels: tuple[int, ...]
+    train: VAETrainConfig
+    layers_per_block: int = 1
+    latent_channels: int = 4
+    norm_num_groups: int = 32
+    threads: int = 2      # the VAE trains alone, before the bases, so it may use every core
+
+
+@dataclass(frozen=True)
+class TokenizerSettings(Section):
+    max_length: int = 32
+
+
+@dataclass(frozen=True)
+class TextEncoderSettings(Section):
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    hidden_act: str = "quick_gelu"
+
+
+@dataclass(frozen=True)
+class UNetSettings(Section):
+    block_out_channels: tuple[int, ...]
+    layers_per_block: int = 1
+    attention_head_dim: int = 8
+    norm_num_groups: int = 32
+
+
+@dataclass(frozen=True)
+class BaseSettings(Section):
+    """A base model: a local pipeline folder (``path``, the paper profile) or a tiny one built and
+    pre-trained here from the other keys."""
+    path: str | None = None
+    seed: int = 0
+    pretrain_subset: tuple[float, ...] | None = None   # [start, end) share of the corpus this base sees
+    tokenizer: TokenizerSettings = TokenizerSettings()
+    text_encoder: TextEncoderSettings | None = None
+    unet: UNetSettings | None = None
+    prediction_type: str = "epsilon"
+    pretrain: TrainConfig | None = None
+    CHOICES: ClassVar[dict[str, tuple]] = {"prediction_type": ("epsilon", "v_prediction")}
+
+
+@dataclass(frozen=True)
+class ModelsSettings(Section):
+    bases: dict[str, BaseSettings]
+    vae: VAESettings | None = None
+
+
+@dataclass(frozen=True)
+class NoiseSchedulerSettings(Section):
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "scaled_linear"
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+
+
+@dataclass(frozen=True)
+class TrainingSettings(Section):
+    finetune: dict[str, Any]          # a TrainConfig without its seed (each job derives one)
+    noise_scheduler: NoiseSchedulerSettings = NoiseSchedulerSettings()
+
+    @classmethod
+    def parse(cls, raw: Mapping | None, where: str) -> "TrainingSettings":
+        out = super().parse(raw, where)
+        TrainConfig.from_mapping(out.finetune, f"{where}.finetune")  # refuses a misspelled key now, not in a job
+        return out
+
+
+@dataclass(frozen=True)
+class GenerationConfig(Section):
+    """G(M, p, s)'s sampler: DDIM with classifier-free guidance, run in batches of exactly ``batch``
+    images (a short batch is padded) with ``threads`` torch threads. Both are fixed per profile
+    because the last bits of an image depend on them: the float kernels' summation order follows
+    the batch shape and the thread count (a trained smoke model's images differ by one grey level
+    between batches of 1, 5 and 16, and between 1 and 2 threads at a batch of 12)."""
+    sampler: str = "ddim"
+    steps: int = 20
+    guidance_scale: float = 3.0
+    eta: float = 0.0
+    batch: int = 64
+    threads: int = 1
+    CHOICES: ClassVar[dict[str, tuple]] = {"sampler": ("ddim",)}
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping, where: str = "generation") -> "GenerationConfig":
+        return cfg if isinstance(cfg, GenerationConfig) else cls.parse(cfg, where)
+
+    def key(self) -> dict:
+        """Everything that changes an image, to the last bit: every setting, batch and threads included."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class MemorisationSettings(Section):
+    seeds: tuple[int, ...] = (0, 1, 2, 3)
+    distance: str = "l2"
+
+
+@dataclass(frozen=True)
+class ModelCounts(Section):
+    infringing: int
+    innocent: int
+
+
+@dataclass(frozen=True)
+class SuspiciousSettings(Section):
+    n_samples: int
+    rhos: tuple[float, ...]
+    evaluated: ModelCounts
+    shadow: ModelCounts
+    train: dict[str, Any] = field(default_factory=dict)  # overrides training.finetune
+    replicates: tuple[int, ...] = (0,)
+    lineages: tuple[str, ...] = ("same",)
+    base_sources: bool = True
+    base_source_domain: str | None = None     # None: the first domain in sorted order
+    base_candidates: str = "pretrain"
+    candidates_max: int = 10**9
+    watermark_generated: bool = False
+    CHOICES: ClassVar[dict[str, tuple]] = {"base_candidates": ("pretrain", "domain_source")}
+
+
+@dataclass(frozen=True)
+class Delta0Grid(Section):
+    start: float = 0.01
+    stop: float = 0.40
+    step: float = 0.005
+
+
+@dataclass(frozen=True)
+class WatermarkSettings(Section):
+    n_images: int = 30
+    target_fpr: float = 0.1
+
+
+def check_seeds_apart(key_seeds: Iterable[int], query_seeds: Iterable[int], where: str = "") -> None:
+    """Refuse reference seeds that are also query seeds. A Strategy 2 reference is the source's
+    generation at one of its key seeds; a suspect queried at that seed starts from the very noise
+    the reference was drawn from, and every model tuned from the same base gets part of its
+    distance from shared noise rather than from inherited memory."""
+    key_seeds, query_seeds = [int(s) for s in key_seeds], [int(s) for s in query_seeds]
+    shared = sorted(set(key_seeds) & set(query_seeds))
+    if shared:
+        raise InputError(f"{where}key seeds {sorted(key_seeds)} and query seeds {sorted(query_seeds)} share {shared}: "
+                         "a suspect queried at a seed a key reference was made with starts from the reference's own "
+                         "noise. Make attribution.key_seeds and attribution.query_seeds disjoint (e.g. key_seeds: "
+                         "[1000, 1001, ...], query_seeds: [0, 1, ...]) or rebuild the key set with other seeds.")
+
+
+@dataclass(frozen=True)
+class AttributionSettings(Section):
+    """Stage 04 and the tool: key sets, query seeds, distance, delta0. ``key_seeds`` make key
+    references (Strategy 1's scoring, Strategy 2's self-consistency and medoid) and
+    ``query_seeds`` query every suspect: at least 2 key seeds (self-consistency compares
+    generations pairwise), at least 1 query seed, none in both."""
+    key_seeds: tuple[int, ...]
+    query_seeds: tuple[int, ...]
+    n_keys: int = 30
+    n_keys_grid: tuple[int, ...] = (10, 20, 30, 50)
+    distance: str = "l2"
+    delta0: float = 0.15
+    delta0_grid: Delta0Grid = Delta0Grid()
+    main_strategy: str = "generation"
+    generation_relative_to_base: bool = True
+    random_seed: int = 0
+    watermark: WatermarkSettings = WatermarkSettings()
+    CHOICES: ClassVar[dict[str, tuple]] = {"main_strategy": ("generation", "detection", "random")}
+
+    @classmethod
+    def parse(cls, raw: Mapping | None, where: str) -> "AttributionSettings":
+        raw = dict(raw or {})
+        if "seeds" in raw:
+            raise InputError(f"{where}.seeds is gone; name two disjoint lists instead, {where}.key_seeds (make key "
+                             f"references, at least 2) and {where}.query_seeds (query suspects).")
+        out = super().parse(raw, where)
+        for name in ("key_seeds", "query_seeds"):
+            seeds = getattr(out, name)
+            if len(set(seeds)) != len(seeds):
+                raise InputError(f"{where}.{name} {list(seeds)} repeats a seed; list each seed once.")
+        if len(out.key_seeds) < 2:
+            raise InputError(f"{where}.key_seeds {list(out.key_seeds)} has fewer than 2 seeds; Strategy 2 measures "
+                             "self-consistency between generations of one prompt, so list at least 2.")
+        if not out.query_seeds:
+            raise InputError(f"{where}.query_seeds is empty; list at least 1 seed to query suspects with.")
+        check_seeds_apart(out.key_seeds, out.query_seeds, f"{where}: ")
+        return out
+
+
+@dataclass(frozen=True)
+class StatisticalSettings(Section):
+    classifier: str = "logistic"
+    strategy: str | None = None           # None: attribution.main_strategy
+    delta0: str = "calibrated"
+    target_fpr: float = 0.1
+    n_boot: int = 1000
+    CHOICES: ClassVar[dict[str, tuple]] = {"classifier": ("logistic", "random_forest"), "delta0": ("calibrated", "paper")}
+
+
+@dataclass(frozen=True)
+class RunSettings(Section):
+    """The top level: what runs where, and where committed outputs go."""
+    name: str
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    parallel_jobs: int = 1
+    threads_per_job: int = 1
+    figures_dir: str | None = None   # committed figures, relative to the repository (None: beside the data)
+    tables_dir: str | None = None    # committed tables, likewise
+    data_root: str | None = None     # overridden by $GENLINEAGE_DATA
+    CHOICES: ClassVar[dict[str, tuple]] = {"dtype": ("float32", "float16", "bfloat16")}
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "data": DataSettings, "models": ModelsSettings, "training": TrainingSettings, "generation": GenerationConfig,
+    "memorisation": MemorisationSettings, "suspicious": SuspiciousSettings, "attribution": AttributionSettings,
+    "statistical": StatisticalSettings,
+}
+
+
 class Profile(dict):
-    """A profile: a dict with dotted look-ups (``profile.get_path("training.finetune.steps")``)."""
+    """A profile: the YAML mapping (``profile["attribution"]``, what the notebooks print) and its
+    typed sections (``profile.attribution.distance``), parsed on first use (and again if the mapping
+    was edited since); jobs read only the typed sections."""
+
+    def _section(self, name: str) -> Any:
+        raw = {k: v for k, v in self.items() if k not in SECTIONS} if name == "run" else self.get(name)
+        seen = json.dumps(raw, sort_keys=True, default=str)  # the mapping as parsed: a later edit re-parses
+        cache = self.__dict__.setdefault("_typed", {})
+        if name not in cache or cache[name][0] != seen:
+            cache[name] = (seen, RunSettings.parse(raw, "") if name == "run" else SECTIONS[name].parse(raw, name))
+        return cache[name][1]
+
+    def validate(self) -> "Profile":
+        """Parse every section now, so a misspelled key stops the run before any stage starts."""
+        for name in ("run", *SECTIONS):
+            self._section(name)
+        return self
+
+    run = property(lambda self: self._section("run"), doc="Top-level settings (``RunSettings``).")
+    data = property(lambda self: self._section("data"), doc="``DataSettings``.")
+    models = property(lambda self: self._section("models"), doc="``ModelsSettings``.")
+    training = property(lambda self: self._section("training"), doc="``TrainingSettings``.")
+    generation = property(lambda self: self._section("generation"), doc="``GenerationConfig``.")
+    memorisation = property(lambda self: self._section("memorisation"), doc="``MemorisationSettings``.")
+    suspicious = property(lambda self: self._section("suspicious"), doc="``SuspiciousSettings``.")
+    attribution = property(lambda self: self._section("attribution"), doc="``AttributionSettings``.")
+    statistical = property(lambda self: self._section("statistical"), doc="``StatisticalSettings``.")
 
     @property
     def name(self) -> str:
@@ -41,13 +474,18 @@ class Profile(dict):
         """The dtype models are loaded in for inference (training keeps fp32 master weights)."""
         import torch
 
-        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[self.get("dtype", "float32")]
+        return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[self.run.dtype]
 
     @property
     def data_root(self) -> Path:
         """Where this profile's generated data, models and caches live."""
-        root = os.environ.get("GENLINEAGE_DATA") or self.get("data_root") or REPO_ROOT / "data"
+        root = os.environ.get("GENLINEAGE_DATA") or self.run.data_root or REPO_ROOT / "data"
         return Path(root) / self.name
+
+
+def as_profile(profile: Mapping) -> Profile:
+    """``profile`` as a :class:`Profile` (a job may receive the plain mapping)."""
+    return profile if isinstance(profile, Profile) else Profile(profile)
 
 
 def _merge(base: dict, override: Mapping) -> dict:
@@ -69,6 +507,7 @@ def _read_yaml(path: Path) -> dict:
     if not isinstance(data, dict):
         raise InputError(f"profile file {path} is not a YAML mapping; start it with 'name: <profile>'.")
     parent = data.pop("extends", None)
+    data.setdefault("name", path.stem)  # a profile that extends another is not that profile: own name, own data folder
     if parent:
         data = _merge(_read_yaml(_resolve(parent)), data)
     return data
@@ -92,4 +531,4 @@ def load_profile(name_or_path: str | Path = "tiny", overrides: Mapping | None = 
     if overrides:
         data = _merge(data, overrides)
     data.setdefault("name", Path(str(name_or_path)).stem)
-    return Profile(data)
+    return Profile(data).validate()

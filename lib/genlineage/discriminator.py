@@ -1,6 +1,6 @@
 """The statistical level: a classifier that turns a model's key-sample distances into one score.
 
-Features per suspicious model (METHOD.md): the N reconstruction distances on the source's key
+Features per suspicious model (docs/method.md#statistical-level): the N reconstruction distances on the source's key
 samples, sorted (so the feature does not depend on which key is which), plus conf. The classifier
 is fitted on the owner's *shadow* models only and scores held-out suspicious models; higher =
 more likely infringing.
@@ -17,20 +17,23 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .conf import conf
+from .conf import conf, rds_by_model
 
 CLASSIFIERS = ("logistic", "random_forest")
 
 
+def features_from_rd(rds: Sequence[np.ndarray] | np.ndarray, delta0: float) -> np.ndarray:
+    """[models, keys + 1]: each model's RDs (one array per model, or a [models, keys] matrix) sorted,
+    then its conf. Sorted so that the feature does not depend on which key is which; every model
+    needs the same number of keys."""
+    return np.asarray([np.r_[np.sort(rd), conf(rd, delta0)] for rd in rds])
+
+
 def features(per_sample: pd.DataFrame, models: Sequence[str], strategy: str, n_keys: int, delta0: float) -> np.ndarray:
-    """[len(models), n_keys + 1]: sorted RDs of the first ``n_keys`` keys, then conf."""
-    rows = per_sample[(per_sample.strategy == strategy) & (per_sample["rank"] < n_keys)]
-    by_model = {m: g.rd.to_numpy() for m, g in rows.groupby("model")}
-    out = []
-    for m in models:
-        rd = np.sort(by_model[m])
-        out.append(np.r_[rd, conf(rd, delta0)])
-    return np.asarray(out)
+    """:func:`features_from_rd` of ``models`` (in that order) on the first ``n_keys`` keys of
+    ``strategy`` in the per-sample table (what the pipeline's stage 05 holds)."""
+    by_model = rds_by_model(per_sample, strategy, n_keys)
+    return features_from_rd([by_model[m] for m in models], delta0)
 
 
 def make_classifier(name: str, seed: int = 0) -> ClassifierMixin:

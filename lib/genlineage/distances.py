@@ -1,4 +1,4 @@
-"""Image distances d(a, b) of METHOD.md.
+"""Image distances d(a, b) (docs/method.md#image-distance).
 
 Default: the normalised pixel L2 of Carlini et al., sqrt(mean((a - b)^2)) with pixels in [0, 1]
 at one common resolution. Pluggable alternatives, because a reviewer should be able to check that

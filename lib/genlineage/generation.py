@@ -1,48 +1,31 @@
 """One generation engine: batched, seeded DDIM sampling with classifier-free guidance, cached.
 
-G(M, p, s) of METHOD.md: the image model M draws for prompt p from seed s. Each image's starting
-noise comes from its own generator seeded by s, so an image does not depend on which batch it was
-drawn in, and DDIM with eta = 0 makes the rest deterministic. Results are cached as PNG under a
-hash of (model content, prompt, seed, sampler settings): a second query of the same image costs
-a file read, and an interrupted batch resumes where it stopped. The thread count is not part of
-the key because it does not change a bit of any generation (1 and 2 threads give identical
-images: ``tests/test_generation.py`` checks it), so stage 04's one-thread jobs and
-``genlineage verify`` at torch's default count share one cache.
+G(M, p, s) (docs/method.md#generation): the image model M draws for prompt p from seed s. Each image's starting
+noise comes from its own generator seeded by s, and DDIM with eta = 0 makes the rest deterministic.
+To the last bit, an image also depends on the shape of the batch it is drawn in and on the thread
+count (the float kernels' summation order follows both), so every batch holds exactly
+``GenerationConfig.batch`` images (a short one is padded with throw-away prompts) and runs with
+``GenerationConfig.threads`` torch threads, whoever calls: an image is then the same whichever
+other images it was drawn with, whether a stage job, a notebook or ``genlineage verify`` drew it.
+Results are cached as PNG under a hash of (model content, prompt, seed, every generation setting):
+a second query of the same image costs a file read, and an interrupted batch resumes where it
+stopped.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .config import GenerationConfig
 from .io import atomic_path, stable_hash
+from .jobs import torch_threads
 from .models.pipeline_io import SDComponents, fingerprint
 from .training.encode import tensor_to_images, tokenize
-
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    sampler: str = "ddim"
-    steps: int = 20
-    guidance_scale: float = 3.0
-    eta: float = 0.0
-    batch: int = 64
-
-    @classmethod
-    def from_mapping(cls, cfg: Mapping) -> "GenerationConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in dict(cfg).items() if k in names})
-
-    def key(self) -> dict:
-        """Settings that change the image (the batch size does not)."""
-        d = asdict(self)
-        d.pop("batch")
-        return d
 
 
 def _initial_noise(seed: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -58,35 +41,49 @@ def _encode_prompts(components: SDComponents, prompts: Sequence[str]) -> torch.T
 @torch.no_grad()
 def generate(components: SDComponents, prompts: Sequence[str], seeds: Sequence[int], cfg: GenerationConfig,
              progress: bool = False) -> np.ndarray:
-    """uint8 images [N,H,W,3] for each (prompt, seed) pair, without caching."""
+    """uint8 images [N,H,W,3] for each (prompt, seed) pair, without caching: batches of exactly
+    ``cfg.batch`` (the last one padded) at ``cfg.threads`` threads."""
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds: pass one seed per prompt.")
     if cfg.sampler != "ddim":
         raise ValueError(f"sampler {cfg.sampler!r} is not supported; use 'ddim'.")
+    out: list[np.ndarray] = []
+    with torch_threads(cfg.threads):
+        uncond = _encode_prompts(components, [""])
+        for start in tqdm(range(0, len(prompts), cfg.batch), desc="generate", disable=not progress, leave=False):
+            chunk = list(prompts[start:start + cfg.batch])
+            padded_prompts, padded_seeds = _padded(chunk, seeds[start:start + cfg.batch], cfg.batch)
+            out.append(_draw(components, padded_prompts, padded_seeds, uncond, cfg)[:len(chunk)])
+    return np.concatenate(out) if out else np.zeros((0,), dtype=np.uint8)
+
+
+PADDING_PROMPT, PADDING_SEED = "", 0  # what fills a short batch; its images are thrown away
+
+
+def _padded(prompts: Sequence[str], seeds: Sequence[int], batch: int) -> tuple[list[str], list[int]]:
+    """A chunk filled up to ``batch`` entries, so that every batch has one shape."""
+    missing = batch - len(prompts)
+    return list(prompts) + [PADDING_PROMPT] * missing, [int(s) for s in seeds] + [PADDING_SEED] * missing
+
+
+def _draw(components: SDComponents, prompts: list[str], seeds: list[int], uncond: torch.Tensor,
+          cfg: GenerationConfig) -> np.ndarray:
+    """One batch through the DDIM loop with classifier-free guidance, decoded to uint8."""
     unet, vae = components.unet, components.vae
     device, dtype = components.device, unet.dtype
     latent_shape = (int(unet.config.in_channels), int(unet.config.sample_size), int(unet.config.sample_size))
-    uncond = _encode_prompts(components, [""])
-    out: list[np.ndarray] = []
-    starts = range(0, len(prompts), cfg.batch)
-    for start in tqdm(starts, desc="generate", disable=not progress, leave=False):
-        chunk_prompts = list(prompts[start:start + cfg.batch])
-        chunk_seeds = list(seeds[start:start + cfg.batch])
-        n = len(chunk_prompts)
-        cond = _encode_prompts(components, chunk_prompts)
-        states = torch.cat([uncond.expand(n, -1, -1), cond]).to(dtype)
-        sampler = components.sampler()
-        sampler.set_timesteps(cfg.steps, device=device)
-        latents = torch.stack([_initial_noise(s, latent_shape) for s in chunk_seeds]).to(device, dtype)
-        latents = latents * sampler.init_noise_sigma
-        for t in sampler.timesteps:
-            model_in = sampler.scale_model_input(torch.cat([latents, latents]), t)
-            pred_uncond, pred_cond = unet(model_in, t, states).sample.chunk(2)
-            pred = pred_uncond + cfg.guidance_scale * (pred_cond - pred_uncond)
-            latents = sampler.step(pred, t, latents, eta=cfg.eta).prev_sample
-        images = vae.decode(latents / vae.config.scaling_factor).sample
-        out.append(tensor_to_images(images))
-    return np.concatenate(out) if out else np.zeros((0,), dtype=np.uint8)
+    cond = _encode_prompts(components, prompts)
+    states = torch.cat([uncond.expand(len(prompts), -1, -1), cond]).to(dtype)
+    sampler = components.sampler()
+    sampler.set_timesteps(cfg.steps, device=device)
+    latents = torch.stack([_initial_noise(s, latent_shape) for s in seeds]).to(device, dtype)
+    latents = latents * sampler.init_noise_sigma
+    for t in sampler.timesteps:
+        model_in = sampler.scale_model_input(torch.cat([latents, latents]), t)
+        pred_uncond, pred_cond = unet(model_in, t, states).sample.chunk(2)
+        pred = pred_uncond + cfg.guidance_scale * (pred_cond - pred_uncond)
+        latents = sampler.step(pred, t, latents, eta=cfg.eta).prev_sample
+    return tensor_to_images(vae.decode(latents / vae.config.scaling_factor).sample)
 
 
 class GenerationCache:

@@ -3,9 +3,8 @@
 On 2 cores, two 1-thread jobs give about 1.75x the throughput of one 2-thread job (small
 models spend their time in per-op overhead, not in the arithmetic). A job runs with its own fixed
 thread count (``threads_per_job``) whether it runs alone or beside another, so that a run's
-timings and resource use do not depend on how many jobs share the machine. (Generations are
-bit-identical at 1 and 2 threads, which ``tests/test_generation.py`` checks; the fixed count keeps
-that from mattering should some kernel ever differ.)
+timings and resource use do not depend on how many jobs share the machine. (Generations run at
+their own ``generation.threads`` whatever the job's count: see ``genlineage.generation``.)
 """
 from __future__ import annotations
 

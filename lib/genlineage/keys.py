@@ -1,5 +1,5 @@
 """Key samples K = {(p_k, x_k)}: which prompts the owner queries a suspicious model with, and the
-reference image each generation is compared to (METHOD.md, "Choosing key samples").
+reference image each generation is compared to (docs/method.md#key-samples).
 
 Three strategies, each a named reading recorded in the key set's ``meta``:
 
@@ -29,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .distances import Distance, get_distance
+from .config import check_seeds_apart  # noqa: F401  (re-exported: the tool checks key sets with it)
 from .errors import InputError
 from .generation import GenerationCache, GenerationConfig, generate_cached
 from .reconstruction import reconstruct
@@ -297,51 +298,11 @@ def _key_references(folder: Path, paths: list[Path], image_size: list[int] | Non
 # Seeds: the ones that make references and the ones that query suspects never meet
 
 
-def _seed_list(att: Any, name: str, profile_name: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in att[name]]
-    except (KeyError, TypeError, ValueError):
-        raise InputError(f"profile {profile_name!r}: attribution.{name} must be a list of integer seeds "
-                         f"(e.g. {name}: [1000, 1001]); got {att.get(name) if hasattr(att, 'get') else att!r}.") from None
-    if len(set(seeds)) != len(seeds):
-        raise InputError(f"profile {profile_name!r}: attribution.{name} {seeds} repeats a seed; list each seed once.")
-    return seeds
-
-
-def check_seeds_apart(key_seeds: Sequence[int], query_seeds: Sequence[int], where: str = "") -> None:
-    """Refuse reference seeds that are also query seeds. A Strategy 2 reference is the source's
-    generation at one of its key seeds; a suspect queried at that seed starts from the very noise
-    the reference was drawn from, and every model tuned from the same base gets part of its
-    distance from shared noise rather than from inherited memory."""
-    shared = sorted({int(s) for s in key_seeds} & {int(s) for s in query_seeds})
-    if shared:
-        raise InputError(f"{where}key seeds {sorted(int(s) for s in key_seeds)} and query seeds "
-                         f"{sorted(int(s) for s in query_seeds)} share {shared}: a suspect queried at a seed a key "
-                         "reference was made with starts from the reference's own noise. Make "
-                         "attribution.key_seeds and attribution.query_seeds disjoint (e.g. key_seeds: "
-                         "[1000, 1001, ...], query_seeds: [0, 1, ...]) or rebuild the key set with other seeds.")
-
-
 def profile_seeds(profile: Any) -> tuple[list[int], list[int]]:
-    """(key_seeds, query_seeds) of a profile's ``attribution`` section, checked: key_seeds make key
-    references (Strategy 1's scoring, Strategy 2's self-consistency and medoid), query_seeds query
-    every suspect; at least 2 key seeds (self-consistency compares generations pairwise), at least
-    1 query seed, and no seed in both (see :func:`check_seeds_apart`)."""
-    name = str(profile.get("name", "?")) if hasattr(profile, "get") else "?"
-    att = profile["attribution"]
-    if "seeds" in att and ("key_seeds" not in att or "query_seeds" not in att):
-        raise InputError(f"profile {name!r}: attribution.seeds is gone; name two disjoint lists instead, "
-                         "attribution.key_seeds (make key references, at least 2) and attribution.query_seeds "
-                         "(query suspects).")
-    key_seeds = _seed_list(att, "key_seeds", name)
-    query_seeds = _seed_list(att, "query_seeds", name)
-    if len(key_seeds) < 2:
-        raise InputError(f"profile {name!r}: attribution.key_seeds {key_seeds} has fewer than 2 seeds; Strategy 2 "
-                         "measures self-consistency between generations of one prompt, so list at least 2.")
-    if not query_seeds:
-        raise InputError(f"profile {name!r}: attribution.query_seeds is empty; list at least 1 seed to query suspects with.")
-    check_seeds_apart(key_seeds, query_seeds, f"profile {name!r}: ")
-    return key_seeds, query_seeds
+    """(key_seeds, query_seeds) of a profile, checked when its ``attribution`` section was parsed
+    (``config.AttributionSettings``: at least 2 key seeds, at least 1 query seed, none in both)."""
+    att = profile.attribution
+    return list(att.key_seeds), list(att.query_seeds)
 
 
 def reference_seeds(key_set: "KeySet") -> list[int] | None:

@@ -39,7 +39,7 @@ def source_dir(profile: Profile, base: str, domain: str | None) -> Path:
 def _committed_dir(profile: Profile, key: str, default_name: str) -> Path:
     """A folder of committed outputs: the profile key ``key`` (relative to the repository), or for a
     profile that sets it to null (smoke) a folder beside its data."""
-    configured = profile.get(key)
+    configured = getattr(profile.run, key)
     path = REPO_ROOT / configured if configured else profile.data_root / default_name
     path.mkdir(parents=True, exist_ok=True)
     return path

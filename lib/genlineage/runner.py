@@ -169,7 +169,7 @@ def git_commit(repo: Path = REPO_ROOT) -> str:
 def machine_info(profile) -> dict:
     """What the seconds depend on: CPU count, platform, and the device (with the GPU's name on
     CUDA, asked of nvidia-smi: importing torch here would hold GPU memory for the whole run)."""
-    device = str(profile.get("device", "cpu"))
+    device = profile.run.device
     if device.startswith("cuda"):
         try:
             names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
@@ -252,11 +252,20 @@ def unfinished_cold_run(timings: pd.DataFrame) -> str | None:
     return run if len(rows) and rows.cold.all() and (rows.status == "ok").all() else None
 
 
+def notebook_profile_argument(profile: str) -> str:
+    """The ``profile`` parameter as the notebooks get it: a profile name as it is, a YAML path made
+    absolute (the notebooks run in ``notebooks/``, where a path relative to the caller's folder
+    would name nothing)."""
+    path = Path(profile)
+    return str(path.resolve()) if path.suffix in {".yaml", ".yml"} else profile
+
+
 def run_all(profile: str, only: list[str] | None = None, start: str | None = None,
             out_root: Path | None = None, notebooks_dir: Path | None = None,
             progress: bool = True, update_notebooks: bool = False) -> list[tuple[str, float]]:
     """Run the selected stages in order, stopping at the first failure. ``update_notebooks`` copies
     each executed notebook over its source (how the committed tiny-run outputs are refreshed)."""
+    profile = notebook_profile_argument(profile)
     P = load_profile(profile)
     every_stage = stage_notebooks(notebooks_dir or REPO_ROOT / "notebooks")
     stages = select_stages(every_stage, only, start)

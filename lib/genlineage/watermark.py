@@ -1,4 +1,4 @@
-"""Baseline 1 of METHOD.md: a 32-bit invisible watermark in every image the source generates for
+"""Baseline 1 (docs/method.md#baseline-1-watermark): a 32-bit invisible watermark in every image the source generates for
 an infringer (after Luo et al. 2023, as the paper runs it), decoded from the suspect's
 generations.
 

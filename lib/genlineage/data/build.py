@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from ..errors import InputError
 from ..cache import STAMP, Result, listing_id
+from ..config import DomainSettings, as_profile
 from ..io import clean_partials, read_json, stable_hash, write_json
 from . import Sample, convert, faces, scenes
 from .convert import convert_cc3m, convert_celeba_dialog
@@ -49,35 +50,32 @@ def datasets_root(profile: Any, root: str | Path | None = None) -> Path:
     return Path(root) if root is not None else Path(profile.data_root) / "datasets"
 
 
-def pool_result(name: str, cfg: Mapping, out_root: Path, size: int) -> Result:
+def pool_result(name: str, cfg: DomainSettings, out_root: Path, size: int) -> Result:
     """A real-data domain's converted pool: made from the release's files (by listing, see
     ``cache.listing_id``), the converter's code and the conversion settings."""
-    src_path = Path(cfg["root"]).expanduser()
-    images = cfg.get("images")
     return Result(out_root / f"{name}_pool", {
-        "version": BUILD_VERSION, "code": _code_fingerprint(convert), "kind": cfg["kind"],
-        "release": listing_id(src_path), "images": listing_id(Path(images).expanduser()) if images else None,
-        "size": size, "limit": cfg.get("limit")}, folder=True)
+        "version": BUILD_VERSION, "code": _code_fingerprint(convert), "kind": cfg.kind,
+        "release": listing_id(Path(cfg.root).expanduser()),
+        "images": listing_id(Path(cfg.images).expanduser()) if cfg.images else None,
+        "size": size, "limit": cfg.limit}, folder=True)
 
 
-def _build_pool(name: str, cfg: Mapping, out_root: Path, size: int, progress: bool) -> ImageFolder:
+def _build_pool(name: str, cfg: DomainSettings, out_root: Path, size: int, progress: bool) -> ImageFolder:
     """Convert a real-data domain's release once into ``<name>_pool`` (cached like the roles)."""
-    src = cfg.get("root")
-    if not src:
+    if not cfg.root:
         raise InputError(
-            f"data.domains.{name} (kind {cfg['kind']}) has no 'root'; set it to the local copy of the "
+            f"data.domains.{name} (kind {cfg.kind}) has no 'root'; set it to the local copy of the "
             f"dataset (see genlineage.data.convert for the layouts accepted)."
         )
-    src_path = Path(src).expanduser()
-    limit = cfg.get("limit")
-    images = cfg.get("images")
+    src_path = Path(cfg.root).expanduser()
+    limit, images = cfg.limit, cfg.images
     result = pool_result(name, cfg, out_root, size)
     folder = result.path
     if not result.fresh():
         if progress:
-            tqdm.write(f"converting {cfg['kind']} from {src_path} into {folder}")
+            tqdm.write(f"converting {cfg.kind} from {src_path} into {folder}")
         stamp = {STAMP: result.stamp_record(root=str(src_path))}
-        if cfg["kind"] == "celeba_dialog":
+        if cfg.kind == "celeba_dialog":
             convert_celeba_dialog(src_path, folder, size, limit=limit, extra_files=stamp)
         else:
             convert_cc3m(src_path, folder, size, limit=limit, images_dir=images, extra_files=stamp)
@@ -115,14 +113,14 @@ def _role_results(profile: Any, out_root: Path, pools: Mapping[str, ImageFolder]
     in order, the seed and size, its domain's config, and either the generators' code or the
     converted pool it is cut from (named by the pool's stamp: the pool is this stage's own result,
     written atomically, and its stamp records the release it was converted from)."""
-    data = profile["data"]
-    size, seed = int(data["image_size"]), int(profile.get("seed", 0))
-    jobs: list[tuple[str, str, list[str], Mapping]] = []
-    for name, cfg in sorted((data.get("domains") or {}).items()):
+    data = profile.data
+    size, seed = data.image_size, profile.run.seed
+    jobs: list[tuple[str, str, list[str], dict]] = []
+    for name, cfg in sorted(data.domains.items()):
         for role in ROLES:
-            jobs.append((f"{name}_{role}", name, role_entries(splits, name, role), cfg))
+            jobs.append((f"{name}_{role}", name, role_entries(splits, name, role), cfg.as_dict()))
     if splits["pretrain"]["n"]:
-        jobs.append(("pretrain", "pretrain", role_entries(splits, "pretrain"), data.get("pretrain") or {}))
+        jobs.append(("pretrain", "pretrain", role_entries(splits, "pretrain"), data.pretrain.as_dict()))
     out = []
     for folder_name, domain, entries, cfg in jobs:
         made_from = (stable_hash(read_json(pools[domain].root / STAMP)["inputs"]) if domain in pools
@@ -135,8 +133,8 @@ def _role_results(profile: Any, out_root: Path, pools: Mapping[str, ImageFolder]
 
 
 def _pools_and_splits(profile: Any, out_root: Path, progress: bool) -> tuple[dict[str, ImageFolder], dict]:
-    pools = {name: _build_pool(name, cfg, out_root, int(profile["data"]["image_size"]), progress)
-             for name, cfg in sorted((profile["data"].get("domains") or {}).items()) if cfg.get("kind") in REAL_KINDS}
+    pools = {name: _build_pool(name, cfg, out_root, profile.data.image_size, progress)
+             for name, cfg in sorted(profile.data.domains.items()) if cfg.kind in REAL_KINDS}
     splits = make_splits(profile, {name: [str(r["id"]) for r in pool.records] for name, pool in pools.items()})
     check_disjoint(splits)
     return pools, splits
@@ -145,6 +143,7 @@ def _pools_and_splits(profile: Any, out_root: Path, progress: bool) -> tuple[dic
 def stage_results(profile: Any, root: str | Path | None = None) -> list[Result]:
     """Every image folder of the profile as a build would judge it now (the invalidation tests
     compare these); the real-data pools must already be converted."""
+    profile = as_profile(profile)
     out_root = datasets_root(profile, root)
     pools, splits = _pools_and_splits(profile, out_root, progress=False)
     return [r for r, _, _ in _role_results(profile, out_root, pools, splits)]
@@ -153,12 +152,12 @@ def stage_results(profile: Any, root: str | Path | None = None) -> list[Result]:
 def build_datasets(profile: Any, root: str | Path | None = None, progress: bool = True) -> dict[str, Path]:
     """Write all of ``profile``'s image folders and ``splits.json``; return ``{folder name: path}``.
 
-    Generated domains are drawn at ``data.image_size`` with ``profile["seed"]``; real-data
+    Generated domains are drawn at ``data.image_size`` with the profile seed; real-data
     domains (``kind: celeba_dialog`` / ``cc3m``, with ``root: <local path>``) are converted
     once into ``<domain>_pool`` and cut into the same roles by a seeded permutation of ids.
     """
-    size = int(profile["data"]["image_size"])
-    seed = int(profile.get("seed", 0))
+    profile = as_profile(profile)
+    size, seed = profile.data.image_size, profile.run.seed
     out_root = datasets_root(profile, root)
     out_root.mkdir(parents=True, exist_ok=True)
     clean_partials(out_root)
@@ -174,7 +173,7 @@ def build_datasets(profile: Any, root: str | Path | None = None, progress: bool 
         else:
             items = _generated_items(entries, domain, size, seed)
         bar = tqdm(items, total=len(entries), desc=result.path.name, disable=not progress, leave=False)
-        stamp = result.stamp_record(folder=result.path.name, n=len(entries), profile=str(profile.get("name", "")))
+        stamp = result.stamp_record(folder=result.path.name, n=len(entries), profile=profile.name)
         write_imagefolder(result.path, bar, extra_files={STAMP: stamp})
     return folders
 
@@ -189,9 +188,9 @@ def load_split_folder(profile: Any, domain: str, role: str, root: str | Path | N
     if not folder.is_dir():
         raise InputError(
             f"{folder} does not exist; run genlineage.data.build_datasets(profile) for profile "
-            f"{profile.get('name')!r} first (domains: {sorted(profile['data'].get('domains') or {})}, roles: {list(ROLES)})."
+            f"{profile.name!r} first (domains: {sorted(profile.data.domains)}, roles: {list(ROLES)})."
         )
-    return read_imagefolder(folder, size=int(profile["data"]["image_size"]), check_images=check_images)
+    return read_imagefolder(folder, size=profile.data.image_size, check_images=check_images)
 
 
 def load_pretrain_folder(profile: Any, base: str | None = None, root: str | Path | None = None,
@@ -200,7 +199,7 @@ def load_pretrain_folder(profile: Any, base: str | None = None, root: str | Path
     folder = datasets_root(profile, root) / "pretrain"
     if not folder.is_dir():
         raise InputError(f"{folder} does not exist; run genlineage.data.build_datasets(profile) first.")
-    corpus = read_imagefolder(folder, size=int(profile["data"]["image_size"]), check_images=check_images)
+    corpus = read_imagefolder(folder, size=profile.data.image_size, check_images=check_images)
     if base is None:
         return corpus
     start, end = pretrain_subset(read_json(splits_path(profile)), base)

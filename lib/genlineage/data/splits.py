@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..config import Duplication, as_profile
 from ..errors import InputError
 
 ROLES = ("source", "heldout", "suspicious_pool", "shadow_pool")
@@ -43,13 +44,11 @@ def parse_id(item_id: str) -> tuple[str, str]:
     return prefix, key
 
 
-def _duplication(name: str, cfg: Mapping, source_ids: list[str], seed: int) -> dict[str, Any]:
-    dup = cfg.get("duplication") or {}
-    rate = float(dup.get("rate", 0.0))
-    copies = int(dup.get("copies", 1))
+def _duplication(name: str, dup: Duplication, source_ids: list[str], seed: int) -> dict[str, Any]:
+    rate, copies = dup.rate, dup.copies
     if not 0.0 <= rate <= 1.0 or copies < 1:
         raise InputError(
-            f"data.domains.{name}.duplication = {dict(dup)} is invalid; use rate in [0, 1] and copies >= 1."
+            f"data.domains.{name}.duplication = {dup.as_dict()} is invalid; use rate in [0, 1] and copies >= 1."
         )
     n_dup = int(round(rate * len(source_ids))) if copies > 1 else 0
     chosen = _rng(seed, name, "duplication").choice(len(source_ids), size=n_dup, replace=False) if n_dup else []
@@ -57,7 +56,7 @@ def _duplication(name: str, cfg: Mapping, source_ids: list[str], seed: int) -> d
 
 
 def make_splits(profile: Mapping, available: Mapping[str, Sequence[str]] | None = None) -> dict:
-    """Allocate every domain's roles and the pre-training corpus; deterministic in ``profile["seed"]``.
+    """Allocate every domain's roles and the pre-training corpus; deterministic in the profile seed.
 
     ``available`` gives, for each real-data domain (``kind: celeba_dialog`` or ``cc3m``), the
     ids of its converted pool; generated domains need nothing. The result is JSON-serialisable
@@ -67,18 +66,19 @@ def make_splits(profile: Mapping, available: Mapping[str, Sequence[str]] | None 
     which source ids the source folder repeats (``copies`` times in all); ``pretrain.ids``: the
     corpus in folder order; ``pretrain.subsets[base]``: the ``[start, end)`` rows a base sees.
     """
-    data = profile["data"]
-    seed = int(profile.get("seed", 0))
+    profile = as_profile(profile)
+    data = profile.data
+    seed = profile.run.seed
     available = available or {}
     next_index: dict[str, int] = defaultdict(int)
     domains: dict[str, Any] = {}
-    for name in sorted(data.get("domains") or {}):
-        cfg = data["domains"][name]
-        kind = cfg.get("kind")
+    for name in sorted(data.domains):
+        cfg = data.domains[name]
+        kind = cfg.kind
         counts = {}
         for role in ROLES:
-            value = cfg.get(role, 0)
-            if not isinstance(value, int) or value < 0:
+            value = getattr(cfg, role)
+            if value < 0:
                 raise InputError(f"data.domains.{name}.{role} = {value!r}; it must be a count (an integer >= 0).")
             counts[role] = value
         roles: dict[str, list[str]] = {}
@@ -121,14 +121,13 @@ def make_splits(profile: Mapping, available: Mapping[str, Sequence[str]] | None 
             "kind": kind,
             "generator": generator,
             "roles": roles,
-            "duplication": _duplication(name, cfg, roles["source"], seed),
+            "duplication": _duplication(name, cfg.duplication, roles["source"], seed),
         }
 
     pretrain: dict[str, Any] = {"n": 0, "mix": {}, "ids": [], "subsets": {}}
-    pre = data.get("pretrain") or {}
-    n = int(pre.get("n", 0) or 0)
+    n = data.pretrain.n
     if n > 0:
-        mix = dict(pre.get("mix") or {"faces": 0.5, "scenes": 0.5})
+        mix = dict(data.pretrain.mix)
         bad = [k for k in mix if k not in MIX_GENERATORS]
         total = float(sum(mix.values()))
         if bad or total <= 0 or any(v < 0 for v in mix.values()):
@@ -144,22 +143,22 @@ def make_splits(profile: Mapping, available: Mapping[str, Sequence[str]] | None 
         order = _rng(seed, "pretrain").permutation(n)
         ids = [ids[int(i)] for i in order]
         subsets = {}
-        bases = (profile.get("models") or {}).get("bases") or {}
+        bases = profile.models.bases
         for base in sorted(bases):
-            frac = (bases[base] or {}).get("pretrain_subset")
+            frac = bases[base].pretrain_subset
             if frac is None:
                 continue
-            a, b = (float(v) for v in frac)
-            if not 0.0 <= a < b <= 1.0:
+            if len(frac) != 2 or not 0.0 <= frac[0] < frac[1] <= 1.0:
                 raise InputError(f"models.bases.{base}.pretrain_subset = {frac}; use [start, end] with 0 <= start < end <= 1.")
+            a, b = frac
             subsets[base] = {"fraction": [a, b], "start": int(round(a * n)), "end": int(round(b * n))}
         pretrain = {"n": n, "mix": dict(zip(names, counts_mix)), "ids": ids, "subsets": subsets}
 
     return {
         "version": SPLITS_VERSION,
-        "profile": str(profile.get("name", "")),
+        "profile": profile.name,
         "seed": seed,
-        "image_size": int(data["image_size"]),
+        "image_size": data.image_size,
         "roles": list(ROLES),
         "domains": domains,
         "pretrain": pretrain,

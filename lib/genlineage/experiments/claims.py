@@ -25,7 +25,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from ..intervals import (HELD, INCONCLUSIVE, NOT_HELD, NOT_JUDGED, difference_interval, judge, judge_p,
+from ..intervals import (HELD, INCONCLUSIVE, NOT_HELD, NOT_JUDGED, difference_interval, judge,
                          t_interval)
 
 COLUMNS = ["section", "paper's claim", "ours", "held"]

@@ -25,9 +25,9 @@ def dataset_table(profile: Profile, folders: dict[str, Path]) -> pd.DataFrame:
         folder = read_imagefolder(path, check_images=False)
         ids = [r.get("id", r["file_name"]) for r in folder.records]
         domain, _, role = name.partition("_")
-        dup = profile["data"]["domains"].get(domain, {}).get("duplication", {}) if role == "source" else {}
+        dup = profile.data.domains[domain].duplication if role == "source" and domain in profile.data.domains else None
         rows.append({"folder": name, "images": len(folder), "distinct": len(set(ids)),
-                     "duplication": f"{dup.get('rate', 0):.0%} x{dup.get('copies', 1)}" if dup else "",
+                     "duplication": f"{dup.rate:.0%} x{dup.copies}" if dup else "",
                      "path": shown_path(path, profile)})
     return pd.DataFrame(rows)
 

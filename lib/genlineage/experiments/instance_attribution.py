@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import Profile
+from ..config import GenerationConfig, Profile, as_profile
 from ..data.build import load_pretrain_folder, load_split_folder
-from ..generation import GenerationCache, GenerationConfig
+from ..generation import GenerationCache
 from ..cache import Result, array_id, content_id
 from ..io import read_json
 from ..jobs import run_jobs
@@ -32,17 +32,17 @@ STRATEGIES = ("detection", "generation", "random")
 
 
 def _gen(profile: Profile) -> tuple[GenerationConfig, GenerationCache]:
-    return GenerationConfig.from_mapping(profile["generation"]), GenerationCache(layout.generation_cache_dir(profile))
+    return profile.generation, GenerationCache(layout.generation_cache_dir(profile))
 
 
 def candidates(profile: Profile, source_row) -> tuple[list[str], np.ndarray]:
     """D_S, the source's training pairs: its fine-tuning set (distinct images), or for a base as
     it is its pre-training rows of the pool's domain (``suspicious.base_candidates``)."""
-    cap = int(profile["suspicious"].get("candidates_max", 10**9))
+    cap = profile.suspicious.candidates_max
     if isinstance(source_row.domain, str):
         folder = load_split_folder(profile, source_row.domain, "source")
         rows = folder.distinct_indices()
-    elif profile["suspicious"].get("base_candidates", "pretrain") == "pretrain":
+    elif profile.suspicious.base_candidates == "pretrain":
         folder = load_pretrain_folder(profile, source_row.base)
         generator = read_json(profile.data_root / "splits.json")["domains"][source_row.pool_domain]["generator"]
         rows = [i for i, r in enumerate(folder.records) if str(r["id"]).startswith(f"{generator}:")]
@@ -66,24 +66,24 @@ def _base_of(profile: Profile, row) -> Path | None:
 
 
 def _relative_to_base(profile: Profile, row) -> bool:
-    return bool(profile["attribution"].get("generation_relative_to_base", True)) and _base_of(profile, row) is not None
+    return profile.attribution.generation_relative_to_base and _base_of(profile, row) is not None
 
 
 def key_results(profile: Profile, row, prompts: list[str], images: np.ndarray) -> dict[str, Result]:
     """The three key sets of one source as cached results: each made from the candidates' content,
     the key count, the key seeds, the sampler and distance, and the source's weights; Strategy 2 also
     from the base it is judged against, Baseline 2 from its own seed and nothing the source draws."""
-    att = profile["attribution"]
-    n = min(max(int(k) for k in att["n_keys_grid"]), len(prompts))
+    att = profile.attribution
+    n = min(max(att.n_keys_grid), len(prompts))
     seeds, _ = profile_seeds(profile)
     common = {"candidates": array_id(prompts, images), "n": n}
-    drawn = {"key_seeds": seeds, "generation": GenerationConfig.from_mapping(profile["generation"]).key(),
-             "distance": att.get("distance", "l2"), "source": fingerprint(row.path)}
+    drawn = {"key_seeds": seeds, "generation": profile.generation.key(), "distance": att.distance,
+             "source": fingerprint(row.path)}
     base = _base_of(profile, row)
     inputs = {"detection": {**common, **drawn},
               "generation": {**common, **drawn, "base": fingerprint(base) if base else None,
                              "relative_to_base": _relative_to_base(profile, row)},
-              "random": {**common, "random_seed": int(att.get("random_seed", 0))}}
+              "random": {**common, "random_seed": att.random_seed}}
     return {s: Result(keys_dir(profile, row.source, s), {"strategy": s, **inputs[s]}, folder=True) for s in STRATEGIES}
 
 
@@ -95,14 +95,13 @@ def _source_row(profile: Profile, source: str):
 
 def build_keys(profile: dict, source: str, progress: bool = False) -> dict[str, int]:
     """The three key sets of one source (each a cached result: see ``key_results``)."""
-    profile = Profile(profile)
-    att = profile["attribution"]
+    profile = as_profile(profile)
     row = _source_row(profile, source)
     prompts, images = candidates(profile, row)
     results = key_results(profile, row, prompts, images)
     cfg, cache = _gen(profile)
     seeds, _ = profile_seeds(profile)  # key_seeds: never the seeds suspects are queried with
-    distance = att.get("distance", "l2")
+    distance = profile.attribution.distance
     made = {}
     for strategy, result in results.items():
         n = int(result.inputs["n"])
@@ -117,7 +116,7 @@ def build_keys(profile: dict, source: str, progress: bool = False) -> dict[str, 
                                    base=load_model(profile, base) if base else None,
                                    relative_to_base=_relative_to_base(profile, row))
         else:
-            keys = random_keys(prompts, images, n, int(att.get("random_seed", 0)))
+            keys = random_keys(prompts, images, n, profile.attribution.random_seed)
         with result.building() as tmp:
             keys.save(tmp)
     return made
@@ -128,8 +127,7 @@ def load_keys(profile: Profile, source: str) -> dict[str, KeySet]:
 
 
 def _watermark_settings(profile: Profile) -> dict:
-    cfg = profile["attribution"].get("watermark", {})
-    return {"n_images": int(cfg.get("n_images", 30)), "target_fpr": float(cfg.get("target_fpr", 0.1))}
+    return profile.attribution.watermark.as_dict()
 
 
 def query_result(profile: Profile, row: dict) -> Result:
@@ -140,16 +138,14 @@ def query_result(profile: Profile, row: dict) -> Result:
     return Result(layout.results_dir(profile, STAGE) / "per_model" / f"{row['name']}.csv", {
         "model": fingerprint(row["path"]), "query_seeds": seeds,
         "keys": {s: content_id(keys_dir(profile, row["source"], s)) for s in STRATEGIES},
-        "generation": GenerationConfig.from_mapping(profile["generation"]).key(),
-        "distance": profile["attribution"].get("distance", "l2"),
+        "generation": profile.generation.key(), "distance": profile.attribution.distance,
         "watermark": {**_watermark_settings(profile), "bits": source_watermark_bits(profile, row["source"]).tolist()}})
 
 
 def query_model(profile: dict, row: dict) -> dict:
     """RD of every key of every strategy on one suspicious model, and its watermark bits; returns
     the RD table's path and the watermark figures (kept in its stamp)."""
-    profile = Profile(profile)
-    att = profile["attribution"]
+    profile = as_profile(profile)
     _, seeds = profile_seeds(profile)  # query_seeds: disjoint from the seeds the references were made with
     result = query_result(profile, row)
     if result.fresh():
@@ -159,7 +155,7 @@ def query_model(profile: dict, row: dict) -> dict:
     frames = []
     generations = {}
     for strategy, keys in load_keys(profile, row["source"]).items():
-        rec = reconstruct(model, keys.prompts, keys.references, seeds, cfg, cache, att.get("distance", "l2"))
+        rec = reconstruct(model, keys.prompts, keys.references, seeds, cfg, cache, profile.attribution.distance)
         generations[strategy] = rec.generations
         frames.append(pd.DataFrame({"model": row["name"], "strategy": strategy, "rank": np.arange(len(keys)),
                                     "key_index": keys.indices, "prompt": keys.prompts, "rd": rec.distance,
@@ -185,15 +181,15 @@ def _watermark_conf(profile: Profile, row: dict, images: np.ndarray) -> dict:
 def run_attribution(profile: Profile, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Key sets for every source, then every model of the manifest queried; returns
     (manifest with watermark columns, per-sample RD table) and writes both beside the results."""
-    parallel, threads = int(profile.get("parallel_jobs", 1)), int(profile.get("threads_per_job", 1))
+    parallel, threads = profile.run.parallel_jobs, profile.run.threads_per_job
     sources = list(source_table(profile).source)
     run_jobs("genlineage.experiments.instance_attribution.build_keys",
-             [{"profile": dict(profile), "source": s} for s in sources], parallel, threads,
+             [{"profile": profile, "source": s} for s in sources], parallel, threads,
              desc="key samples" if progress else None)
     manifest = read_manifest(profile)
     rows = manifest.to_dict("records")
     answers = run_jobs("genlineage.experiments.instance_attribution.query_model",
-                       [{"profile": dict(profile), "row": r} for r in rows], parallel, threads,
+                       [{"profile": profile, "row": r} for r in rows], parallel, threads,
                        desc="queries" if progress else None)
     per_sample = pd.concat([pd.read_csv(a["per_model"]) for a in answers], ignore_index=True)
     wm = pd.DataFrame([{k: v for k, v in a.items() if k != "per_model"} for a in answers])
@@ -248,7 +244,7 @@ def reconstruction_examples(profile: Profile, models: pd.DataFrame, source: str,
     out = {"source": source, "strategy": strategy, "reference": keys.references, "rows": {}}
     for label, path in paths.items():
         rec = reconstruct(load_model(profile, path), keys.prompts, keys.references, seeds, cfg, cache,
-                          profile["attribution"].get("distance", "l2"))
+                          profile.attribution.distance)
         best = rec.generations[np.arange(len(keys)), [seeds.index(int(s)) for s in rec.best_seed]]
         out["rows"][label] = (best, rec.distance)
     return out

@@ -12,7 +12,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from ..conf import attach, calibrate_delta0, conf_table, delta_grid, rd_distribution, with_watermark
+from ..conf import attach, calibrate_delta0, conf_table, delta_grid, rd_distribution, shadow_rds, with_watermark
 from ..config import Profile
 from ..intervals import difference_interval, per_group, permutation_p, t_interval
 
@@ -29,15 +29,15 @@ def deltas(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame) -> 
     """Per replicate: the paper's delta0 and the one calibrated on that replicate's shadow models
     (each replicate is its own draw of the shadow set, so each gets its own threshold). Returns
     ``({"paper": {replicate: d}, "calibrated": {replicate: d}}, curves with a replicate column)``."""
-    att = profile["attribution"]
+    att = profile.attribution
     out: dict[str, dict[int, float]] = {"paper": {}, "calibrated": {}}
     curves = []
     reps = replicate_of(models)
     for rep in sorted(reps.unique()):
         own = models[reps == rep]
-        calibrated, curve = calibrate_delta0(per_sample[per_sample.model.isin(own.name)], own, att["main_strategy"],
-                                             int(att["n_keys"]), delta_grid(att["delta0_grid"]))
-        out["paper"][int(rep)] = float(att["delta0"])
+        calibrated, curve = calibrate_delta0(*shadow_rds(per_sample[per_sample.model.isin(own.name)], own, att.main_strategy,
+                                                         att.n_keys), delta_grid(att.delta0_grid.as_dict()))
+        out["paper"][int(rep)] = att.delta0
         out["calibrated"][int(rep)] = calibrated
         curves.append(curve.assign(replicate=int(rep)))
     return out, pd.concat(curves, ignore_index=True)
@@ -52,7 +52,7 @@ def model_confs(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame
                 n_keys: int | None = None) -> pd.DataFrame:
     """conf and mean RD per model and method (the three key strategies and the watermark), each
     replicate's models at that replicate's delta0, with the model's attributes joined."""
-    n = int(n_keys or profile["attribution"]["n_keys"])
+    n = int(n_keys or profile.attribution.n_keys)
     reps = replicate_of(models)
     parts = []
     for rep in sorted(reps.unique()):
@@ -77,9 +77,9 @@ def figure6_table(confs: pd.DataFrame) -> pd.DataFrame:
 
 def main_keys(profile: Profile, per_sample: pd.DataFrame, strategy: str | None = None) -> pd.DataFrame:
     """Per-sample rows of the first ``n_keys`` keys of one strategy (the profile's main one)."""
-    att = profile["attribution"]
-    strategy = strategy or att["main_strategy"]
-    return per_sample[(per_sample.strategy == strategy) & (per_sample["rank"] < int(att["n_keys"]))]
+    att = profile.attribution
+    strategy = strategy or att.main_strategy
+    return per_sample[(per_sample.strategy == strategy) & (per_sample["rank"] < att.n_keys)]
 
 
 def table2_per_model(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame, delta0: Mapping[int, float],
@@ -89,7 +89,7 @@ def table2_per_model(profile: Profile, models: pd.DataFrame, per_sample: pd.Data
     divided by the paper's delta0, so that a bin means at our scale what the paper's means at
     theirs: [2/3, 1) delta0 is the paper's [0.10, 0.15)). delta0 is the model's replicate's."""
     top = main_keys(profile, per_sample, strategy)
-    paper = float(profile["attribution"]["delta0"])
+    paper = profile.attribution.delta0
     ev = models[(models.role == "evaluated") & (models.lineage == "same") & models.rho.isin([0.0, 1.0])]
     rd_by_model = {m: g.rd.to_numpy() for m, g in top.groupby("model")}
     rows = []
@@ -125,9 +125,9 @@ def table2(per_model: pd.DataFrame) -> pd.DataFrame:
 def figure7_per_model(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame, delta0: float | Mapping[int, float],
                       strategy: str | None = None) -> pd.DataFrame:
     """conf of every rho = 1 infringing and innocent evaluated model at every N of the grid."""
-    strategy = strategy or profile["attribution"]["main_strategy"]
+    strategy = strategy or profile.attribution.main_strategy
     parts = []
-    for n in profile["attribution"]["n_keys_grid"]:
+    for n in profile.attribution.n_keys_grid:
         c = evaluated_confs(profile, models, per_sample, delta0, int(n))
         c = c[(c.strategy == strategy) & c.rho.isin([0.0, 1.0])]
         parts.append(c.assign(N=int(n), kind=np.where(c.rho > 0, "infringing", "innocent")))
@@ -149,7 +149,7 @@ def inheritance(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame
     permutation test over models, which decides (shown when p < 0.05; ``permutation_p_reverse``
     tests the opposite direction, innocent closer)."""
     confs = evaluated_confs(profile, models, per_sample, delta0)
-    strategy = strategy or profile["attribution"]["main_strategy"]
+    strategy = strategy or profile.attribution.main_strategy
     confs = confs[confs.strategy == strategy]
     rows = []
     for (source, lineage), g in confs.groupby(["source", "lineage"]):

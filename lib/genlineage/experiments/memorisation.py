@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..config import Profile
+from ..config import Profile, as_profile
 from ..data.imagefolder import read_imagefolder
-from ..generation import GenerationCache, GenerationConfig
+from ..generation import GenerationCache
 from ..cache import Result, content_id
 from ..models.pipeline_io import fingerprint, load_model
 from ..jobs import run_jobs
@@ -33,22 +33,20 @@ def measure_result(profile: Profile, base: str, domain: str, finetuned: bool) ->
     return Result(layout.results_dir(profile, STAGE) / f"{_stem(base, domain, finetuned)}.csv", {
         "model": fingerprint(layout.source_dir(profile, base, domain if finetuned else None)),
         "own": content_id(data / f"{domain}_source"), "heldout": content_id(data / f"{domain}_heldout"),
-        "generation": GenerationConfig.from_mapping(profile["generation"]).key(),
-        "memorisation": profile["memorisation"], "format": 3})
+        "generation": profile.generation.key(), "memorisation": profile.memorisation.as_dict(), "format": 3})
 
 
 def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progress: bool = False) -> dict:
     """RD rows and nearest-own share of one model on ``domain``'s source and held-out sets; returns
     the summary (kept in the RD table's stamp)."""
-    profile = Profile(profile)
+    profile = as_profile(profile)
     name = f"{base}-{domain}" if finetuned else f"{base} (base) on {domain}"
     result = measure_result(profile, base, domain, finetuned)
     if result.fresh():
         return result.extra()
     components = load_model(profile, layout.source_dir(profile, base, domain if finetuned else None))
-    size = int(profile["data"]["image_size"])
-    cfg = GenerationConfig.from_mapping(profile["generation"])
-    mem = profile["memorisation"]
+    size = profile.data.image_size
+    cfg, mem = profile.generation, profile.memorisation
     cache = GenerationCache(layout.generation_cache_dir(profile))
     frames, results = [], {}
     for split, role in (("own", "source"), ("heldout", "heldout")):
@@ -56,7 +54,7 @@ def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progre
         keep = folder.distinct_indices()
         images = folder.load_images()[keep]
         captions = [folder.records[i]["text"] for i in keep]
-        rec = reconstruct(components, captions, images, mem["seeds"], cfg, cache, mem.get("distance", "l2"), progress)
+        rec = reconstruct(components, captions, images, list(mem.seeds), cfg, cache, mem.distance, progress)
         results[split] = (rec, images)
         frames.append(pd.DataFrame({"model": name, "base": base, "domain": domain, "finetuned": finetuned,
                                     "split": split, "id": [folder.records[i].get("id") for i in keep],
@@ -73,7 +71,7 @@ def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progre
 
 
 def _jobs(profile: Profile) -> list[tuple[str, str, bool]]:
-    return [(b, d, ft) for b in sorted(profile["models"]["bases"]) for d in sorted(profile["data"]["domains"])
+    return [(b, d, ft) for b in sorted(profile.models.bases) for d in sorted(profile.data.domains)
             for ft in (True, False)]
 
 
@@ -87,10 +85,10 @@ def table_result(profile: Profile) -> Result:
 
 def memorisation_table(profile: Profile, progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(summary per model, RD per sample) for every fine-tuned source and its base as control."""
-    jobs = [{"profile": dict(profile), "base": b, "domain": d, "finetuned": ft, "progress": progress}
+    jobs = [{"profile": profile, "base": b, "domain": d, "finetuned": ft, "progress": progress}
             for b, d, ft in _jobs(profile)]
     summaries = run_jobs("genlineage.experiments.memorisation.measure_model", jobs,
-                         int(profile.get("parallel_jobs", 1)), int(profile.get("threads_per_job", 1)))
+                         profile.run.parallel_jobs, profile.run.threads_per_job)
     table = pd.DataFrame(summaries)
     table_result(profile).write(lambda tmp: table.to_csv(tmp, index=False))
     return load_memorisation(profile)
@@ -113,21 +111,20 @@ def stage_results(profile: Profile) -> list[Result]:
 def reconstruction_examples(profile: Profile, base: str, domain: str, n: int = 6) -> dict[str, np.ndarray]:
     """For the source's ``n`` most memorised training pairs: the reference image, the source's
     best reconstruction and the base's best one (read from the generation cache)."""
-    size = int(profile["data"]["image_size"])
+    size = profile.data.image_size
     res = layout.results_dir(profile, STAGE)
     rows = pd.read_csv(res / f"rd_{base}_{domain}_source.csv")
     own = rows[rows.split == "own"].nsmallest(n, "rd")
     folder = read_imagefolder(layout.datasets_dir(profile) / f"{domain}_source", size=size)
     index = {r.get("id"): i for i, r in reversed(list(enumerate(folder.records)))}
     images = folder.load_images()
-    cfg = GenerationConfig.from_mapping(profile["generation"])
+    cfg, mem = profile.generation, profile.memorisation
     cache = GenerationCache(layout.generation_cache_dir(profile))
-    mem = profile["memorisation"]
     out = {"reference": np.stack([images[index[i]] for i in own.id]), "caption": list(own.caption)}
     for label, finetuned in (("source", True), ("base", False)):
         comp = load_model(profile, layout.source_dir(profile, base, domain if finetuned else None))
-        rec = reconstruct(comp, list(own.caption), out["reference"], mem["seeds"], cfg, cache, mem.get("distance", "l2"))
-        best = rec.generations[np.arange(len(own)), [list(mem["seeds"]).index(s) for s in rec.best_seed]]
+        rec = reconstruct(comp, list(own.caption), out["reference"], list(mem.seeds), cfg, cache, mem.distance)
+        best = rec.generations[np.arange(len(own)), [list(mem.seeds).index(s) for s in rec.best_seed]]
         out[label], out[f"{label}_rd"] = best, rec.distance
     return out
 

@@ -73,7 +73,7 @@ def verdicts_result(profile: Profile, target_fpr: float, showcase: tuple[str, ..
     shadows), the content of every source's key sets, stage 04's tables (the controls' delta0 is
     calibrated on them) and every setting the tool uses."""
     manifest = read_manifest(profile)
-    strategy = profile["attribution"]["main_strategy"]
+    strategy = profile.attribution.main_strategy
     stage04 = results_tables(profile)
     return Result(verdicts_path(profile, innocent_pool), {
         "models": {r["name"]: fingerprint(r["path"]) for r in manifest.to_dict("records")},
@@ -82,8 +82,8 @@ def verdicts_result(profile: Profile, target_fpr: float, showcase: tuple[str, ..
         "stage04": {t: content_id(r.path) for t, r in stage04.items()} if innocent_pool == "controls" else None,
         "controls": {d: content_id(layout.datasets_dir(profile) / f"{d}_heldout") for d in sorted(manifest.domain.unique())}
         if innocent_pool == "controls" else None,
-        "attribution": profile["attribution"], "statistical": profile["statistical"],
-        "generation": profile["generation"], "target_fpr": target_fpr, "showcase": sorted(showcase),
+        "attribution": profile.attribution.as_dict(), "statistical": profile.statistical.as_dict(),
+        "generation": profile.generation.as_dict(), "target_fpr": target_fpr, "showcase": sorted(showcase),
         "innocent_pool": innocent_pool, "format": 8},  # bump when the table or the verdict logic changes
         made_by="notebook 08_model_owner_verify")
 
@@ -93,7 +93,7 @@ def verify_evaluated(profile: Profile, target_fpr: float = 0.05, progress: bool 
     """One row per evaluated model: the tool's verdict, p-value, conf and discriminator score.
     Models named in ``showcase`` also get their full report under ``results/08_verify/<pool>/<name>/``."""
     manifest = read_manifest(profile)
-    strategy = profile["attribution"]["main_strategy"]
+    strategy = profile.attribution.main_strategy
     result = verdicts_result(profile, target_fpr, showcase, innocent_pool)
     if result.fresh():
         return pd.read_csv(result.path).fillna({"reason": ""})

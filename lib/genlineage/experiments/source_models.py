@@ -13,7 +13,8 @@ from pathlib import Path
 import pandas as pd
 from diffusers import AutoencoderKL
 
-from ..config import Profile
+from ..config import Profile, TrainConfig, as_profile
+from ..errors import InputError
 from ..data.build import build_datasets, load_pretrain_folder
 from ..data.imagefolder import read_imagefolder
 from ..cache import Result, content_id
@@ -22,15 +23,10 @@ from ..jobs import run_jobs, torch_threads
 from ..models.pipeline_io import PROVENANCE, quiet_hub
 from ..models.tiny import build_base, build_vae
 from ..training.finetune import finetune_folder, finetune_result, train_and_save
-from ..training.sd import TrainConfig
-from ..training.vae import VAETrainConfig, train_vae
+from ..training.vae import train_vae
 from .. import layout
 
 DOMAINS_ROLE = "source"
-
-
-def _profile(profile: Profile | dict) -> Profile:
-    return profile if isinstance(profile, Profile) else Profile(profile)
 
 
 def vae_dir(profile: Profile) -> Path:
@@ -40,19 +36,19 @@ def vae_dir(profile: Profile) -> Path:
 def vae_result(profile: Profile) -> Result:
     """The tiny family's one VAE: made from the pre-training corpus and its settings."""
     pretrain = layout.datasets_dir(profile) / "pretrain"
-    return Result(vae_dir(profile), {"vae": profile["models"]["vae"], "image_size": int(profile["data"]["image_size"]),
+    return Result(vae_dir(profile), {"vae": profile.models.vae.as_dict(), "image_size": profile.data.image_size,
                                      "data": content_id(pretrain)}, folder=True)
 
 
 def train_shared_vae(profile: Profile, progress: bool = True) -> Path:
     """The tiny family's one VAE, trained on the pre-training corpus (cached)."""
-    cfg = profile["models"]["vae"]
-    size = int(profile["data"]["image_size"])
+    cfg = profile.models.vae
+    size = profile.data.image_size
     result = vae_result(profile)
     if result.fresh():
         return result.path
     images = read_imagefolder(layout.datasets_dir(profile) / "pretrain", size=size).load_images()
-    train_cfg = VAETrainConfig.from_mapping(cfg["train"])
+    train_cfg = cfg.train
     vae = build_vae(cfg, size, train_cfg.seed)
     stats = train_vae(vae, images, train_cfg, progress=progress)
     with result.building() as tmp, quiet_hub():
@@ -62,8 +58,10 @@ def train_shared_vae(profile: Profile, progress: bool = True) -> Path:
 
 
 def _pretrain_config(profile: Profile, base: str) -> TrainConfig:
-    cfg = profile["models"]["bases"][base]
-    return TrainConfig.from_mapping(cfg["pretrain"], seed=int(cfg["seed"]))
+    cfg = profile.models.bases[base]
+    if cfg.pretrain is None:
+        raise InputError(f"models.bases.{base} has neither a path nor pretrain settings; give one of them.")
+    return cfg.pretrain.replace(seed=cfg.seed)
 
 
 def base_result(profile: Profile, base: str) -> Result:
@@ -71,24 +69,25 @@ def base_result(profile: Profile, base: str) -> Result:
     it) and the rows it is pre-trained on."""
     rows = load_pretrain_folder(profile, base).ids if (layout.datasets_dir(profile) / "pretrain").is_dir() else None
     return Result(layout.base_dir(profile, base), {
-        "base": profile["models"]["bases"][base], "vae": content_id(vae_dir(profile)),
+        "base": profile.models.bases[base].as_dict(), "vae": content_id(vae_dir(profile)),
         "data": content_id(layout.datasets_dir(profile) / "pretrain"), "rows": stable_hash(rows),
-        "train": _pretrain_config(profile, base).key(), "noise": profile["training"]["noise_scheduler"]}, folder=True)
+        "train": _pretrain_config(profile, base).key(), "noise": profile.training.noise_scheduler.as_dict()},
+        folder=True)
 
 
 def pretrain_base(profile: dict, base: str, progress: bool = True) -> str:
     """Build and pre-train one tiny base into ``models/base_<name>`` (cached, resumable)."""
-    profile = _profile(profile)
+    profile = as_profile(profile)
     result = base_result(profile, base)
     if result.fresh():
         return str(result.path)
-    cfg = profile["models"]["bases"][base]
-    size = int(profile["data"]["image_size"])
+    cfg = profile.models.bases[base]
+    size = profile.data.image_size
     vae = AutoencoderKL.from_pretrained(vae_dir(profile), use_safetensors=True, local_files_only=True)
     vae.requires_grad_(False).eval()
     corpus = load_pretrain_folder(profile)
     folder = load_pretrain_folder(profile, base)  # each base sees its own share, as v1.5 and v2.1 did
-    components = build_base(cfg, vae, corpus.captions, size, profile["training"]["noise_scheduler"])
+    components = build_base(cfg, vae, corpus.captions, size, profile.training.noise_scheduler)
     train_and_save(components, folder.load_images(), folder.captions, _pretrain_config(profile, base), result,
                    layout.work_dir(profile), {"role": "base", "base": base, "profile": profile.name}, progress,
                    f"pretrain {base}")
@@ -96,43 +95,44 @@ def pretrain_base(profile: dict, base: str, progress: bool = True) -> str:
 
 
 def _source_config(profile: Profile, base: str, domain: str) -> TrainConfig:
-    return TrainConfig.from_mapping(profile["training"]["finetune"], seed=derive_seed(profile["seed"], "source", base, domain))
+    return TrainConfig.from_mapping(profile.training.finetune, "training.finetune",
+                                    seed=derive_seed(profile.run.seed, "source", base, domain))
 
 
 def source_result(profile: Profile, base: str, domain: str) -> Result:
     """A fine-tuned source: made from its base and its source set, by content, and its settings."""
     return finetune_result(layout.base_dir(profile, base), layout.datasets_dir(profile) / f"{domain}_{DOMAINS_ROLE}",
                            layout.source_dir(profile, base, domain), _source_config(profile, base, domain),
-                           int(profile["data"]["image_size"]))
+                           profile.data.image_size)
 
 
 def finetune_source(profile: dict, base: str, domain: str, progress: bool = True) -> str:
     """Fine-tune base ``base`` on the ``domain`` source set into ``models/<base>_<domain>``."""
-    profile = _profile(profile)
+    profile = as_profile(profile)
     out = finetune_folder(
         layout.base_dir(profile, base), layout.datasets_dir(profile) / f"{domain}_{DOMAINS_ROLE}",
         layout.source_dir(profile, base, domain), _source_config(profile, base, domain),
-        int(profile["data"]["image_size"]), layout.work_dir(profile),
+        profile.data.image_size, layout.work_dir(profile),
         {"role": "source", "base": base, "domain": domain, "profile": profile.name},
-        device=profile.get("device", "cpu"), progress=progress, desc=f"{base}-{domain}")
+        device=profile.run.device, progress=progress, desc=f"{base}-{domain}")
     return str(out)
 
 
 def stage_results(profile: Profile) -> list[Result]:
     """Every cached result of stage 02 as a run would judge it now (what the invalidation tests
     compare): the VAE and the bases the profile builds, and every fine-tuned source."""
-    built = [b for b, c in profile["models"]["bases"].items() if not c.get("path")]
+    built = [b for b, c in profile.models.bases.items() if not c.path]
     results = ([vae_result(profile)] + [base_result(profile, b) for b in sorted(built)]) if built else []
-    return results + [source_result(profile, b, d) for b in sorted(profile["models"]["bases"])
-                      for d in sorted(profile["data"]["domains"])]
+    return results + [source_result(profile, b, d) for b in sorted(profile.models.bases)
+                      for d in sorted(profile.data.domains)]
 
 
 def source_models(profile: Profile) -> pd.DataFrame:
     """The six source models: name, base, domain (None for a base as it is), folder."""
     rows = []
-    for base in sorted(profile["models"]["bases"]):
+    for base in sorted(profile.models.bases):
         rows.append({"source": base, "base": base, "domain": None, "path": str(layout.source_dir(profile, base, None))})
-        for domain in sorted(profile["data"]["domains"]):
+        for domain in sorted(profile.data.domains):
             rows.append({"source": f"{base}-{domain}", "base": base, "domain": domain,
                          "path": str(layout.source_dir(profile, base, domain))})
     return pd.DataFrame(rows)
@@ -141,19 +141,20 @@ def source_models(profile: Profile) -> pd.DataFrame:
 def build_source_models(profile: Profile, progress: bool = True) -> pd.DataFrame:
     """Datasets, VAE, bases and fine-tuned sources, each stage cached; returns the table."""
     build_datasets(profile, progress=progress)
-    parallel = int(profile.get("parallel_jobs", 1))
-    threads = int(profile.get("threads_per_job", 1))
-    bases = profile["models"]["bases"]
-    local = {b: c["path"] for b, c in bases.items() if c.get("path")}
+    parallel, threads = profile.run.parallel_jobs, profile.run.threads_per_job
+    bases = profile.models.bases
+    local = {b: c.path for b, c in bases.items() if c.path}
     if len(local) < len(bases):
-        with torch_threads(int(profile["models"]["vae"].get("threads", 2))):
+        if profile.models.vae is None:
+            raise InputError("the profile builds tiny bases but has no models.vae section; add it (see profiles/tiny.yaml).")
+        with torch_threads(profile.models.vae.threads):
             train_shared_vae(profile, progress)
-        todo = [{"profile": dict(profile), "base": b, "progress": progress} for b in bases if b not in local]
+        todo = [{"profile": profile, "base": b, "progress": progress} for b in bases if b not in local]
         run_jobs("genlineage.experiments.source_models.pretrain_base", todo, parallel, threads)
     for base, path in local.items():
         _link_local_base(profile, base, Path(path))
-    jobs = [{"profile": dict(profile), "base": b, "domain": d, "progress": progress}
-            for b in sorted(bases) for d in sorted(profile["data"]["domains"])]
+    jobs = [{"profile": profile, "base": b, "domain": d, "progress": progress}
+            for b in sorted(bases) for d in sorted(profile.data.domains)]
     run_jobs("genlineage.experiments.source_models.finetune_source", jobs, parallel, threads)
     return source_models(profile)
 
@@ -178,7 +179,7 @@ def stage_costs(profile: Profile) -> pd.DataFrame:
     vae_meta = vae_dir(profile) / "genlineage.json"
     if vae_meta.is_file():
         meta = read_json(vae_meta)
-        rows.append({"model": "vae", "samples": meta.get("n_train"), "steps": profile["models"]["vae"]["train"]["steps"],
+        rows.append({"model": "vae", "samples": meta.get("n_train"), "steps": profile.models.vae.train.steps,
                      "seconds": meta.get("train_seconds")})
     for _, src in source_models(profile).iterrows():
         meta_file = Path(src.path) / "genlineage.json"

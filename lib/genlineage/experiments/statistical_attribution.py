@@ -48,20 +48,19 @@ def score_models(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFram
     lineage: too few to fit a classifier on), and scores the source's evaluated models of every
     replicate; each model's conf uses its own replicate's calibrated delta0. ``pooled`` fits one
     discriminator on every source's shadows."""
-    st = profile["statistical"]
-    att = profile["attribution"]
-    classifier = classifier or st["classifier"]
-    strategy, n = st.get("strategy", att["main_strategy"]), int(att["n_keys"])
+    st, att = profile.statistical, profile.attribution
+    classifier = classifier or st.classifier
+    strategy, n = st.strategy or att.main_strategy, att.n_keys
     D, _ = deltas(profile, models, per_sample)
-    delta0 = D[st.get("delta0", "calibrated")]
-    fpr = float(st.get("target_fpr", 0.1))
+    delta0 = D[st.delta0]
+    fpr = st.target_fpr
     groups = [("all", models)] if pooled else list(models.groupby("source"))
     rows = []
     for _, g in groups:
         shadow, ev = g[g.role == "shadow"], g[g.role == "evaluated"]
         x_tr = _features(per_sample, shadow, strategy, n, delta0)
         x_ev = _features(per_sample, ev, strategy, n, delta0)
-        score, pred, _ = fit_score(classifier, x_tr, shadow.label.to_numpy(), x_ev, int(profile["seed"]))
+        score, pred, _ = fit_score(classifier, x_tr, shadow.label.to_numpy(), x_ev, profile.run.seed)
         tau = threshold_at_fpr(x_tr[shadow.label.to_numpy() == 0, -1], fpr) if (shadow.label == 0).any() else 0.5
         rows.append(pd.DataFrame({"model": ev.name.to_numpy(), "source": ev.source.to_numpy(), "lineage": ev.lineage.to_numpy(),
                                   "replicate": replicate_of(ev).to_numpy(), "rho": ev.rho.to_numpy(), "label": ev.label.to_numpy(),
@@ -78,12 +77,12 @@ def table1(profile: Profile, scored: pd.DataFrame) -> pd.DataFrame:
     the TPRs over the infringing ones, for AUC over as many disjoint infringing-innocent pairs as
     the smaller class allows. Why: a percentile bootstrap collapses to [1, 1] when 18 of 18 models
     are right, while 18 of 18 only shows an accuracy above 0.81."""
-    st = profile["statistical"]
+    st = profile.statistical
     rows = []
     for source, g in scored.groupby("source"):
         for score in SCORES:
-            row = summarize(g.label, g[score], predictions=g[f"{score}_pred"], n_boot=int(st.get("n_boot", 1000)),
-                            seed=int(profile["seed"]))
+            row = summarize(g.label, g[score], predictions=g[f"{score}_pred"], n_boot=st.n_boot,
+                            seed=profile.run.seed)
             _widen(row, "accuracy", len(g))
             # AUC = P(infringing scores above innocent); m disjoint (infringing, innocent) pairs are
             # m independent draws of that event, so their exact interval is a valid, cautious one
@@ -120,7 +119,8 @@ def table1_result(profile: Profile) -> Result:
     tables = results_tables(profile)
     return Result(layout.results_dir(profile, STAGE) / "table1.csv", {
         "models": content_id(tables["models"].path), "per_sample": content_id(tables["per_sample"].path),
-        "statistical": profile["statistical"], "attribution": profile["attribution"], "seed": int(profile["seed"]),
+        "statistical": profile.statistical.as_dict(), "attribution": profile.attribution.as_dict(),
+        "seed": profile.run.seed,
         "format": 1}, made_by="notebook 05_statistical_attribution")
 
 

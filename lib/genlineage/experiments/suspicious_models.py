@@ -18,16 +18,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import Profile
+from ..config import Profile, TrainConfig, as_profile
 from ..data.build import load_split_folder
 from ..data.imagefolder import write_imagefolder
-from ..generation import GenerationCache, GenerationConfig, generate_cached
+from ..generation import GenerationCache, generate_cached
 from ..cache import STAMP, Result, content_id
 from ..io import atomic_path, derive_seed, read_json
 from ..jobs import run_jobs
 from ..models.pipeline_io import fingerprint, load_model
 from ..training.finetune import finetune_folder, finetune_result
-from ..training.sd import TrainConfig
 from .. import layout
 from .source_models import source_models
 
@@ -39,22 +38,22 @@ def source_table(profile: Profile) -> pd.DataFrame:
     profile's choice). The bases used as they are count as sources when ``suspicious.base_sources``
     is true (the paper's six); otherwise only the fine-tuned sources do."""
     table = source_models(profile)
-    if not profile["suspicious"].get("base_sources", True):
+    if not profile.suspicious.base_sources:
         table = table[table.domain.notna()].reset_index(drop=True)
-    default = profile["suspicious"].get("base_source_domain", sorted(profile["data"]["domains"])[0])
+    default = profile.suspicious.base_source_domain or sorted(profile.data.domains)[0]
     table["pool_domain"] = [d if isinstance(d, str) else default for d in table.domain]
     return table
 
 
 def _other_base(profile: Profile, base: str) -> str:
-    bases = sorted(profile["models"]["bases"])
+    bases = sorted(profile.models.bases)
     others = [b for b in bases if b != base]
     return others[0] if others else base
 
 
 def replicates(profile: Profile) -> list[int]:
     """The master seeds of stages 03-08 (``suspicious.replicates``; one draw when absent)."""
-    return [int(r) for r in profile["suspicious"].get("replicates", [0])]
+    return list(profile.suspicious.replicates)
 
 
 def plan_manifest(profile: Profile) -> pd.DataFrame:
@@ -63,12 +62,11 @@ def plan_manifest(profile: Profile) -> pd.DataFrame:
     Each replicate (master seed) is its own draw: the model names carry it, so every model's seed
     and its training pairs (drawn from its pool with that seed), and every shadow's rho, differ
     between replicates; the sources and their key sets are shared."""
-    cfg = profile["suspicious"]
-    rhos = [float(r) for r in cfg["rhos"]]
+    rhos = list(profile.suspicious.rhos)
     rows = []
     for replicate in replicates(profile):
         for _, src in source_table(profile).iterrows():
-            for lineage in cfg.get("lineages", ["same"]):
+            for lineage in profile.suspicious.lineages:
                 rows += _cell_rows(profile, src, lineage, replicate, rhos)
     return pd.DataFrame(rows)
 
@@ -76,13 +74,13 @@ def plan_manifest(profile: Profile) -> pd.DataFrame:
 def _cell_rows(profile: Profile, src, lineage: str, replicate: int, rhos: list[float]) -> list[dict]:
     """The models of one (source, lineage, replicate): evaluated infringers per rho and innocents,
     then the shadow set."""
-    cfg = profile["suspicious"]
+    cfg = profile.suspicious
     base = src.base if lineage == "same" else _other_base(profile, src.base)
-    plan = [("evaluated", rho, rep) for rho in rhos for rep in range(int(cfg["evaluated"]["infringing"]))]
-    plan += [("evaluated", 0.0, rep) for rep in range(int(cfg["evaluated"]["innocent"]))]
-    rng = np.random.default_rng(derive_seed(profile["seed"], "shadow-rho", src.source, lineage, replicate))
-    plan += [("shadow", float(rng.choice(rhos)), rep) for rep in range(int(cfg["shadow"]["infringing"]))]
-    plan += [("shadow", 0.0, 100 + rep) for rep in range(int(cfg["shadow"]["innocent"]))]
+    plan = [("evaluated", rho, rep) for rho in rhos for rep in range(cfg.evaluated.infringing)]
+    plan += [("evaluated", 0.0, rep) for rep in range(cfg.evaluated.innocent)]
+    rng = np.random.default_rng(derive_seed(profile.run.seed, "shadow-rho", src.source, lineage, replicate))
+    plan += [("shadow", float(rng.choice(rhos)), rep) for rep in range(cfg.shadow.infringing)]
+    plan += [("shadow", 0.0, 100 + rep) for rep in range(cfg.shadow.innocent)]
     rows = []
     for role, rho, rep in plan:
         name = f"{src.source}__{role}__{lineage}__rho{rho:g}__r{rep}__s{replicate}"
@@ -90,8 +88,8 @@ def _cell_rows(profile: Profile, src, lineage: str, replicate: int, rhos: list[f
             "name": name, "source": src.source, "source_path": src.path, "source_base": src.base,
             "domain": src.pool_domain, "role": role, "lineage": lineage, "base": base,
             "base_path": str(layout.base_dir(profile, base)), "rho": rho, "label": int(rho > 0),
-            "replicate": int(replicate), "n_samples": int(cfg["n_samples"]),
-            "seed": derive_seed(profile["seed"], "suspicious", name),
+            "replicate": int(replicate), "n_samples": cfg.n_samples,
+            "seed": derive_seed(profile.run.seed, "suspicious", name),
             "pool": f"{src.pool_domain}_{'suspicious_pool' if role == 'evaluated' else 'shadow_pool'}",
             "path": str(layout.models_dir(profile) / "suspicious" / name),
         })
@@ -118,7 +116,7 @@ def source_watermark_bits(profile: Profile, source: str) -> np.ndarray:
     """The 32-bit key a source would stamp on its outputs (Baseline 1)."""
     from ..watermark import random_bits
 
-    return random_bits(derive_seed(profile["seed"], "watermark", source) % (2**31))
+    return random_bits(derive_seed(profile.run.seed, "watermark", source) % (2**31))
 
 
 def training_set_result(profile: Profile, row: dict) -> Result:
@@ -128,11 +126,10 @@ def training_set_result(profile: Profile, row: dict) -> Result:
     depend on the source at all, so retraining a source redoes only its infringers."""
     inputs = {"row": {k: row[k] for k in ("source", "pool", "rho", "n_samples", "seed")},
               "pool": content_id(layout.datasets_dir(profile) / f"{row['pool']}"),
-              "image_size": int(profile["data"]["image_size"])}
+              "image_size": profile.data.image_size}
     if float(row["rho"]) > 0:
-        watermark = bool(profile["suspicious"].get("watermark_generated"))
-        inputs.update({"source": fingerprint(row["source_path"]),
-                       "generation": GenerationConfig.from_mapping(profile["generation"]).key(),
+        watermark = profile.suspicious.watermark_generated
+        inputs.update({"source": fingerprint(row["source_path"]), "generation": profile.generation.key(),
                        "watermark": source_watermark_bits(profile, row["source"]).tolist() if watermark else None})
     return Result(profile.data_root / "suspicious_data" / row["name"], inputs, folder=True)
 
@@ -153,10 +150,9 @@ def build_training_set(profile: Profile, row: dict) -> Path:
     if n_generated:
         source = load_model(profile, row["source_path"])
         seeds = [derive_seed(row["seed"], "gen", i) % (2**31) for i in range(n_generated)]
-        generated = generate_cached(source, captions[:n_generated], seeds,
-                                    GenerationConfig.from_mapping(profile["generation"]),
+        generated = generate_cached(source, captions[:n_generated], seeds, profile.generation,
                                     GenerationCache(layout.generation_cache_dir(profile)))
-        if profile["suspicious"].get("watermark_generated"):
+        if profile.suspicious.watermark_generated:
             from ..watermark import embed, mode_for_size
 
             generated = embed(generated, source_watermark_bits(profile, row["source"]), mode_for_size(*generated.shape[1:3]))
@@ -169,23 +165,23 @@ def build_training_set(profile: Profile, row: dict) -> Path:
 
 
 def _train_config(profile: Profile, row: dict) -> TrainConfig:
-    return TrainConfig.from_mapping({**profile["training"]["finetune"], **profile["suspicious"]["train"]},
+    return TrainConfig.from_mapping({**profile.training.finetune, **profile.suspicious.train}, "suspicious.train",
                                     seed=int(row["seed"]) % (2**31))
 
 
 def model_result(profile: Profile, row: dict) -> Result:
     """A suspicious model: made from its base and its training set, by content, and its settings."""
     return finetune_result(row["base_path"], training_set_result(profile, row).path, row["path"],
-                           _train_config(profile, row), int(profile["data"]["image_size"]))
+                           _train_config(profile, row), profile.data.image_size)
 
 
 def build_suspicious_model(profile: dict, row: dict, progress: bool = False) -> str:
     """One job: the training set, then the fine-tune (both cached)."""
-    profile = Profile(profile)
+    profile = as_profile(profile)
     data = build_training_set(profile, row)
-    finetune_folder(row["base_path"], data, row["path"], _train_config(profile, row), int(profile["data"]["image_size"]),
+    finetune_folder(row["base_path"], data, row["path"], _train_config(profile, row), profile.data.image_size,
                     layout.work_dir(profile), {k: row[k] for k in ("name", "source", "rho", "role", "lineage", "base")},
-                    device=profile.get("device", "cpu"), progress=progress, desc=row["name"])
+                    device=profile.run.device, progress=progress, desc=row["name"])
     return row["path"]
 
 
@@ -200,9 +196,9 @@ def build_suspicious_models(profile: Profile, progress: bool = True) -> pd.DataF
     """Plan, write the manifest, and train every suspicious model (parallel single-thread jobs)."""
     manifest = plan_manifest(profile)
     write_manifest(profile, manifest)
-    jobs = [{"profile": dict(profile), "row": row} for row in manifest.to_dict("records")]
-    run_jobs("genlineage.experiments.suspicious_models.build_suspicious_model", jobs, int(profile.get("parallel_jobs", 1)),
-             int(profile.get("threads_per_job", 1)), desc="suspicious models" if progress else None)
+    jobs = [{"profile": profile, "row": row} for row in manifest.to_dict("records")]
+    run_jobs("genlineage.experiments.suspicious_models.build_suspicious_model", jobs, profile.run.parallel_jobs,
+             profile.run.threads_per_job, desc="suspicious models" if progress else None)
     return manifest
 
 

@@ -129,7 +129,7 @@ def load_pipeline(path: str | Path, device: str = "cpu", dtype: torch.dtype = to
 def load_model(profile: Any, path: str | Path) -> SDComponents:
     """A pipeline folder loaded for inference on ``profile``'s device and dtype: the one way every
     stage loads a model (through the gate, like any folder)."""
-    return load_pipeline(path, device=str(profile.get("device", "cpu")), dtype=profile.torch_dtype)
+    return load_pipeline(path, device=profile.run.device, dtype=profile.torch_dtype)
 
 
 @contextlib.contextmanager

@@ -16,12 +16,12 @@ from ..config import REPO_ROOT, Profile
 from ..experiments.claims import verdict_tally
 from ..experiments.suspicious_models import replicates
 from ..io import write_text
-from .tables import markdown
+from ..markdown import markdown
 
 
 def report_path(profile: Profile) -> Path:
     """The committed profile (one with ``figures_dir``) reports at the repository root; others beside their data."""
-    return REPO_ROOT / f"REPRODUCTION_{profile.name}.md" if profile.get("figures_dir") else profile.data_root / "REPRODUCTION.md"
+    return REPO_ROOT / f"REPRODUCTION_{profile.name}.md" if profile.run.figures_dir else profile.data_root / "REPRODUCTION.md"
 
 
 def spread_text(profile: Profile) -> str:

@@ -15,47 +15,18 @@ from __future__ import annotations
 import json
 import shutil
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..io import atomic_dir, stable_hash
+from ..config import TrainConfig
+from ..errors import InputError
+from ..io import atomic_dir
 from ..models.pipeline_io import SDComponents
 from .encode import EncodedDataset
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    steps: int
-    batch: int
-    lr: float
-    seed: int = 0
-    train_text_encoder: bool = False
-    lr_scheduler: str = "constant"
-    lr_warmup_steps: int = 0
-    weight_decay: float = 1e-2
-    max_grad_norm: float = 1.0
-    mixed_precision: str = "no"          # "no" | "fp16" | "bf16"
-    gradient_checkpointing: bool = False
-    checkpoint_every: int = 0            # 0: only at the end
-
-    @classmethod
-    def from_mapping(cls, cfg: Mapping, **override) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        merged = {k: v for k, v in dict(cfg).items() if k in names}
-        merged.update(override)
-        return cls(**merged)
-
-    def key(self) -> str:
-        """What determines the trained weights (checkpoint spacing does not)."""
-        d = asdict(self)
-        d.pop("checkpoint_every")
-        return stable_hash(d)
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
@@ -116,6 +87,18 @@ def _autocast(cfg: TrainConfig, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+def _is_v_prediction(prediction_type: str) -> bool:
+    """The training target of the scheduler's prediction type; any other type (``sample``, a typo)
+    is refused: training it as epsilon would silently fit the wrong target."""
+    if prediction_type not in PREDICTION_TYPES:
+        raise InputError(f"the noise scheduler's prediction_type is {prediction_type!r}; this trainer knows "
+                         f"{', '.join(PREDICTION_TYPES)}: fix scheduler/scheduler_config.json of the base.")
+    return prediction_type == "v_prediction"
+
+
 def train_sd(components: SDComponents, data: EncodedDataset, cfg: TrainConfig, work_dir: str | Path,
              stop_after: int | None = None, progress: bool = True, desc: str = "train") -> bool:
     """Train ``components`` in place; return True when all ``cfg.steps`` are done.
@@ -152,6 +135,7 @@ def train_sd(components: SDComponents, data: EncodedDataset, cfg: TrainConfig, w
         frozen_states = None if cfg.train_text_encoder else _encode_unique(text_encoder, data.input_ids)
 
     bar = tqdm(range(start, last), initial=start, total=cfg.steps, desc=desc, disable=not progress, leave=False)
+    v_prediction = _is_v_prediction(noise_scheduler.config.prediction_type)
     for step in bar:
         gen = _step_generator(cfg.seed, step)
         idx = _batch_indices(cfg.seed, step, cfg.batch, len(data))
@@ -161,10 +145,7 @@ def train_sd(components: SDComponents, data: EncodedDataset, cfg: TrainConfig, w
         latents = (data.mean[idx] + data.std[idx] * eps_latent.to(device)) * scaling
         noise, timesteps = noise.to(device), timesteps.to(device)
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-        if noise_scheduler.config.prediction_type == "v_prediction":
-            target = noise_scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
+        target = noise_scheduler.get_velocity(latents, noise, timesteps) if v_prediction else noise
         with _autocast(cfg, device):
             states = text_encoder(data.input_ids[idx])[0] if frozen_states is None else frozen_states[idx]
             pred = unet(noisy, timesteps, states).sample

@@ -7,8 +7,6 @@ set so latents have unit variance, as SD's 0.18215 was chosen.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 import torch
@@ -16,21 +14,8 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
+from ..config import VAETrainConfig
 from .encode import images_to_tensor
-
-
-@dataclass(frozen=True)
-class VAETrainConfig:
-    steps: int
-    batch: int
-    lr: float
-    kl_weight: float = 1e-6
-    seed: int = 0
-
-    @classmethod
-    def from_mapping(cls, cfg: Mapping) -> "VAETrainConfig":
-        return cls(int(cfg["steps"]), int(cfg["batch"]), float(cfg["lr"]),
-                   float(cfg.get("kl_weight", 1e-6)), int(cfg.get("seed", 0)))
 
 
 def train_vae(vae: AutoencoderKL, images: np.ndarray, cfg: VAETrainConfig, progress: bool = True) -> dict:

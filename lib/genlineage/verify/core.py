@@ -5,21 +5,35 @@ from :mod:`genlineage.reconstruction`, conf, delta0 calibration and the discrimi
 :mod:`genlineage.conf` and :mod:`genlineage.discriminator`. What this adds is the decision
 for a single model: a p-value against an innocent null (:mod:`.null`), a verdict at the owner's
 target false-positive rate, and the evidence (:mod:`.report`).
+
+``verify`` runs in steps, each a function below with its own tests, in the order that makes every
+refusal cost the fewest queries:
+
+1. check the inputs: ``check_settings`` (numbers, profile), ``check_models`` (folders or callables,
+   an innocent null), ``check_keys`` (the key set, its seeds apart from the query seeds),
+   ``open_suspect``; nothing is queried before all of them pass;
+2. ``query_shadows``: the owner's shadow models asked the keys;
+3. the null: ``choose_delta0`` (given, calibrated on the shadows, or the profile's) and
+   ``build_null`` (the innocent shadows, or the control pairs);
+4. ``plan_budget``: how many keys (and controls) to ask, refused with the smallest budget that would do;
+5. ``query_suspect``: the only step that costs the suspect's queries;
+6. ``decide``: p-value, verdict at the target false-positive rate, discriminator score, warning;
+7. the report: ``run_record`` (the settings to re-run it) and ``assemble_verdict``.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Union
 
 import numpy as np
 import pandas as pd
 
 from ..conf import calibrate_delta0, conf, delta_grid
 from ..config import Profile, load_profile
-from ..data.imagefolder import read_imagefolder
-from ..discriminator import features, fit_score
+from ..data.imagefolder import ImageFolder, read_imagefolder
+from ..discriminator import features_from_rd, fit_score
 from ..errors import InputError
 from ..generation import GenerationCache, GenerationConfig
 from ..reconstruction import reconstruct_with
@@ -29,11 +43,13 @@ from . import null
 from .suspect import CallableSuspect, PipelineSuspect, Suspect, check_sd_pipeline, load_sd_pipeline
 
 STRATEGIES = ("generation", "detection", "random")
+ModelSpec = Union[str, Path, Callable, Suspect]  # a pipeline folder, a callable (prompt, seed) -> image, or a Suspect
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Verdict:
-    """What ``verify`` decided and on what evidence (``to_json`` is the machine-readable report)."""
+    """What ``verify`` decided and on what evidence (``to_json`` is the machine-readable report).
+    Built by keyword only: twenty fields in a row are too easy to swap."""
 
     verdict: str                      # "infringing" | "not shown"
     p_value: float
@@ -63,10 +79,493 @@ class Verdict:
         return out
 
 
-def _check_fpr(target_fpr: float) -> float:
-    if not 0 < float(target_fpr) < 1:
-        raise InputError(f"target FPR {target_fpr} must lie strictly between 0 and 1 (e.g. 0.01 for 1%).")
-    return float(target_fpr)
+# --- what the steps pass on --------------------------------------------------------------------------
+
+@dataclass(frozen=True, kw_only=True)
+class VerifySettings:
+    """The run's settings, checked and resolved from the arguments and the profile before any model
+    is read: every later step takes this one object instead of a dozen arguments."""
+
+    profile: Profile
+    alpha: float               # the target false-positive rate
+    budget: int | None         # images the suspect may be asked, as given (None: no cap)
+    n_keys: int | None         # keys asked for, as given (None: all, or the profile's when selecting)
+    delta0: float | None       # the threshold given, if any
+    query_seeds: list[int]     # every suspect, shadow and control is asked at these
+    distance: str
+    generation: GenerationConfig
+    out: Path
+    cache_dir: Path
+    progress: bool
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.query_seeds)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Models:
+    """The run's models as given, checked (the source's folder resolved): who is asked what."""
+
+    source: Path
+    suspect: ModelSpec
+    suspect_name: str | None             # a callable suspect's cache name (default: its module and name)
+    innocent_shadows: tuple[ModelSpec, ...]
+    infringing_shadows: tuple[ModelSpec, ...]
+    controls: str | Path | None          # an image folder of control pairs
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The owner's key set and the seeds its references were made with (None: real images)."""
+
+    key_set: KeySet
+    made_with: list[int] | None
+
+
+@dataclass(frozen=True)
+class ShadowRDs:
+    """Each shadow's reconstruction distance to every key: [shadows, keys] per kind, in the order given."""
+
+    innocent: np.ndarray
+    infringing: np.ndarray
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """delta0 and what chose it (given, calibrated on the shadows, or the profile's)."""
+
+    delta0: float
+    chosen_by: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class InnocentNull:
+    """What innocent models look like, the suspect's yardstick: the innocent shadows' distances
+    (two or more), else control pairs of the source's domain to ask the suspect itself."""
+
+    innocent_rd: np.ndarray                # [innocent shadows, keys]
+    controls: ImageFolder | None = None    # the control pairs (None: the shadows are the null)
+    control_rows: list[int] = field(default_factory=list)  # the folder's distinct pairs, in order
+
+    @property
+    def from_shadows(self) -> bool:
+        return self.controls is None
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueryPlan:
+    """How many keys and controls the suspect is asked, each at every query seed."""
+
+    n_keys: int
+    n_controls: int
+    n_seeds: int
+
+    @property
+    def queries(self) -> int:
+        return (self.n_keys + self.n_controls) * self.n_seeds
+
+
+@dataclass(frozen=True, kw_only=True)
+class SuspectAnswers:
+    """The suspect's answers to the planned queries."""
+
+    keys: KeySet                   # the keys asked: the first plan.n_keys, best first
+    rd: np.ndarray                 # per key asked: the distance (min over the query seeds)
+    best_seed: np.ndarray          # per key asked: the seed of that minimum
+    reconstructions: np.ndarray    # per key asked: the suspect's closest image
+    control_rd: np.ndarray | None  # per control asked (controls null only)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NullTest:
+    """The suspect against the innocent null: the p-value and what it was computed on."""
+
+    name: str
+    p_value: float
+    null_rds: np.ndarray                        # the null's distances (shadows' keys, or the suspect's controls)
+    empirical_p_value: float | None = None      # the shadows' assumption-free rank (shadow null only)
+    innocent_mean_rds: np.ndarray | None = None  # each innocent shadow's statistic (shadow null only)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    """What the suspect's distances decide at the target false-positive rate."""
+
+    verdict: str                      # "infringing" | "not shown"
+    test: NullTest
+    mean_rd: float                    # the suspect's statistic: mean distance over the keys asked
+    conf: float
+    key_hits: int
+    discriminator_score: float | None
+    warning: str
+
+
+# --- 1. the inputs --------------------------------------------------------------------------------
+
+def check_settings(*, target_fpr: float, budget: int | None, n_keys: int | None, delta0: float | None,
+                   profile: str | Profile, out: str | Path, cache_dir: str | Path | None, progress: bool) -> VerifySettings:
+    """Nonsense numbers refused with the fix, and the profile resolved: first, because they cost
+    nothing to check and a run that would fail on them should load no model."""
+    alpha = _check_fpr(target_fpr)
+    if n_keys is not None and int(n_keys) < 1:
+        raise InputError(f"--n-keys {n_keys}: ask for at least 1 key sample.")
+    if delta0 is not None and not (math.isfinite(float(delta0)) and float(delta0) > 0):
+        raise InputError(f"--delta0 {delta0}: the distance threshold must be a positive number (e.g. 0.15).")
+    if budget is not None and int(budget) < 1:
+        raise InputError(f"--budget {budget}: the query budget must be a positive number of images.")
+    P = profile if isinstance(profile, Profile) else load_profile(profile)
+    _, query_seeds = profile_seeds(P)
+    out = Path(out)
+    return VerifySettings(profile=P, alpha=alpha, budget=budget, n_keys=n_keys,
+                       delta0=None if delta0 is None else float(delta0), query_seeds=query_seeds,
+                       distance=P.attribution.distance, generation=P.generation, out=out,
+                       cache_dir=Path(cache_dir) if cache_dir is not None else out / "cache", progress=progress)
+
+
+def check_models(*, source: str | Path, suspect: ModelSpec, suspect_name: str | None,
+                 innocent_shadows: Sequence[ModelSpec], infringing_shadows: Sequence[ModelSpec],
+                 controls: str | Path | None, out: Path) -> Models:
+    """Every model folder checked (a safe Stable-Diffusion pipeline, apart from ``out``, none given
+    twice) and an innocent null available, before anything is loaded or written: a bad suspect or
+    a missing null then costs no shadow query."""
+    source = check_sd_pipeline(source, "source model")
+    folders = [m for m in [suspect, *innocent_shadows, *infringing_shadows] if isinstance(m, (str, Path))]
+    _check_apart_from_out(folders, out)
+    _check_each_given_once(folders)
+    if isinstance(suspect, (str, Path)):
+        check_sd_pipeline(suspect, "suspect")
+    for role, paths in (("innocent shadow", innocent_shadows), ("infringing shadow", infringing_shadows)):
+        for path in paths:
+            if isinstance(path, (str, Path)):
+                check_sd_pipeline(path, role)
+    _check_null_available(len(innocent_shadows), controls)
+    return Models(source=source, suspect=suspect, suspect_name=suspect_name, innocent_shadows=tuple(innocent_shadows),
+                  infringing_shadows=tuple(infringing_shadows), controls=controls)
+
+
+def _check_apart_from_out(folders: Sequence[str | Path], out: Path) -> None:
+    """genlineage never writes into a model's folder, nor puts a model inside its own output."""
+    for path in folders:
+        folder, where = Path(path).resolve(), out.resolve()
+        if where == folder or folder in where.parents or where in folder.parents:
+            raise InputError(f"--out {out} and the model folder {path} overlap; genlineage never writes into a "
+                             "suspect's or shadow's folder. Pass an --out that neither holds nor lies in a model.")
+
+
+def _check_each_given_once(folders: Sequence[str | Path]) -> None:
+    """A shadow given twice would shrink the null's spread; a suspect among its shadows would be its own null."""
+    resolved = [str(Path(m).resolve()) for m in folders]
+    repeated = sorted({m for m in resolved if resolved.count(m) > 1})
+    if repeated:
+        raise InputError(f"the model folder {repeated[0]} is given more than once (as suspect or shadow); each shadow "
+                         "must be a different model, and the suspect cannot be its own shadow.")
+
+
+def _check_null_available(n_innocent_shadows: int, controls: str | Path | None) -> None:
+    """Without an innocent null there is no false-positive rate to state."""
+    if n_innocent_shadows < 2 and controls is None:
+        raise InputError(f"no innocent null: {n_innocent_shadows} innocent shadow model(s) given, and the null needs at "
+                         "least 2 (--innocent-shadow, fine-tuned by you on data the source never generated) to measure "
+                         "how innocent models differ; or pass --controls (pairs of the source's domain it never trained on).")
+
+
+def check_keys(keys: str | Path | KeySet | None, key_data: str | Path | None, strategy: str,
+               base: str | Path | None, source: Path, run: VerifySettings) -> Keys:
+    """The owner's key set (given, or selected now into ``out/keys``), made with seeds apart from the
+    query seeds and holding at least one key: settled before any query, since a suspect asked at a
+    reference's own seed would share its noise rather than its memory."""
+    key_set = _resolve_keys(keys, key_data, strategy, run.n_keys, source, Path(base) if base else None, run.profile,
+                            run.out, run.progress)
+    made_with = check_key_seeds(key_set, run.query_seeds)
+    if len(key_set) == 0:
+        raise InputError("the key set holds no key samples: select keys first (--key-data with --strategy).")
+    return Keys(key_set, made_with)
+
+
+def open_suspect(models: Models, key_set: KeySet, run: VerifySettings) -> Suspect:
+    """The suspect, loaded (a pipeline folder) or wrapped (a callable), and a pipeline's image size
+    checked against the keys': a mismatch is refused before the shadows cost a query."""
+    suspect = _suspect(models.suspect, run.generation, run.cache_dir, "suspect", models.suspect_name)
+    if isinstance(suspect, PipelineSuspect):
+        suspect.check_size(key_set.references.shape[1])
+    return suspect
+
+
+# --- 2. the shadows --------------------------------------------------------------------------------
+
+def query_shadows(models: Models, key_set: KeySet, run: VerifySettings) -> ShadowRDs:
+    """Every shadow asked every key, before the suspect: the shadows fix delta0 and the null (and
+    may refuse the run) before the suspect costs a single query."""
+    return ShadowRDs(_query_kind("innocent", models.innocent_shadows, key_set, run),
+                     _query_kind("infringing", models.infringing_shadows, key_set, run))
+
+
+def _query_kind(kind: str, shadows: Sequence[ModelSpec], key_set: KeySet, run: VerifySettings) -> np.ndarray:
+    """[shadows, keys]: the distances of one kind of shadow, each shadow checked for finite values."""
+    rows = []
+    for shadow in shadows:
+        role = f"{kind} shadow {_name(shadow)}"
+        model = _suspect(shadow, run.generation, run.cache_dir, role)
+        distances = _rd(model, key_set.prompts, key_set.references, run.query_seeds, run.distance, run.progress)[0]
+        rows.append(_check_distances(distances, role))
+    return np.array(rows).reshape(len(rows), len(key_set))
+
+
+# --- 3. the null ------------------------------------------------------------------------------------
+
+def choose_delta0(shadows: ShadowRDs, run: VerifySettings) -> Threshold:
+    """delta0 as given; else calibrated on the shadows when both kinds are there (the owner's own
+    models, never the suspect: the threshold is fixed before the suspect is looked at); else the
+    profile's."""
+    if run.delta0 is not None:
+        return Threshold(run.delta0, "given")
+    if len(shadows.innocent) and len(shadows.infringing):
+        delta0, _ = calibrate_delta0(_in_name_order(shadows.infringing), _in_name_order(shadows.innocent),
+                                     delta_grid(run.profile.attribution.delta0_grid.as_dict()))
+        return Threshold(delta0, "calibrated on the shadow models")
+    return Threshold(run.profile.attribution.delta0, f"profile {run.profile.name}")
+
+
+def _in_name_order(rd: np.ndarray) -> np.ndarray:
+    """The shadows in the order earlier versions averaged their conf in (their table names
+    'innocent0', 'innocent1', 'innocent10', ... sorted as text): the mean over shadows is a
+    floating-point sum, and with 11 or more of a kind another order can round a tied gap
+    differently and pick another delta0."""
+    return rd[sorted(range(len(rd)), key=str)]
+
+
+def build_null(shadows: ShadowRDs, controls: str | Path | None, key_set: KeySet) -> InnocentNull:
+    """The innocent null: the innocent shadows when there are two or more (their spread is the
+    null's), else the control pairs, read now so that a bad folder costs no suspect query. Two
+    innocent shadows that come exactly as close to every key are one model given twice: refused,
+    as a copy would shrink the spread and the p-value with it."""
+    innocent = shadows.innocent
+    if len(innocent) and len(np.unique(innocent, axis=0)) < len(innocent):
+        raise InputError("two innocent shadows come exactly as close to every key: they look like one model given "
+                         "twice (a copy, or the same callable); pass different innocent shadows.")
+    if len(innocent) >= 2 or controls is None:
+        return InnocentNull(innocent_rd=innocent)
+    folder = read_imagefolder(controls, size=key_set.references.shape[1])
+    return InnocentNull(innocent_rd=innocent, controls=folder, control_rows=folder.distinct_indices())
+
+
+# --- 4. the budget ----------------------------------------------------------------------------------
+
+def plan_budget(innocent_null: InnocentNull, n_keys: int, run: VerifySettings) -> QueryPlan:
+    """How many keys (and controls) to ask, fixed before the suspect is asked anything; a budget or
+    a null that cannot reach the target false-positive rate is refused here, with what would do."""
+    if innocent_null.from_shadows:
+        n_use = shadow_key_count(innocent_null.innocent_rd, run.alpha, n_keys, run.n_seeds, run.budget)
+        return QueryPlan(n_keys=n_use, n_controls=0, n_seeds=run.n_seeds)
+    n_use, m_use = fisher_split(run.alpha, n_keys, len(innocent_null.control_rows), run.n_seeds, run.budget)
+    return QueryPlan(n_keys=n_use, n_controls=m_use, n_seeds=run.n_seeds)
+
+
+def shadow_key_count(innocent: np.ndarray, alpha: float, n_keys: int, n_seeds: int, budget: int | None) -> int:
+    """How many keys to ask: every key the budget allows (fixed before looking at the shadows:
+    choosing the count where the shadows happen to agree would shrink their spread and the p-value
+    with it). Refused before any query of the suspect when even a perfect copy (distance 0) could
+    not beat the shadows' null over those keys at alpha; the only other count a refusal suggests is
+    all the keys, which does not depend on the shadows either."""
+    def floor(n: int) -> float:
+        stats = innocent[:, :n].mean(axis=1)
+        return null.prediction_floor(stats) if np.ptp(stats) > 0 else 1.0
+
+    cap = n_keys if budget is None else min(n_keys, int(budget) // n_seeds)
+    if cap >= 1 and floor(cap) <= alpha:
+        return cap
+    if cap < n_keys and floor(n_keys) <= alpha:
+        raise InputError(f"query budget {budget} is too small for a {alpha:g} false-positive rate against these shadows: "
+                         f"all {n_keys} keys would do, a budget of {n_keys * n_seeds} ({n_keys} keys x {n_seeds} seeds).")
+    stats = innocent[:, :max(cap, 1)].mean(axis=1)
+    raise InputError(f"{len(innocent)} innocent shadows cannot support a {alpha:g} false-positive rate over {max(cap, 1)} "
+                     f"keys: their mean distances ({', '.join(f'{x:.3f}' for x in stats)}) are too spread for even a "
+                     f"perfect copy to stand out (smallest p-value {floor(max(cap, 1)):.2g}). Add innocent shadows, "
+                     "or raise --target-fpr.")
+
+
+def fisher_split(alpha: float, n_keys: int, n_controls: int, n_seeds: int, budget: int | None) -> tuple[int, int]:
+    """(keys, controls) to ask: all of both without a budget, else a split of the budget that still
+    reaches alpha (keys first to half, leftover slots to whichever side has samples left)."""
+    split = null.smallest_fisher_split(alpha, n_keys, n_controls)
+    if split is None:
+        raise InputError(f"{n_keys} keys and {n_controls} control samples cannot reach a {alpha:g} false-positive "
+                         "rate (Fisher exact test); add keys or controls, or raise --target-fpr.")
+    if budget is None:
+        return n_keys, n_controls
+    slots = int(budget) // n_seeds
+    if slots < sum(split):
+        raise InputError(f"query budget {budget} is too small for a {alpha:g} false-positive rate: the smallest that "
+                         f"would do is {sum(split) * n_seeds} ({split[0]} keys + {split[1]} controls x {n_seeds} seeds).")
+    n_use = min(n_keys, max(split[0], math.ceil(slots / 2)))
+    m_use = min(n_controls, slots - n_use)
+    n_use = min(n_keys, slots - m_use)
+    if null.fisher_pvalue(n_use, n_use, 0, m_use) > alpha:
+        return split
+    return n_use, m_use
+
+
+# --- 5. the suspect ---------------------------------------------------------------------------------
+
+def query_suspect(suspect: Suspect, key_set: KeySet, innocent_null: InnocentNull, plan: QueryPlan,
+                  run: VerifySettings) -> SuspectAnswers:
+    """The suspect asked the planned keys, then (controls null) the planned controls: the one step
+    that spends the suspect's queries, after every refusal."""
+    keys_used = key_set.subset(plan.n_keys)
+    rd, best_seed, reconstructions = _rd(suspect, keys_used.prompts, keys_used.references, run.query_seeds,
+                                         run.distance, run.progress)
+    _check_distances(rd, "suspect")
+    control_rd = None if innocent_null.from_shadows else _control_rd(suspect, innocent_null, plan.n_controls, run)
+    return SuspectAnswers(keys=keys_used, rd=rd, best_seed=best_seed, reconstructions=reconstructions,
+                          control_rd=control_rd)
+
+
+def _control_rd(suspect: Suspect, innocent_null: InnocentNull, n_controls: int, run: VerifySettings) -> np.ndarray:
+    """The suspect's distances to the first ``n_controls`` distinct control pairs."""
+    rows, folder = innocent_null.control_rows[:n_controls], innocent_null.controls
+    prompts = [folder.records[i]["text"] for i in rows]
+    return _rd(suspect, prompts, to_uint8(folder.load_images()[rows]), run.query_seeds, run.distance, run.progress)[0]
+
+
+# --- 6. the decision --------------------------------------------------------------------------------
+
+def decide(answers: SuspectAnswers, innocent_null: InnocentNull, threshold: Threshold, shadows: ShadowRDs,
+           run: VerifySettings) -> Decision:
+    """The suspect's distances against the innocent null: a p-value, the verdict at the target
+    false-positive rate, conf and hits at delta0, the discriminator's score and any warning."""
+    rd, delta0 = answers.rd, threshold.delta0
+    test = (shadow_null_test(rd, innocent_null.innocent_rd) if innocent_null.from_shadows
+            else controls_null_test(rd, answers.control_rd, delta0))
+    verdict = "infringing" if test.p_value <= run.alpha else "not shown"
+    return Decision(verdict=verdict, test=test, mean_rd=null.model_statistic(rd), conf=conf(rd, delta0),
+                    key_hits=int((rd < delta0).sum()),
+                    discriminator_score=discriminator_score(shadows, rd, delta0, run.profile),
+                    warning=warning_for(verdict, test, run.alpha, innocent_null.from_shadows))
+
+
+def shadow_null_test(rd: np.ndarray, innocent_rd: np.ndarray) -> NullTest:
+    """The suspect's mean distance over the keys asked against each innocent shadow's over the same
+    keys (a t prediction, see :mod:`.null`), with the assumption-free rank beside it."""
+    n_keys = len(rd)
+    statistic, innocent_means = null.model_statistic(rd), innocent_rd[:, :n_keys].mean(axis=1)
+    return NullTest(name=f"innocent shadows ({len(innocent_rd)}; t prediction on the mean distance)",
+                    p_value=null.prediction_pvalue(statistic, innocent_means), null_rds=innocent_rd[:, :n_keys].ravel(),
+                    empirical_p_value=null.empirical_pvalue(statistic, innocent_means), innocent_mean_rds=innocent_means)
+
+
+def controls_null_test(rd: np.ndarray, control_rd: np.ndarray, delta0: float) -> NullTest:
+    """Keys against controls hit below delta0 by the suspect itself (one-sided Fisher exact test,
+    see :mod:`.null`): comparing the suspect with itself cancels how close it comes to everything."""
+    p_value = null.fisher_pvalue(int((rd < delta0).sum()), len(rd), int((control_rd < delta0).sum()), len(control_rd))
+    return NullTest(name="control samples (Fisher exact)", p_value=p_value, null_rds=control_rd)
+
+
+def discriminator_score(shadows: ShadowRDs, rd: np.ndarray, delta0: float, profile: Profile) -> float | None:
+    """The statistical level's score of the suspect (higher = more likely infringing): a classifier
+    fitted on the shadows' features over the keys the suspect was asked; None without shadows of
+    both kinds to learn from."""
+    if not (len(shadows.innocent) and len(shadows.infringing)):
+        return None
+    n_keys = len(rd)
+    x_shadows = features_from_rd(np.vstack([shadows.innocent[:, :n_keys], shadows.infringing[:, :n_keys]]), delta0)
+    labels = np.repeat([0, 1], [len(shadows.innocent), len(shadows.infringing)])
+    score, _, _ = fit_score(profile.statistical.classifier, x_shadows, labels,
+                            features_from_rd([rd], delta0), profile.run.seed)
+    return float(score[0])
+
+
+def warning_for(verdict: str, test: NullTest, alpha: float, from_shadows: bool) -> str:
+    """What a reader must know before relying on an infringing verdict: the assumption it rests on,
+    whenever the data alone would not support it (never for 'not shown')."""
+    if verdict != "infringing":
+        return ""
+    if not from_shadows:
+        return ("The controls null assumes that a model which did not inherit the source's outputs reconstructs the "
+                "key samples no better than the control pairs; key samples are the pairs the source reproduces best, "
+                "which can be easier for any model of the domain (notebook 08 measures how often this null calls "
+                "innocent models infringing). Confirm with innocent shadow models (at least 2) before relying on "
+                "this verdict.")
+    empirical, n_innocent = test.empirical_p_value, len(test.innocent_mean_rds)
+    if empirical <= alpha:
+        return ""
+    closer = int(round(empirical * (n_innocent + 1))) - 1
+    return (f"The verdict rests on the null's assumption that innocent models' mean distance is normally spread: "
+            f"{closer} of {n_innocent} innocent shadows come at least as close as the suspect, and their rank "
+            f"alone cannot support a {alpha:g} false-positive rate (empirical p {empirical:.2g}). Add innocent "
+            f"shadows (at least {math.ceil(1 / alpha) - 1} for a test with no assumption at this rate) before "
+            "relying on this verdict.")
+
+
+# --- 7. the report ----------------------------------------------------------------------------------
+
+def run_record(run: VerifySettings, models: Models, keys: Keys, suspect: Suspect, plan: QueryPlan,
+               innocent_null: InnocentNull) -> dict:
+    """The exact settings of the run, for the report: what someone needs to re-run and check it."""
+    return {"source": str(models.source), "suspect": getattr(suspect, "name", str(models.suspect)),
+            "strategy": keys.key_set.strategy, "profile": run.profile.name, "key_seeds": keys.made_with,
+            "query_seeds": run.query_seeds, "distance": run.distance,
+            "generation": run.generation.key(),
+            "innocent_shadows": [_name(p) for p in models.innocent_shadows],
+            "infringing_shadows": [_name(p) for p in models.infringing_shadows],
+            "controls": None if innocent_null.from_shadows else str(models.controls),
+            "n_controls": plan.n_controls, "budget": run.budget}
+
+
+def assemble_verdict(decision: Decision, answers: SuspectAnswers, threshold: Threshold, plan: QueryPlan,
+                     run: VerifySettings, settings: dict) -> Verdict:
+    """The Verdict: the decision with the evidence behind it (per-key table, the null's distances,
+    the suspect's closest images beside the references)."""
+    test = decision.test
+    table = pd.DataFrame({"rank": range(plan.n_keys), "prompt": answers.keys.prompts, "rd": answers.rd,
+                          "best_seed": answers.best_seed, "hit": answers.rd < threshold.delta0})
+    innocent_means = None if test.innocent_mean_rds is None else [float(x) for x in test.innocent_mean_rds]
+    return Verdict(verdict=decision.verdict, p_value=float(test.p_value), null=test.name, target_fpr=run.alpha,
+                   conf=decision.conf, delta0=threshold.delta0, delta0_from=threshold.chosen_by, n_keys=plan.n_keys,
+                   key_hits=decision.key_hits, queries=plan.queries, discriminator_score=decision.discriminator_score,
+                   empirical_p_value=test.empirical_p_value, mean_rd=decision.mean_rd, innocent_mean_rds=innocent_means,
+                   settings=settings, warning=decision.warning, keys=table,
+                   null_rds=np.asarray(test.null_rds, dtype=float), reconstructions=answers.reconstructions,
+                   references=answers.keys.references)
+
+
+# --- the tool ---------------------------------------------------------------------------------------
+
+def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path | KeySet | None = None,
+           key_data: str | Path | None = None, strategy: str = "generation", base: str | Path | None = None,
+           innocent_shadows: Sequence[str | Path | Callable] = (), infringing_shadows: Sequence[str | Path | Callable] = (),
+           controls: str | Path | None = None, target_fpr: float = 0.01, budget: int | None = None,
+           n_keys: int | None = None, delta0: float | None = None, profile: str | Profile = "tiny",
+           out: str | Path = "verify_report", progress: bool = True, cache_dir: str | Path | None = None,
+           suspect_name: str | None = None) -> Verdict:
+    """Is ``suspect`` fine-tuned on ``source``'s outputs? Query it with the owner's key samples and
+    decide at ``target_fpr`` against the innocent null (innocent shadow models, else controls).
+
+    ``budget`` caps the images asked of the suspect; a budget that cannot reach ``target_fpr`` is
+    refused before any query, with the smallest budget that would do. Generations are cached in
+    ``cache_dir`` (default ``out/cache``; the pipeline's own cache makes re-checks free); a callable
+    suspect's images are cached under ``suspect_name`` (default: its module and name), so give two
+    different callables different names.
+
+    With innocent shadows (two or more) the p-value compares the suspect's mean distance over the
+    keys with theirs and does not depend on delta0; delta0 (calibrated on the shadows when both
+    kinds are given) sets conf, the hits and the discriminator's features. With controls only, the
+    Fisher test counts hits below delta0. The report says which null was used."""
+    run = check_settings(target_fpr=target_fpr, budget=budget, n_keys=n_keys, delta0=delta0, profile=profile, out=out,
+                         cache_dir=cache_dir, progress=progress)
+    models = check_models(source=source, suspect=suspect, suspect_name=suspect_name, innocent_shadows=innocent_shadows,
+                          infringing_shadows=infringing_shadows, controls=controls, out=run.out)
+    run.out.mkdir(parents=True, exist_ok=True)  # the first write: every check that costs nothing has passed
+    owner_keys = check_keys(keys, key_data, strategy, base, models.source, run)
+    suspect_model = open_suspect(models, owner_keys.key_set, run)
+    shadows = query_shadows(models, owner_keys.key_set, run)
+    threshold = choose_delta0(shadows, run)
+    innocent_null = build_null(shadows, models.controls, owner_keys.key_set)
+    plan = plan_budget(innocent_null, len(owner_keys.key_set), run)
+    answers = query_suspect(suspect_model, owner_keys.key_set, innocent_null, plan, run)
+    decision = decide(answers, innocent_null, threshold, shadows, run)
+    settings = run_record(run, models, owner_keys, suspect_model, plan, innocent_null)
+    return assemble_verdict(decision, answers, threshold, plan, run, settings)
 
 
 def select_keys(source: str | Path, key_data: str | Path, strategy: str = "generation", n_keys: int | None = None,
@@ -79,22 +578,21 @@ def select_keys(source: str | Path, key_data: str | Path, strategy: str = "gener
     if strategy not in STRATEGIES:
         raise InputError(f"--strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}.")
     P = profile if isinstance(profile, Profile) else load_profile(profile)
-    att = P["attribution"]
-    (seeds, _), distance = profile_seeds(P), att.get("distance", "l2")
-    cfg = GenerationConfig.from_mapping(P["generation"])
+    att = P.attribution
+    (seeds, _), distance, cfg = profile_seeds(P), att.distance, P.generation
     cache = GenerationCache(Path(out) / "cache") if out is not None else None
     src = load_sd_pipeline(source, "source model")
     data = read_imagefolder(key_data, size=src.image_size)
     keep = data.distinct_indices()
     prompts = [data.records[i]["text"] for i in keep]
-    n = min(int(n_keys or att["n_keys"]), len(prompts))
+    n = min(int(n_keys or att.n_keys), len(prompts))
     if strategy == "generation":
         base_components = load_sd_pipeline(base, "base") if base else None
         key_set = generation_keys(src, prompts, n, seeds, cfg, cache, distance, base=base_components, progress=progress)
     elif strategy == "detection":
         key_set = detection_keys(src, prompts, data.load_images()[keep], n, seeds, cfg, cache, distance, progress=progress)
     else:
-        key_set = random_keys(prompts, data.load_images()[keep], n, int(att.get("random_seed", 0)))
+        key_set = random_keys(prompts, data.load_images()[keep], n, att.random_seed)
     if out is not None:
         key_set.save(Path(out) / "keys")
     return key_set
@@ -134,6 +632,14 @@ def check_key_seeds(key_set: KeySet, query_seeds: Sequence[int]) -> list[int] | 
     return made_with
 
 
+# --- shared helpers ---------------------------------------------------------------------------------
+
+def _check_fpr(target_fpr: float) -> float:
+    if not 0 < float(target_fpr) < 1:
+        raise InputError(f"target FPR {target_fpr} must lie strictly between 0 and 1 (e.g. 0.01 for 1%).")
+    return float(target_fpr)
+
+
 def _rd(suspect: Suspect, prompts: Sequence[str], references: np.ndarray, seeds: list[int], distance: str,
         progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Reconstruction distance (min over seeds) per pair, the best seed and the best image."""
@@ -141,15 +647,6 @@ def _rd(suspect: Suspect, prompts: Sequence[str], references: np.ndarray, seeds:
     rec = reconstruct_with(lambda p, s: suspect.generate(p, s, size, progress), prompts, references, seeds, distance)
     best = np.array([seeds.index(int(b)) for b in rec.best_seed], dtype=int)
     return rec.distance, rec.best_seed, rec.generations[np.arange(len(prompts)), best]
-
-
-_PS_STRATEGY = "keys"  # the one strategy of a verify run, in the per-sample tables the library reads
-
-
-def _per_sample(rds: dict, n: int) -> pd.DataFrame:
-    """{(role, i): RDs} as the per-sample table that calibrate_delta0 and features read (first n keys)."""
-    return pd.concat([pd.DataFrame({"model": f"{role}{i}", "strategy": _PS_STRATEGY, "rank": range(n), "rd": rd[:n]})
-                      for (role, i), rd in rds.items()], ignore_index=True)
 
 
 def _name(model) -> str:
@@ -166,210 +663,9 @@ def _suspect(suspect, cfg: GenerationConfig, cache_dir: Path, role: str, name: s
     raise InputError(f"{role}: pass a pipeline folder or a callable (prompt, seed) -> image; got {type(suspect).__name__}.")
 
 
-def _shadow_plan(innocent: np.ndarray, alpha: float, n_keys: int, n_seeds: int, budget: int | None) -> int:
-    """How many keys to ask: every key the budget allows (fixed before looking at the shadows:
-    choosing the count where the shadows happen to agree would shrink their spread and the p-value
-    with it). Refused before any query of the suspect when even a perfect copy (distance 0) could
-    not beat the shadows' null over those keys at alpha; the only other count a refusal suggests is
-    all the keys, which does not depend on the shadows either."""
-    def floor(n: int) -> float:
-        stats = innocent[:, :n].mean(axis=1)
-        return null.prediction_floor(stats) if np.ptp(stats) > 0 else 1.0
-
-    cap = n_keys if budget is None else min(n_keys, int(budget) // n_seeds)
-    if cap >= 1 and floor(cap) <= alpha:
-        return cap
-    if cap < n_keys and floor(n_keys) <= alpha:
-        raise InputError(f"query budget {budget} is too small for a {alpha:g} false-positive rate against these shadows: "
-                         f"all {n_keys} keys would do, a budget of {n_keys * n_seeds} ({n_keys} keys x {n_seeds} seeds).")
-    stats = innocent[:, :max(cap, 1)].mean(axis=1)
-    raise InputError(f"{len(innocent)} innocent shadows cannot support a {alpha:g} false-positive rate over {max(cap, 1)} "
-                     f"keys: their mean distances ({', '.join(f'{x:.3f}' for x in stats)}) are too spread for even a "
-                     f"perfect copy to stand out (smallest p-value {floor(max(cap, 1)):.2g}). Add innocent shadows, "
-                     "or raise --target-fpr.")
-
-
 def _check_distances(rd: np.ndarray, role: str) -> np.ndarray:
     """Distances must be finite numbers; a NaN would silently turn into a 'not shown' verdict."""
     if not np.isfinite(rd).all():
         raise InputError(f"{role}: {int((~np.isfinite(rd)).sum())} reconstruction distances are not finite numbers; "
                          "the model (or distance) returned NaN or infinite values. Check its images.")
     return rd
-
-
-def _fisher_plan(alpha: float, n_keys: int, n_controls: int, n_seeds: int, budget: int | None) -> tuple[int, int]:
-    """(keys, controls) to ask: all of both without a budget, else a split of the budget that still
-    reaches alpha (keys first to half, leftover slots to whichever side has samples left)."""
-    split = null.smallest_fisher_split(alpha, n_keys, n_controls)
-    if split is None:
-        raise InputError(f"{n_keys} keys and {n_controls} control samples cannot reach a {alpha:g} false-positive "
-                         "rate (Fisher exact test); add keys or controls, or raise --target-fpr.")
-    if budget is None:
-        return n_keys, n_controls
-    slots = int(budget) // n_seeds
-    if slots < sum(split):
-        raise InputError(f"query budget {budget} is too small for a {alpha:g} false-positive rate: the smallest that "
-                         f"would do is {sum(split) * n_seeds} ({split[0]} keys + {split[1]} controls x {n_seeds} seeds).")
-    n_use = min(n_keys, max(split[0], math.ceil(slots / 2)))
-    m_use = min(n_controls, slots - n_use)
-    n_use = min(n_keys, slots - m_use)
-    if null.fisher_pvalue(n_use, n_use, 0, m_use) > alpha:
-        return split
-    return n_use, m_use
-
-
-def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path | KeySet | None = None,
-           key_data: str | Path | None = None, strategy: str = "generation", base: str | Path | None = None,
-           innocent_shadows: Sequence[str | Path | Callable] = (), infringing_shadows: Sequence[str | Path | Callable] = (),
-           controls: str | Path | None = None, target_fpr: float = 0.01, budget: int | None = None,
-           n_keys: int | None = None, delta0: float | None = None, profile: str | Profile = "tiny",
-           out: str | Path = "verify_report", progress: bool = True, cache_dir: str | Path | None = None,
-           suspect_name: str | None = None) -> Verdict:
-    """Is ``suspect`` fine-tuned on ``source``'s outputs? Query it with the owner's key samples and
-    decide at ``target_fpr`` against the innocent null (innocent shadow models, else controls).
-
-    ``budget`` caps the images asked of the suspect; a budget that cannot reach ``target_fpr`` is
-    refused before any query, with the smallest budget that would do. Generations are cached in
-    ``cache_dir`` (default ``out/cache``; the pipeline's own cache makes re-checks free); a callable
-    suspect's images are cached under ``suspect_name`` (default: its module and name), so give two
-    different callables different names.
-
-    With innocent shadows (two or more) the p-value compares the suspect's mean distance over the
-    keys with theirs and does not depend on delta0; delta0 (calibrated on the shadows when both
-    kinds are given) sets conf, the hits and the discriminator's features. With controls only, the
-    Fisher test counts hits below delta0. The report says which null was used."""
-    alpha = _check_fpr(target_fpr)
-    if n_keys is not None and int(n_keys) < 1:
-        raise InputError(f"--n-keys {n_keys}: ask for at least 1 key sample.")
-    if delta0 is not None and not (math.isfinite(float(delta0)) and float(delta0) > 0):
-        raise InputError(f"--delta0 {delta0}: the distance threshold must be a positive number (e.g. 0.15).")
-    if budget is not None and int(budget) < 1:
-        raise InputError(f"--budget {budget}: the query budget must be a positive number of images.")
-    P = profile if isinstance(profile, Profile) else load_profile(profile)
-    att = P["attribution"]
-    _, seeds = profile_seeds(P)  # query_seeds: every suspect, shadow and control is asked at these
-    distance = att.get("distance", "l2")
-    cfg = GenerationConfig.from_mapping(P["generation"])
-    out = Path(out)
-    cache_dir = Path(cache_dir) if cache_dir is not None else out / "cache"
-    source = check_sd_pipeline(source, "source model")
-    folders = [m for m in [suspect, *innocent_shadows, *infringing_shadows] if isinstance(m, (str, Path))]
-    for path in folders:
-        folder, where = Path(path).resolve(), out.resolve()
-        if where == folder or folder in where.parents or where in folder.parents:
-            raise InputError(f"--out {out} and the model folder {path} overlap; genlineage never writes into a "
-                             "suspect's or shadow's folder. Pass an --out that neither holds nor lies in a model.")
-    resolved = [str(Path(m).resolve()) for m in folders]
-    repeated = sorted({m for m in resolved if resolved.count(m) > 1})
-    if repeated:
-        raise InputError(f"the model folder {repeated[0]} is given more than once (as suspect or shadow); each shadow "
-                         "must be a different model, and the suspect cannot be its own shadow.")
-    # Every model folder is checked before any work, so a bad suspect costs no shadow queries.
-    if isinstance(suspect, (str, Path)):
-        check_sd_pipeline(suspect, "suspect")
-    for role, paths in (("innocent shadow", innocent_shadows), ("infringing shadow", infringing_shadows)):
-        for path in paths:
-            if isinstance(path, (str, Path)):
-                check_sd_pipeline(path, role)
-    if len(innocent_shadows) < 2 and controls is None:
-        raise InputError(f"no innocent null: {len(innocent_shadows)} innocent shadow model(s) given, and the null needs at "
-                         "least 2 (--innocent-shadow, fine-tuned by you on data the source never generated) to measure "
-                         "how innocent models differ; or pass --controls (pairs of the source's domain it never trained on).")
-    out.mkdir(parents=True, exist_ok=True)
-
-    key_set = _resolve_keys(keys, key_data, strategy, n_keys, source, Path(base) if base else None, P, out, progress)
-    key_seeds = check_key_seeds(key_set, seeds)
-    N, S = len(key_set), len(seeds)
-    if N == 0:
-        raise InputError("the key set holds no key samples: select keys first (--key-data with --strategy).")
-    suspect_model = _suspect(suspect, cfg, cache_dir, "suspect", suspect_name)
-    if isinstance(suspect_model, PipelineSuspect):
-        suspect_model.check_size(key_set.references.shape[1])
-
-    # Shadows first: they fix delta0 and the null before the suspect costs a single query.
-    shadow_rd = {}
-    for role, paths in (("innocent", innocent_shadows), ("infringing", infringing_shadows)):
-        for i, path in enumerate(paths):
-            model = _suspect(path, cfg, cache_dir, f"{role} shadow {_name(path)}")
-            shadow_rd[(role, i)] = _check_distances(
-                _rd(model, key_set.prompts, key_set.references, seeds, distance, progress)[0], f"{role} shadow {_name(path)}")
-    if delta0 is not None:
-        d0, d0_from = float(delta0), "given"
-    elif innocent_shadows and infringing_shadows:
-        labels = pd.DataFrame([{"name": f"{role}{i}", "role": "shadow", "label": int(role == "infringing")}
-                               for role, i in shadow_rd])
-        d0, _ = calibrate_delta0(_per_sample(shadow_rd, N), labels, _PS_STRATEGY, N, delta_grid(att["delta0_grid"]))
-        d0_from = "calibrated on the shadow models"
-    else:
-        d0, d0_from = float(att["delta0"]), f"profile {P.name}"
-
-    innocent = np.array([rd for (role, _), rd in shadow_rd.items() if role == "innocent"])
-    if len(innocent) and len(np.unique(innocent, axis=0)) < len(innocent):
-        raise InputError("two innocent shadows come exactly as close to every key: they look like one model given "
-                         "twice (a copy, or the same callable); pass different innocent shadows.")
-    use_shadows = len(innocent) >= 2 or controls is None
-    if use_shadows:
-        n_use, m_use = _shadow_plan(innocent, alpha, N, S, budget), 0
-    else:
-        ctrl = read_imagefolder(controls, size=key_set.references.shape[1])
-        keep = ctrl.distinct_indices()
-        n_use, m_use = _fisher_plan(alpha, N, len(keep), S, budget)
-
-    keys_used = key_set.subset(n_use)
-    rd, best_seed, recon = _rd(suspect_model, keys_used.prompts, keys_used.references, seeds, distance, progress)
-    _check_distances(rd, "suspect")
-    hits = int((rd < d0).sum())
-    statistic = null.model_statistic(rd)
-    innocent_stats = None
-    if use_shadows:
-        innocent_stats = innocent[:, :n_use].mean(axis=1)
-        p_value = null.prediction_pvalue(statistic, innocent_stats)
-        null_name = f"innocent shadows ({len(innocent)}; t prediction on the mean distance)"
-        null_rds = innocent[:, :n_use].ravel()
-        empirical = null.empirical_pvalue(statistic, innocent_stats)
-    else:
-        c_idx = keep[:m_use]
-        c_rd, _, _ = _rd(suspect_model, [ctrl.records[i]["text"] for i in c_idx], to_uint8(ctrl.load_images()[c_idx]), seeds,
-                         distance, progress)
-        p_value = null.fisher_pvalue(hits, n_use, int((c_rd < d0).sum()), m_use)
-        null_name, null_rds, empirical = "control samples (Fisher exact)", c_rd, None
-
-    disc = None
-    if innocent_shadows and infringing_shadows:
-        per_sample = _per_sample({**shadow_rd, ("suspect", ""): rd}, n_use)
-        names = [f"{role}{i}" for role, i in shadow_rd]
-        y = np.array([int(role == "infringing") for role, _ in shadow_rd])
-        x_tr = features(per_sample, names, _PS_STRATEGY, n_use, d0)
-        score, _, _ = fit_score(P["statistical"].get("classifier", "logistic"), x_tr, y,
-                                features(per_sample, ["suspect"], _PS_STRATEGY, n_use, d0), int(P["seed"]))
-        disc = float(score[0])
-
-    table = pd.DataFrame({"rank": range(n_use), "prompt": keys_used.prompts, "rd": rd, "best_seed": best_seed,
-                          "hit": rd < d0})
-    settings = {"source": str(source), "suspect": getattr(suspect_model, "name", str(suspect)),
-                "strategy": key_set.strategy, "profile": P.name, "key_seeds": key_seeds, "query_seeds": seeds,
-                "distance": distance,
-                "generation": {k: v for k, v in P["generation"].items() if k != "batch"},
-                "innocent_shadows": [_name(p) for p in innocent_shadows],
-                "infringing_shadows": [_name(p) for p in infringing_shadows],
-                "controls": str(controls) if not use_shadows else None,
-                "n_controls": m_use, "budget": budget}
-    verdict = "infringing" if p_value <= alpha else "not shown"
-    warning = ""
-    if verdict == "infringing" and empirical is not None and empirical > alpha:
-        closer = int(round(empirical * (len(innocent) + 1))) - 1
-        warning = (f"The verdict rests on the null's assumption that innocent models' mean distance is normally spread: "
-                   f"{closer} of {len(innocent)} innocent shadows come at least as close as the suspect, and their rank "
-                   f"alone cannot support a {alpha:g} false-positive rate (empirical p {empirical:.2g}). Add innocent "
-                   f"shadows (at least {math.ceil(1 / alpha) - 1} for a test with no assumption at this rate) before "
-                   "relying on this verdict.")
-    if verdict == "infringing" and not use_shadows:
-        warning = ("The controls null assumes that a model which did not inherit the source's outputs reconstructs the "
-                   "key samples no better than the control pairs; key samples are the pairs the source reproduces best, "
-                   "which can be easier for any model of the domain (notebook 08 measures how often this null calls "
-                   "innocent models infringing). Confirm with innocent shadow models (at least 2) before relying on "
-                   "this verdict.")
-    return Verdict(verdict, float(p_value), null_name, alpha, conf(rd, d0), d0, d0_from, n_use, hits, (n_use + m_use) * S,
-                   disc, empirical, statistic,
-                   None if innocent_stats is None else [float(x) for x in innocent_stats], settings, warning,
-                   table, np.asarray(null_rds, dtype=float), recon, keys_used.references)

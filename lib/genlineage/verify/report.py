@@ -16,7 +16,7 @@ from matplotlib.figure import Figure  # no pyplot: the report never touches the 
 from PIL import Image
 
 from ..io import atomic_path, write_text
-from ..report.tables import markdown
+from ..markdown import markdown
 from .core import Verdict
 
 
