@@ -19,10 +19,11 @@ def schema(node, prefix: str = "") -> dict[str, str]:
 
 # What a profile may have beyond the tiny profile's schema: the paper's local folders, and the
 # training settings its suspicious models override (``suspicious.train`` overrides
-# ``training.finetune`` key by key).
+# ``training.finetune`` key by key), the size SD-2.1 must generate at.
 EXTRA = {"smoke": set(), "tiny_full": set(),
          "paper": {"data.domains.celeba.root", "data.domains.cc3m.root", "models.bases.v1.path", "models.bases.v2.path",
-                   "suspicious.train.mixed_precision", "suspicious.train.gradient_checkpointing"}}
+                   "suspicious.train.mixed_precision", "suspicious.train.gradient_checkpointing",
+                   "generation.image_size"}}
 # Leaves whose kind may differ: where a profile turns a setting off with null.
 KIND_MAY_DIFFER = {"figures_dir", "tables_dir"}
 

@@ -149,3 +149,17 @@ def test_write_rejects_empty_caption(tmp_path):
     with pytest.raises(InputError, match="empty caption"):
         write_imagefolder(tmp_path / "o", [(np.zeros((4, 4, 3), np.uint8), " ", {})])
     assert not (tmp_path / "o").exists()
+
+
+def test_only_the_rows_asked_for_are_decoded(tmp_path, monkeypatch):
+    from genlineage.data import imagefolder
+
+    items = [(np.full((4, 4, 3), 40 * i, dtype=np.uint8), f"caption {i}", {}) for i in range(5)]
+    folder = write_imagefolder(tmp_path / "f", items)
+    full = folder.load_images()
+    opened = []
+    real = imagefolder.load_image
+    monkeypatch.setattr(imagefolder, "load_image", lambda p, size=None: (opened.append(p.name), real(p, size))[1])
+    rows = folder.load_images(rows=[3, 1])
+    assert np.array_equal(rows, full[[3, 1]]) and opened == ["000003.png", "000001.png"]
+    assert folder.load_images(rows=[]).shape == (0, 0, 0, 3)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from genlineage.distances import DISTANCES, get_distance, l2, ssim_distance, ssim_index, sscd_distance, tiled_l2
+from genlineage.distances import DISTANCES, get_distance, l2, pairwise_l2, ssim_distance, ssim_index, sscd_distance, tiled_l2
 from genlineage.errors import InputError
 
 # TorchScript is deprecated in torch >= 2.10 but is the format SSCD ships; the test writes one.
@@ -81,6 +81,10 @@ def test_ssim_matches_a_reference_value():
 def test_distances_refuse_mismatched_sizes_and_unknown_names():
     with pytest.raises(ValueError, match="one size"):
         tiled_l2(np.zeros((16, 16, 3)), np.zeros((8, 8, 3)))
+    with pytest.raises(ValueError, match=r"l2: images must share one size.*\(512, 512, 3\) and \(768, 768, 3\)"):
+        l2(np.zeros((2, 512, 512, 3), np.uint8), np.zeros((2, 768, 768, 3), np.uint8))  # SD-2.1 at its own size
+    with pytest.raises(ValueError, match="pairwise_l2: images must share one size"):
+        pairwise_l2(np.zeros((2, 8, 8, 3)), np.zeros((3, 16, 16, 3)))
     with pytest.raises(ValueError, match="11x11"):
         ssim_distance(np.zeros((8, 8, 3)), np.zeros((8, 8, 3)))
     with pytest.raises(ValueError, match="unknown distance"):

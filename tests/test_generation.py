@@ -91,3 +91,15 @@ def test_the_callers_thread_count_does_not_reach_an_image_and_the_settings_key_e
     cache = GenerationCache(tmp_path)
     paths = {cache.path("m", "p", 0, c) for c in (cfg, cfg.replace(threads=2), cfg.replace(batch=6))}
     assert len(paths) == 3, "batch size and thread count are part of an image's cache key"
+
+
+def test_generation_image_size_overrides_the_models_own(saved_pipeline):
+    """SD-2.1's UNet says 768 px while the paper's references are 512 px: the profile's
+    generation.image_size decides, and the suspect check follows it."""
+    from genlineage.generation import image_size
+
+    comp = load_pipeline(saved_pipeline)
+    own = GenerationConfig(steps=2, batch=2)
+    half = own.replace(image_size=comp.image_size // 2)
+    assert generate(comp, CAPTIONS[:1], [0], own).shape[1] == comp.image_size == image_size(comp, own)
+    assert generate(comp, CAPTIONS[:1], [0], half).shape[1:3] == (comp.image_size // 2,) * 2 == (image_size(comp, half),) * 2

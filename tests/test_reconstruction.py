@@ -38,3 +38,10 @@ def test_summary_detects_a_planted_gap():
                          "rd": np.r_[np.linspace(0.01, 0.05, 20), np.linspace(0.06, 0.1, 20)]})
     s = summarize(rows)
     assert s["rd_gap_median"] > 0.04 and s["own_below_heldout_p"] < 1e-6
+
+
+def test_pairwise_in_blocks_equals_one_block():
+    rng = np.random.default_rng(1)
+    a, b = rng.random((7, 6, 6, 3)), rng.integers(0, 256, (5, 6, 6, 3), dtype=np.uint8)
+    assert np.allclose(pairwise_l2(a, b, chunk=2), pairwise_l2(a, b, chunk=100), rtol=0, atol=1e-12)
+    assert pairwise_l2(a, b, chunk=3).shape == (7, 5)

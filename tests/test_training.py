@@ -63,3 +63,15 @@ def test_an_unknown_prediction_type_is_refused_not_trained_as_epsilon(random_ima
     with pytest.raises(InputError, match="prediction_type is 'sample'"):
         train_sd(comp, encode_dataset(comp, random_images, CAPTIONS), TrainConfig(steps=1, batch=2, lr=1e-3),
                  tmp_path / "w", progress=False)
+
+
+def test_a_finished_run_writes_no_final_checkpoint(random_images, tmp_path, monkeypatch):
+    from genlineage.training import sd
+
+    saved = []
+    real = sd._Checkpoint.save
+    monkeypatch.setattr(sd._Checkpoint, "save", lambda self, m, o, step: (saved.append(step), real(self, m, o, step))[1])
+    comp = make_components()
+    cfg = TrainConfig(steps=4, batch=2, lr=1e-3, checkpoint_every=2)
+    assert train_sd(comp, encode_dataset(comp, random_images, CAPTIONS), cfg, tmp_path / "w", progress=False)
+    assert saved == [2], "the periodic checkpoint only: the final step is saved as the model by the caller"

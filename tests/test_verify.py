@@ -798,3 +798,21 @@ def test_a_callable_may_return_floats_or_pil_and_bad_shapes_are_refused(world, k
     with pytest.raises(InputError, match="returned an array of shape"):
         verify(world["source"], lambda p, s: np.zeros((4, 4)), keys=keys, controls=world["root"] / "controls",
                profile=P, out=tmp_path / "b", progress=False, delta0=0.05, suspect_name="broken")
+
+
+def test_pipeline_suspects_load_on_the_profiles_device_and_dtype(saved_pipeline, monkeypatch, tmp_path):
+    """A GPU profile queries every shadow on the GPU in its dtype, not on the CPU in fp32."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from genlineage.verify import core, suspect as sus
+
+    seen = []
+    real = sus.load_pipeline
+    monkeypatch.setattr(sus, "load_pipeline", lambda path, device="cpu", dtype=torch.float32:
+                        (seen.append((device, dtype)), real(path, device=device, dtype=dtype))[1])
+    P = load_profile("smoke", {"dtype": "bfloat16"})
+    run = SimpleNamespace(profile=P, generation=P.generation, cache_dir=tmp_path / "cache")
+    model = core._suspect(saved_pipeline, run, "innocent shadow")
+    assert seen == [("cpu", torch.bfloat16)] and model.components.unet.dtype == torch.bfloat16

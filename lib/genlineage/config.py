@@ -288,6 +288,7 @@ class GenerationConfig(Section):
     eta: float = 0.0
     batch: int = 64
     threads: int = 1
+    image_size: int | None = None   # px; None: the model's own (SD-2.1's UNet says 768: the paper profile asks 512)
     CHOICES: ClassVar[dict[str, tuple]] = {"sampler": ("ddim",)}
 
     @classmethod

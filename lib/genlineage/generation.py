@@ -57,6 +57,12 @@ def generate(components: SDComponents, prompts: Sequence[str], seeds: Sequence[i
     return np.concatenate(out) if out else np.zeros((0,), dtype=np.uint8)
 
 
+def image_size(components: SDComponents, cfg: GenerationConfig) -> int:
+    """The side in px of the images ``generate`` draws: the profile's ``generation.image_size``, or
+    the model's own."""
+    return components.image_size if cfg.image_size is None else int(cfg.image_size)
+
+
 PADDING_PROMPT, PADDING_SEED = "", 0  # what fills a short batch; its images are thrown away
 
 
@@ -71,7 +77,8 @@ def _draw(components: SDComponents, prompts: list[str], seeds: list[int], uncond
     """One batch through the DDIM loop with classifier-free guidance, decoded to uint8."""
     unet, vae = components.unet, components.vae
     device, dtype = components.device, unet.dtype
-    latent_shape = (int(unet.config.in_channels), int(unet.config.sample_size), int(unet.config.sample_size))
+    side = int(unet.config.sample_size) if cfg.image_size is None else int(cfg.image_size) // components.vae_scale_factor
+    latent_shape = (int(unet.config.in_channels), side, side)
     cond = _encode_prompts(components, prompts)
     states = torch.cat([uncond.expand(len(prompts), -1, -1), cond]).to(dtype)
     sampler = components.sampler()

@@ -38,7 +38,7 @@ import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -102,12 +102,15 @@ class ImageFolder:
         """Rows ``start:end`` of this folder (e.g. one base's share of the pre-training corpus)."""
         return ImageFolder(self.root, self.records[start:end])
 
-    def load_images(self, size: int | None = None) -> np.ndarray:
-        """All images as float32 [N, H, W, 3] in [0, 1], RGB, resized to size×size if given."""
-        if not self.records:
+    def load_images(self, size: int | None = None, rows: Sequence[int] | None = None) -> np.ndarray:
+        """The images as float32 [N, H, W, 3] in [0, 1], RGB, resized to size×size if given: all of
+        them, or only ``rows`` (in that order), so that using 500 rows of a 15,000-image pool decodes
+        500 images, not the pool."""
+        paths = self.paths if rows is None else [self.paths[int(i)] for i in rows]
+        if not paths:
             side = size or 0
             return np.zeros((0, side, side, 3), np.float32)
-        return np.stack([load_image(p, size) for p in self.paths])
+        return np.stack([load_image(p, size) for p in paths])
 
 
 def _to_pil(image: np.ndarray | Image.Image, where: str) -> Image.Image:

@@ -43,7 +43,7 @@ def source_samples(profile: Profile, domain: str, n: int = 12) -> tuple[np.ndarr
     """The first ``n`` images of a domain's source set and their captions (what notebook 01 shows)."""
     folder = read_imagefolder(layout.datasets_dir(profile) / f"{domain}_source")
     n = min(n, len(folder))
-    return folder.load_images()[:n], folder.captions[:n]
+    return folder.load_images(rows=range(n)), folder.captions[:n]
 
 
 def check_roles_disjoint(profile: Profile, folders: dict[str, Path]) -> dict:

@@ -50,7 +50,7 @@ def candidates(profile: Profile, source_row) -> tuple[list[str], np.ndarray]:
         folder = load_split_folder(profile, source_row.pool_domain, "source")
         rows = folder.distinct_indices()
     rows = rows[:cap]
-    images = folder.load_images()[rows]
+    images = folder.load_images(rows=rows)
     return [folder.records[i]["text"] for i in rows], images
 
 

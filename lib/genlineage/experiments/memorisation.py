@@ -52,7 +52,7 @@ def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progre
     for split, role in (("own", "source"), ("heldout", "heldout")):
         folder = read_imagefolder(layout.datasets_dir(profile) / f"{domain}_{role}", size=size)
         keep = folder.distinct_indices()
-        images = folder.load_images()[keep]
+        images = folder.load_images(rows=keep)
         captions = [folder.records[i]["text"] for i in keep]
         rec = reconstruct(components, captions, images, list(mem.seeds), cfg, cache, mem.distance, progress)
         results[split] = (rec, images)

@@ -142,8 +142,7 @@ def build_training_set(profile: Profile, row: dict) -> Path:
     pool = load_split_folder(profile, row["domain"], row["pool"].split("_", 1)[1])
     rng = np.random.default_rng(row["seed"] % (2**32))
     chosen = rng.choice(len(pool), size=int(row["n_samples"]), replace=False)
-    images = pool.load_images()[chosen]
-    images = np.clip(np.rint(images * 255), 0, 255).astype(np.uint8)
+    images = np.clip(np.rint(pool.load_images(rows=chosen) * 255), 0, 255).astype(np.uint8)  # only the rows used
     captions = [pool.records[i]["text"] for i in chosen]
     n_generated = int(round(float(row["rho"]) * len(chosen)))
     origin = ["real"] * len(chosen)

@@ -165,7 +165,9 @@ def train_sd(components: SDComponents, data: EncodedDataset, cfg: TrainConfig, w
         optimizer.zero_grad(set_to_none=True)
         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         done = step + 1
-        if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.steps) or done == last:
+        # periodic checkpoints, and one where a run stops on purpose; none at the final step: the caller
+        # saves the model next and deletes the work folder (a checkpoint written then is deleted at once)
+        if done < cfg.steps and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == last):
             checkpoint.save(trained, optimizer, done)
     bar.close()
     for module in (unet, text_encoder):

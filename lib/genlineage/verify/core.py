@@ -286,7 +286,7 @@ def check_keys(keys: str | Path | KeySet | None, key_data: str | Path | None, st
 def open_suspect(models: Models, key_set: KeySet, run: VerifySettings) -> Suspect:
     """The suspect, loaded (a pipeline folder) or wrapped (a callable), and a pipeline's image size
     checked against the keys': a mismatch is refused before the shadows cost a query."""
-    suspect = _suspect(models.suspect, run.generation, run.cache_dir, "suspect", models.suspect_name)
+    suspect = _suspect(models.suspect, run, "suspect", models.suspect_name)
     if isinstance(suspect, PipelineSuspect):
         suspect.check_size(key_set.references.shape[1])
     return suspect
@@ -306,7 +306,7 @@ def _query_kind(kind: str, shadows: Sequence[ModelSpec], key_set: KeySet, run: V
     rows = []
     for shadow in shadows:
         role = f"{kind} shadow {_name(shadow)}"
-        model = _suspect(shadow, run.generation, run.cache_dir, role)
+        model = _suspect(shadow, run, role)
         distances = _rd(model, key_set.prompts, key_set.references, run.query_seeds, run.distance, run.progress)[0]
         rows.append(_check_distances(distances, role))
     return np.array(rows).reshape(len(rows), len(key_set))
@@ -425,7 +425,7 @@ def _control_rd(suspect: Suspect, innocent_null: InnocentNull, n_controls: int, 
     """The suspect's distances to the first ``n_controls`` distinct control pairs."""
     rows, folder = innocent_null.control_rows[:n_controls], innocent_null.controls
     prompts = [folder.records[i]["text"] for i in rows]
-    return _rd(suspect, prompts, to_uint8(folder.load_images()[rows]), run.query_seeds, run.distance, run.progress)[0]
+    return _rd(suspect, prompts, to_uint8(folder.load_images(rows=rows)), run.query_seeds, run.distance, run.progress)[0]
 
 
 # --- 6. the decision --------------------------------------------------------------------------------
@@ -581,18 +581,18 @@ def select_keys(source: str | Path, key_data: str | Path, strategy: str = "gener
     att = P.attribution
     (seeds, _), distance, cfg = profile_seeds(P), att.distance, P.generation
     cache = GenerationCache(Path(out) / "cache") if out is not None else None
-    src = load_sd_pipeline(source, "source model")
+    src = load_sd_pipeline(source, "source model", P.run.device, P.torch_dtype)
     data = read_imagefolder(key_data, size=src.image_size)
     keep = data.distinct_indices()
     prompts = [data.records[i]["text"] for i in keep]
     n = min(int(n_keys or att.n_keys), len(prompts))
     if strategy == "generation":
-        base_components = load_sd_pipeline(base, "base") if base else None
+        base_components = load_sd_pipeline(base, "base", P.run.device, P.torch_dtype) if base else None
         key_set = generation_keys(src, prompts, n, seeds, cfg, cache, distance, base=base_components, progress=progress)
     elif strategy == "detection":
-        key_set = detection_keys(src, prompts, data.load_images()[keep], n, seeds, cfg, cache, distance, progress=progress)
+        key_set = detection_keys(src, prompts, data.load_images(rows=keep), n, seeds, cfg, cache, distance, progress=progress)
     else:
-        key_set = random_keys(prompts, data.load_images()[keep], n, att.random_seed)
+        key_set = random_keys(prompts, data.load_images(rows=keep), n, att.random_seed)
     if out is not None:
         key_set.save(Path(out) / "keys")
     return key_set
@@ -653,11 +653,13 @@ def _name(model) -> str:
     return str(model) if isinstance(model, (str, Path)) else getattr(model, "__qualname__", type(model).__name__)
 
 
-def _suspect(suspect, cfg: GenerationConfig, cache_dir: Path, role: str, name: str | None = None) -> Suspect:
+def _suspect(suspect, run: VerifySettings, role: str, name: str | None = None) -> Suspect:
+    """A model to query: a pipeline folder (loaded on the profile's device, in its dtype), a callable
+    (prompt, seed) -> image, or an object that already generates."""
     if isinstance(suspect, (str, Path)):
-        return PipelineSuspect(suspect, cfg, cache_dir, role)
+        return PipelineSuspect(suspect, run.generation, run.cache_dir, role, run.profile.run.device, run.profile.torch_dtype)
     if callable(suspect):
-        return CallableSuspect(suspect, cache_dir, name, role)
+        return CallableSuspect(suspect, run.cache_dir, name, role)
     if hasattr(suspect, "generate"):
         return suspect
     raise InputError(f"{role}: pass a pipeline folder or a callable (prompt, seed) -> image; got {type(suspect).__name__}.")

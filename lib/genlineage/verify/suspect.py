@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..generation import GenerationCache, GenerationConfig, generate_cached
+from ..generation import GenerationCache, GenerationConfig, generate_cached, image_size
 from ..io import atomic_path, stable_hash
 from ..keys import to_uint8
 from ..models.gate import read_json
@@ -52,11 +53,12 @@ def check_sd_pipeline(path: str | Path, role: str) -> Path:
     return path
 
 
-def load_sd_pipeline(path: str | Path, role: str):
-    """Check, then load from safetensors; any loading failure becomes an InputError naming ``role``."""
+def load_sd_pipeline(path: str | Path, role: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
+    """Check, then load from safetensors on ``device`` in ``dtype`` (the profile's: a GPU run queries
+    every shadow on the GPU); any loading failure becomes an InputError naming ``role``."""
     path = check_sd_pipeline(path, role)
     try:
-        return load_pipeline(path)
+        return load_pipeline(path, device=device, dtype=dtype)
     except InputError:
         raise
     except Exception as err:  # a config of another architecture, mismatched shapes, ...
@@ -70,19 +72,21 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 class PipelineSuspect:
-    def __init__(self, path: str | Path, cfg: GenerationConfig, cache_dir: Path, role: str = "suspect"):
+    def __init__(self, path: str | Path, cfg: GenerationConfig, cache_dir: Path, role: str = "suspect",
+                 device: str = "cpu", dtype: torch.dtype = torch.float32):
         self.path = check_sd_pipeline(path, role)
         if _inside(cache_dir, self.path):
             raise InputError(f"{role}: the cache folder {cache_dir} lies inside the model folder {self.path}; "
                              "genlineage never writes into a suspect's folder. Pass --out elsewhere.")
-        self.components = load_sd_pipeline(self.path, role)
+        self.components = load_sd_pipeline(self.path, role, device, dtype)
         self.name = self.path.name
         self.cfg, self.cache = cfg, GenerationCache(cache_dir)
 
     def check_size(self, size: int) -> None:
-        if self.components.image_size != size:
-            raise InputError(f"{self.path} generates {self.components.image_size} px images but the key samples "
-                             f"are {size} px; select keys at the suspect's resolution (or resize the key folder).")
+        drawn = image_size(self.components, self.cfg)
+        if drawn != size:
+            raise InputError(f"{self.path} generates {drawn} px images but the key samples are {size} px; set "
+                             f"generation.image_size: {size} in the profile (or select keys at {drawn} px).")
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int], size: int, progress: bool) -> np.ndarray:
         self.check_size(size)
