@@ -207,9 +207,4 @@ def stale(results: Iterable[Result]) -> list[Path]:
     return [r.path for r in results if not r.fresh()]
 
 
-def clear_memo() -> None:
-    """Forget remembered hashes (a test that rewrites a file within one mtime tick needs it)."""
-    _CONTENT.clear()
-
-
-__all__ = ["STAMP", "FILE_STAMP_SUFFIX", "MISSING", "Result", "array_id", "StaleResult", "clear_memo", "content_id", "listing_id", "stale"]
+__all__ = ["STAMP", "FILE_STAMP_SUFFIX", "MISSING", "Result", "array_id", "StaleResult", "content_id", "listing_id", "stale"]
