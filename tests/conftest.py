@@ -3,10 +3,13 @@ pipeline tests build theirs), random images, and an isolated data root per test 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# remembered file hashes go to a folder of this test session, not the user's ~/.cache
+os.environ.setdefault("GENLINEAGE_HASH_CACHE", tempfile.mkdtemp(prefix="genlineage-hashes-"))
 
 import numpy as np
 import pytest

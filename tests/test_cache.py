@@ -113,3 +113,39 @@ def test_wrong_kind_of_write_is_refused(tmp_path):
     with pytest.raises(TypeError):
         with Result(tmp_path / "f", {}).building():
             pass
+
+
+def test_a_large_files_hash_is_remembered_across_processes_and_forgotten_when_it_changes(tmp_path, monkeypatch):
+    """A new process (an empty per-process memo) reads the remembered hash instead of the weights;
+    a rewrite of the file (same size, even with its mtime set back) is hashed again."""
+    import os
+
+    from genlineage import cache
+
+    monkeypatch.setenv(cache.HASH_MEMO_ENV, str(tmp_path / "memo"))
+    weights = tmp_path / "model" / "unet.safetensors"
+    weights.parent.mkdir()
+    weights.write_bytes(b"a" * cache.REMEMBERED_MIN_BYTES)
+    first = cache.content_id(weights.parent)
+    assert len(list((tmp_path / "memo").iterdir())) == 1
+
+    cache._CONTENT.clear()  # what a new process starts with
+    monkeypatch.setattr(cache, "file_sha256", lambda path: (_ for _ in ()).throw(AssertionError(f"re-read {path}")))
+    assert cache.content_id(weights.parent) == first
+
+    monkeypatch.undo()
+    monkeypatch.setenv(cache.HASH_MEMO_ENV, str(tmp_path / "memo"))
+    st = weights.stat()
+    weights.write_bytes(b"b" * cache.REMEMBERED_MIN_BYTES)
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime set back: ctime still moves
+    cache._CONTENT.clear()
+    assert cache.content_id(weights.parent) != first
+
+
+def test_hashes_are_not_remembered_when_switched_off(tmp_path, monkeypatch):
+    from genlineage import cache
+
+    monkeypatch.setenv(cache.HASH_MEMO_ENV, "off")
+    big = tmp_path / "w.safetensors"
+    big.write_bytes(b"a" * cache.REMEMBERED_MIN_BYTES)
+    assert cache.remembered_sha256(big) == cache.file_sha256(big) and cache.hash_memo_dir() is None

@@ -44,6 +44,23 @@ def test_cache_returns_the_same_images_and_skips_work(saved_pipeline, tmp_path, 
     assert np.array_equal(first, again)
 
 
+def test_cached_images_are_written_off_the_drawing_thread_and_read_back_equal(saved_pipeline, tmp_path, monkeypatch):
+    """PNG encoding runs on a writer thread, so the next batch is drawn meanwhile; what the first
+    call returns from memory equals what a later call reads from the files."""
+    import threading
+
+    import genlineage.generation as gen
+
+    writers, real = [], gen.write_png
+    monkeypatch.setattr(gen, "write_png", lambda path, image: (writers.append(threading.current_thread()),
+                                                               real(path, image))[1])
+    comp = load_pipeline(saved_pipeline)
+    first = generate_cached(comp, CAPTIONS[:5], [0, 1, 2, 3, 4], CFG, GenerationCache(tmp_path))
+    assert len(writers) == 5 and all(t is not threading.main_thread() for t in writers)
+    again = generate_cached(comp, CAPTIONS[:5], [0, 1, 2, 3, 4], CFG, GenerationCache(tmp_path))
+    assert len(writers) == 5 and np.array_equal(first, again)
+
+
 def test_engine_matches_the_diffusers_pipeline(saved_pipeline):
     from diffusers import StableDiffusionPipeline
 

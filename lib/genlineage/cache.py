@@ -25,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -64,19 +66,60 @@ def content_id(path: str | Path, parts: Iterable[str] | None = None) -> str:
     sub-folders ``parts``, if given). Two folders with the same files have the same id wherever
     they lie; any changed byte, added or removed file changes it.
 
-    Hashing is remembered per process under each file's (size, mtime, inode), so a stage that
-    names the same model in a hundred stamps reads its weights once."""
+    Hashing is remembered per process under each file's (size, mtime, ctime, inode), so a stage that
+    names the same model in a hundred stamps reads its weights once, and across processes for
+    large files (:func:`remembered_sha256`), so a hundred jobs do not each re-read a base's 4 GB."""
     path = Path(path)
     if not path.exists():
         return MISSING  # what is made from it cannot be fresh: no stamp records a missing input
     parts = tuple(parts) if parts else None
     files = _listing(path, parts)
-    signature = tuple((str(f), s.st_size, s.st_mtime_ns, s.st_ino) for f in files for s in [f.stat()])
+    signature = tuple((str(f), s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for f in files for s in [f.stat()])
     memo = (str(path.resolve()), parts, signature)
     if memo not in _CONTENT:
         base = path if path.is_dir() else path.parent
-        _CONTENT[memo] = stable_hash([(f.relative_to(base).as_posix(), file_sha256(f)) for f in files], length=24)
+        _CONTENT[memo] = stable_hash([(f.relative_to(base).as_posix(), remembered_sha256(f)) for f in files],
+                                     length=24)
     return _CONTENT[memo]
+
+
+HASH_MEMO_ENV = "GENLINEAGE_HASH_CACHE"  # a folder, or "off"
+REMEMBERED_MIN_BYTES = 1 << 20  # smaller files cost less to hash than to look up
+
+
+def hash_memo_dir() -> Path | None:
+    """Where file hashes are remembered across processes: ``$GENLINEAGE_HASH_CACHE``, else
+    ``~/.cache/genlineage/sha256`` (``$XDG_CACHE_HOME`` honoured); None when set to ``off``."""
+    value = os.environ.get(HASH_MEMO_ENV)
+    if value == "off":
+        return None
+    if value:
+        return Path(value)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "genlineage" / "sha256"
+
+
+def remembered_sha256(path: Path) -> str:
+    """sha256 of a file, remembered under the file's identity: its real path, device, inode, size,
+    mtime and ctime. Any write to the file moves its ctime, which no one can set back (``utime``
+    sets only mtime), so a remembered hash is never the hash of other bytes. A file that changes
+    while it is hashed is not remembered; a memo folder that cannot be written only costs the hash."""
+    st = path.stat()
+    memo_dir = hash_memo_dir()
+    if memo_dir is None or st.st_size < REMEMBERED_MIN_BYTES:
+        return file_sha256(path)
+    identity = [os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    entry = memo_dir / stable_hash(identity, length=32)
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        remembered = entry.read_text().strip()
+        if re.fullmatch(r"[0-9a-f]{64}", remembered):
+            return remembered
+    digest = file_sha256(path)
+    after = path.stat()
+    if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) == (st.st_size, st.st_mtime_ns, st.st_ctime_ns):
+        with contextlib.suppress(OSError):
+            with atomic_path(entry) as tmp:
+                tmp.write_text(digest + "\n")
+    return digest
 
 
 def array_id(*values: Any) -> str:

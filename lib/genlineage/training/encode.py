@@ -6,6 +6,7 @@ diffusers' train_text_to_image.py at a fraction of the cost.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,9 +44,24 @@ def tokenize(components: SDComponents, captions: list[str]) -> torch.Tensor:
                truncation=True, return_tensors="pt").input_ids
 
 
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def frozen_at(module: torch.nn.Module, dtype: str | torch.dtype) -> torch.nn.Module:
+    """``module`` itself when it already has ``dtype``, else a copy in ``dtype``: a frozen part runs
+    in half precision without rounding the fp32 weights the pipeline keeps (and saves)."""
+    dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+    if next(module.parameters()).dtype == dtype:
+        return module
+    return copy.deepcopy(module).to(dtype=dtype)
+
+
 @torch.no_grad()
-def encode_dataset(components: SDComponents, images: np.ndarray, captions: list[str], batch: int = 64) -> EncodedDataset:
-    vae, device = components.vae, components.device
+def encode_dataset(components: SDComponents, images: np.ndarray, captions: list[str], batch: int = 64,
+                   dtype: str | torch.dtype = "float32") -> EncodedDataset:
+    """Every image's latent distribution through the frozen VAE (run in ``dtype``, ``batch`` images
+    at a time; the stored moments are fp32) and every caption's token ids."""
+    vae, device = frozen_at(components.vae, dtype), components.device
     means, stds = [], []
     for start in range(0, len(images), batch):
         x = images_to_tensor(images[start:start + batch]).to(device, vae.dtype)

@@ -36,7 +36,7 @@ def train_and_save(components: SDComponents, images, captions: list[str], cfg: T
     stamp in one atomic step, drop the checkpoint."""
     work = Path(work_root) / stable_hash(result.stamp_record())
     started = time.perf_counter()
-    data = encode_dataset(components, images, captions)
+    data = encode_dataset(components, images, captions, batch=cfg.encode_batch, dtype=cfg.frozen_dtype)
     train_sd(components, data, cfg, work, progress=progress, desc=desc)
     seconds = time.perf_counter() - started  # of this call: a resumed run reports its last part
     save_pipeline(components, result.path, {**provenance, "train_config": cfg.__dict__,

@@ -26,7 +26,7 @@ from ..config import TrainConfig
 from ..errors import InputError
 from ..io import atomic_dir
 from ..models.pipeline_io import SDComponents
-from .encode import EncodedDataset
+from .encode import EncodedDataset, frozen_at
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
@@ -53,13 +53,17 @@ def _lr_lambda(cfg: TrainConfig):
 
 
 class _Checkpoint:
-    """The latest checkpoint of a run: trained weights (safetensors), optimizer, step."""
+    """The latest checkpoint of a run: trained weights (safetensors), optimizer, step, and the fp16
+    loss scaler's state (its scale and growth count): a run resumed with a fresh scaler would start
+    again at 65536 and skip steps to find its scale, and end with other weights than one that never
+    stopped."""
 
     def __init__(self, work_dir: Path, cfg: TrainConfig):
         self.dir = Path(work_dir) / "checkpoint"
         self.cfg = cfg
 
-    def load(self, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer) -> int:
+    def load(self, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
+             scaler: torch.amp.GradScaler | None = None) -> int:
         meta_file = self.dir / "meta.json"
         if not meta_file.is_file():
             return 0
@@ -69,15 +73,19 @@ class _Checkpoint:
         for name, module in modules.items():
             module.load_state_dict(load_file(self.dir / f"{name}.safetensors"))
         optimizer.load_state_dict(torch.load(self.dir / "optimizer.pt", weights_only=True))
+        if scaler is not None and meta.get("scaler"):
+            scaler.load_state_dict(meta["scaler"])
         return int(meta["step"])
 
-    def save(self, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer, step: int) -> None:
+    def save(self, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer, step: int,
+             scaler: torch.amp.GradScaler | None = None) -> None:
         with atomic_dir(self.dir) as tmp:
             for name, module in modules.items():
                 save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()},
                           tmp / f"{name}.safetensors")
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-            (tmp / "meta.json").write_text(json.dumps({"step": step, "config": self.cfg.key()}))
+            scaler_state = scaler.state_dict() if scaler is not None else None  # floats and ints: JSON
+            (tmp / "meta.json").write_text(json.dumps({"step": step, "config": self.cfg.key(), "scaler": scaler_state}))
 
 
 def _autocast(cfg: TrainConfig, device: torch.device):
@@ -125,14 +133,15 @@ def train_sd(components: SDComponents, data: EncodedDataset, cfg: TrainConfig, w
     noise_scheduler = components.noise_scheduler()
     scaling = float(components.vae.config.scaling_factor)
     checkpoint = _Checkpoint(Path(work_dir), cfg)
-    start = checkpoint.load(trained, optimizer)
+    scaler = torch.amp.GradScaler(device.type) if cfg.mixed_precision == "fp16" else None
+    start = checkpoint.load(trained, optimizer, scaler)
     schedule = _lr_lambda(cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: schedule(k + start))
-    scaler = torch.amp.GradScaler(device.type) if cfg.mixed_precision == "fp16" else None
     last = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
 
     with torch.no_grad():
-        frozen_states = None if cfg.train_text_encoder else _encode_unique(text_encoder, data.input_ids)
+        frozen_states = None if cfg.train_text_encoder else _encode_unique(
+            frozen_at(text_encoder, cfg.frozen_dtype), data.input_ids).float()
 
     bar = tqdm(range(start, last), initial=start, total=cfg.steps, desc=desc, disable=not progress, leave=False)
     v_prediction = _is_v_prediction(noise_scheduler.config.prediction_type)
@@ -168,7 +177,7 @@ def train_sd(components: SDComponents, data: EncodedDataset, cfg: TrainConfig, w
         # periodic checkpoints, and one where a run stops on purpose; none at the final step: the caller
         # saves the model next and deletes the work folder (a checkpoint written then is deleted at once)
         if done < cfg.steps and ((cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == last):
-            checkpoint.save(trained, optimizer, done)
+            checkpoint.save(trained, optimizer, done, scaler)
     bar.close()
     for module in (unet, text_encoder):
         module.requires_grad_(False).eval()
