@@ -23,7 +23,8 @@ def schema(node, prefix: str = "") -> dict[str, str]:
 EXTRA = {"smoke": set(), "tiny_full": set(),
          "paper": {"data.domains.celeba.root", "data.domains.cc3m.root", "models.bases.v1.path", "models.bases.v2.path",
                    "suspicious.train.mixed_precision", "suspicious.train.gradient_checkpointing",
-                   "generation.image_size"}}
+                   "generation.image_size", "training.finetune.frozen_dtype", "training.finetune.encode_batch",
+                   "suspicious.train.frozen_dtype", "suspicious.train.encode_batch"}}
 # Leaves whose kind may differ: where a profile turns a setting off with null.
 KIND_MAY_DIFFER = {"figures_dir", "tables_dir"}
 

@@ -810,8 +810,8 @@ def test_pipeline_suspects_load_on_the_profiles_device_and_dtype(saved_pipeline,
 
     seen = []
     real = sus.load_pipeline
-    monkeypatch.setattr(sus, "load_pipeline", lambda path, device="cpu", dtype=torch.float32:
-                        (seen.append((device, dtype)), real(path, device=device, dtype=dtype))[1])
+    monkeypatch.setattr(sus, "load_pipeline", lambda path, device="cpu", dtype=torch.float32, trust=None:
+                        (seen.append((device, dtype)), real(path, device=device, dtype=dtype, trust=trust))[1])
     P = load_profile("smoke", {"dtype": "bfloat16"})
     run = SimpleNamespace(profile=P, generation=P.generation, cache_dir=tmp_path / "cache")
     model = core._suspect(saved_pipeline, run, "innocent shadow")

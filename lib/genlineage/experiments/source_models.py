@@ -20,7 +20,7 @@ from ..data.imagefolder import read_imagefolder
 from ..cache import Result, content_id
 from ..io import derive_seed, read_json, stable_hash, write_json
 from ..jobs import run_jobs, torch_threads
-from ..models.pipeline_io import PROVENANCE, quiet_hub
+from ..models.pipeline_io import PROVENANCE, model_trust, quiet_hub
 from ..models.tiny import build_base, build_vae
 from ..training.finetune import finetune_folder, finetune_result, train_and_save
 from ..training.vae import train_vae
@@ -114,7 +114,8 @@ def finetune_source(profile: dict, base: str, domain: str, progress: bool = True
         layout.source_dir(profile, base, domain), _source_config(profile, base, domain),
         profile.data.image_size, layout.work_dir(profile),
         {"role": "source", "base": base, "domain": domain, "profile": profile.name},
-        device=profile.run.device, progress=progress, desc=f"{base}-{domain}")
+        device=profile.run.device, progress=progress, desc=f"{base}-{domain}",
+        trust=model_trust(profile, layout.base_dir(profile, base)))
     return str(out)
 
 
@@ -161,9 +162,9 @@ def build_source_models(profile: Profile, progress: bool = True) -> pd.DataFrame
 
 def _link_local_base(profile: Profile, base: str, path: Path) -> None:
     """Paper profile: a base is a local checkpoint folder; point ``models/base_<name>`` at it."""
-    from ..models.pipeline_io import check_pipeline_folder
+    from ..models.pipeline_io import OWNER, check_pipeline_folder
 
-    check_pipeline_folder(path)
+    check_pipeline_folder(path, OWNER)  # the owner's own folder: a cache snapshot will do
     target = layout.base_dir(profile, base)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_symlink() or target.exists():

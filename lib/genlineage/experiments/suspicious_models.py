@@ -25,7 +25,7 @@ from ..generation import GenerationCache, generate_cached
 from ..cache import STAMP, Result, content_id
 from ..io import atomic_path, derive_seed, read_json
 from ..jobs import run_jobs
-from ..models.pipeline_io import fingerprint, load_model
+from ..models.pipeline_io import fingerprint, load_model, model_trust
 from ..training.finetune import finetune_folder, finetune_result
 from .. import layout
 from .source_models import source_models
@@ -180,7 +180,8 @@ def build_suspicious_model(profile: dict, row: dict, progress: bool = False) -> 
     data = build_training_set(profile, row)
     finetune_folder(row["base_path"], data, row["path"], _train_config(profile, row), profile.data.image_size,
                     layout.work_dir(profile), {k: row[k] for k in ("name", "source", "rho", "role", "lineage", "base")},
-                    device=profile.run.device, progress=progress, desc=row["name"])
+                    device=profile.run.device, progress=progress, desc=row["name"],
+                    trust=model_trust(profile, row["base_path"]))
     return row["path"]
 
 

@@ -11,6 +11,11 @@ What it refuses:
 
 - links that leave the folder, link loops, dangling links, hard links (a regular file with more
   than one name: its other name may lie outside and change under us), FIFOs, sockets and devices;
+  two exceptions, by who wrote the folder (:class:`Trust`): a folder below genlineage's own data
+  root may hold hard links (a fine-tune links its base's frozen files instead of copying them),
+  and the owner's own folders (bases, sources, shadows) may hold hard links and may be Hugging
+  Face cache snapshots, whose files link into the repository's ``blobs/`` (``Trust(owner=True)``;
+  never a suspect);
 - any pickle-format file (``.bin``, ``.pt``, ``.pth``, ``.ckpt``, ``.pkl``, ...) anywhere;
 - a JSON or tokenizer file above its size bound (by its stat size, so a sparse multi-GB file is
   refused without being read), one that is not UTF-8 JSON, or one with a key given twice;
@@ -105,6 +110,35 @@ MAX_BOUNDED_LIST = 16  # a bounded key's list (one value per block): SD has 3-4 
 
 
 @dataclass(frozen=True)
+class Trust:
+    """What a folder may hold beyond the strict rules, by who wrote it.
+
+    ``own_roots``: folders genlineage writes its models into (its data roots); a model folder below
+    one may hold hard links, because its fine-tunes link the frozen files of the base they were
+    made from (anyone able to change that base can change the folder itself). ``owner``: the
+    model owner's own folders (bases, sources, shadows): hard links anywhere (a base whose files a
+    fine-tune linked has two names for them) and Hugging Face cache snapshots
+    (``models--org--name/snapshots/<rev>``, whose files link into ``models--org--name/blobs/``).
+    A suspect is never the owner's."""
+
+    own_roots: tuple[Path, ...] = ()
+    owner: bool = False
+
+
+STRICT = Trust()
+
+
+def snapshot_repository(folder: Path) -> Path | None:
+    """The cache repository folder of a Hugging Face snapshot (``.../models--x/snapshots/<rev>``
+    beside ``.../models--x/blobs``), or None for any other folder."""
+    folder = Path(os.path.realpath(folder))
+    repo = folder.parent.parent
+    if folder.parent.name == "snapshots" and (repo / "blobs").is_dir():
+        return repo
+    return None
+
+
+@dataclass(frozen=True)
 class Entry:
     """One file of the folder as the walk saw it: where it is, and its (link-followed) stat."""
 
@@ -112,7 +146,7 @@ class Entry:
     st: os.stat_result
 
 
-def check_model_folder(path: str | Path) -> Path:
+def check_model_folder(path: str | Path, trust: Trust = STRICT) -> Path:
     """Refuse anything that is not a safe Stable-Diffusion pipeline folder; the folder if it is.
 
     Runs before any loader touches the folder, reads only bounded amounts and writes nothing.
@@ -120,7 +154,9 @@ def check_model_folder(path: str | Path) -> Path:
     path = Path(path)
     _check_is_pipeline_folder(path)
     root = Path(os.path.realpath(path))
-    files = _walk(root)
+    links_within = (snapshot_repository(root) if trust.owner else None) or root
+    hard_links = trust.owner or any(_inside(root, Path(os.path.realpath(own))) for own in trust.own_roots)
+    files = _walk(root, links_within, hard_links)
     for entry in files:
         _check_file(entry, root)
     texts = {e.path: read_json(e.path, _size_bound(e.path, root)) for e in files if e.path.name.endswith(".json")}
@@ -154,9 +190,10 @@ def _check_is_pipeline_folder(path: Path) -> None:
 
 # --- the walk: links, special files, hard links ---------------------------------------------------
 
-def _walk(root: Path) -> list[Entry]:
-    """Every file below ``root`` (links followed only after they are shown to stay inside), or a
-    refusal for the first entry that is not a plain file, a folder or an inside link."""
+def _walk(root: Path, links_within: Path, hard_links: bool = False) -> list[Entry]:
+    """Every file below ``root`` (links followed only after they are shown to stay inside
+    ``links_within``: the folder, or its snapshot's repository), or a refusal for the first entry
+    that is not a plain file, a folder or an inside link."""
     files: list[Entry] = []
     stack: list[tuple[Path, int]] = [(root, 0)]
     seen = 0
@@ -172,9 +209,12 @@ def _walk(root: Path) -> list[Entry]:
                 raise InputError(f"{root} holds more than {MAX_ENTRIES} files and folders; a pipeline folder holds "
                                  "a few dozen. Pass the pipeline folder itself, without unrelated files.")
             item = folder / name
-            st = _entry_stat(item, root)
+            st = _entry_stat(item, links_within, hard_links)
             if stat.S_ISDIR(st.st_mode):
                 if item.is_symlink():
+                    if not _inside(Path(os.path.realpath(item)), root):  # a snapshot links files, not folders
+                        raise InputError(f"{item} links to the folder {os.path.realpath(item)}, outside the model "
+                                         f"folder {root}; copy the real files into the folder instead.")
                     continue  # an inside link to a folder: that folder is walked where it really lies
                 if depth + 1 > MAX_DEPTH:
                     raise InputError(f"{item} lies more than {MAX_DEPTH} folders deep; a pipeline folder is two deep. "
@@ -185,9 +225,9 @@ def _walk(root: Path) -> list[Entry]:
     return files
 
 
-def _entry_stat(item: Path, root: Path) -> os.stat_result:
-    """The stat of what ``item`` names, once shown to be a folder, or a regular file with one name,
-    inside ``root``."""
+def _entry_stat(item: Path, root: Path, hard_links: bool = False) -> os.stat_result:
+    """The stat of what ``item`` names, once shown to be a folder, or a regular file (with one name
+    unless ``hard_links``), inside ``root``."""
     st = os.lstat(item)
     if stat.S_ISLNK(st.st_mode):
         st = _link_target_stat(item, root)
@@ -196,9 +236,11 @@ def _entry_stat(item: Path, root: Path) -> os.stat_result:
     if not stat.S_ISREG(st.st_mode):
         raise InputError(f"{item} is a {file_kind(st.st_mode)}, not a file; a model folder holds only files and "
                          "folders (reading a FIFO blocks, a device never ends). Remove it.")
-    if st.st_nlink > 1:
+    if st.st_nlink > 1 and not hard_links:
         raise InputError(f"{item} is a hard link ({st.st_nlink} names for one file), so it may be changed through a "
-                         "name outside the model folder; replace it by a copy (cp, not cp -l or ln).")
+                         "name outside the model folder; replace it by a copy (cp, not cp -l or ln). (genlineage's own "
+                         "fine-tunes link their base's frozen files: for one of those, set GENLINEAGE_DATA to the data "
+                         "root it lies below.)")
     return st
 
 
@@ -214,8 +256,11 @@ def _link_target_stat(item: Path, root: Path) -> os.stat_result:
                          "place.") from None
     target = Path(os.path.realpath(item))
     if not _inside(target, root):
+        hint = (" It looks like a Hugging Face cache snapshot (its files link into blobs/): that is accepted for your "
+                "own base folders only; for a suspect, download with `huggingface-cli download REPO --local-dir DIR` "
+                "(real files)." if target.parent.name == "blobs" else "")
         raise InputError(f"{item} is a link that leads outside the model folder {root} (to {target}); "
-                         "copy the real files into the folder instead.")
+                         f"copy the real files into the folder instead.{hint}")
     return st
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -21,13 +23,17 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditi
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..cache import content_id
+from ..config import REPO_ROOT
+from ..errors import InputError
 from ..io import atomic_dir
-from .gate import COMPONENTS, PICKLE_SUFFIXES, WEIGHTED, check_model_folder, read_json
+from ..layout import base_dir
+from .gate import COMPONENTS, PICKLE_SUFFIXES, WEIGHTED, Trust, check_model_folder, read_json
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-__all__ = ["COMPONENTS", "PICKLE_SUFFIXES", "PROVENANCE", "SDComponents", "WEIGHTED", "check_pipeline_folder",
-           "fingerprint", "load_model", "load_pipeline", "quiet_hub", "save_pipeline"]
+__all__ = ["COMPONENTS", "PICKLE_SUFFIXES", "PROVENANCE", "OWNER", "SDComponents", "Trust", "WEIGHTED", "check_pipeline_folder",
+           "fingerprint", "load_model", "load_pipeline", "model_trust", "own_data_roots", "quiet_hub", "save_pipeline",
+           "weights_variant"]
 PROVENANCE = "genlineage.json"
 
 
@@ -72,9 +78,18 @@ class SDComponents:
 
 
 def save_pipeline(components: SDComponents, out_dir: str | Path, provenance: dict | None = None,
-                  extra_files: Mapping[str, Any] | None = None) -> Path:
+                  extra_files: Mapping[str, Any] | None = None, link_from: str | Path | None = None,
+                  linked: tuple[str, ...] = ()) -> Path:
     """Write a complete ``StableDiffusionPipeline`` folder with safetensors weights, atomically;
-    ``extra_files`` (name -> JSON object, e.g. the cache stamp) land in the same atomic step."""
+    ``extra_files`` (name -> JSON object, e.g. the cache stamp) land in the same atomic step.
+
+    ``linked`` components (the parts a fine-tune kept frozen) are not written again: their files
+    are hard links to those of the pipeline folder ``link_from`` they were loaded from, so a
+    fine-tune costs the disk of what it changed (SD-v1.5: its 3.4 GB fp32 UNet, not the 0.5 GB
+    text encoder and 0.3 GB VAE beside it, 720 times). The folder stays an ordinary pipeline
+    folder. Links are made only below genlineage's data roots, the one place the gate accepts
+    them (:func:`own_data_roots`); elsewhere, or where a link cannot be made (another file system),
+    the files are copied."""
     with quiet_hub():  # importing the pipeline class makes transformers warn about torchvision
         from diffusers import StableDiffusionPipeline
 
@@ -89,8 +104,19 @@ def save_pipeline(components: SDComponents, out_dir: str | Path, provenance: dic
         feature_extractor=None,
         requires_safety_checker=False,
     )
+    if link_from is None or not _below_own_roots(out_dir):
+        linked = ()
+    linked = tuple(name for name in linked if (Path(link_from) / name).is_dir())
     with atomic_dir(out_dir) as tmp, quiet_hub():
-        pipe.save_pretrained(tmp, safe_serialization=True)
+        if not linked:
+            pipe.save_pretrained(tmp, safe_serialization=True)
+        else:
+            pipe.save_config(tmp)  # model_index.json, as save_pretrained writes it
+            for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+                if name in linked:
+                    _link_component(Path(link_from) / name, tmp / name)
+                else:
+                    _save_component(getattr(pipe, name), tmp / name)
         meta = dict(components.provenance)
         meta.update(provenance or {})
         for name, obj in {PROVENANCE: meta, **(extra_files or {})}.items():
@@ -98,24 +124,81 @@ def save_pipeline(components: SDComponents, out_dir: str | Path, provenance: dic
     return out_dir
 
 
-def check_pipeline_folder(path: str | Path) -> Path:
+def _below_own_roots(folder: Path) -> bool:
+    real = Path(os.path.realpath(folder))
+    return any(real.is_relative_to(os.path.realpath(root)) for root in own_data_roots())
+
+
+def _save_component(component: Any, folder: Path) -> None:
+    """One component as ``save_pretrained`` writes it (weights as safetensors)."""
+    if isinstance(component, torch.nn.Module):
+        component.save_pretrained(folder, safe_serialization=True)
+    else:  # tokenizer, scheduler
+        component.save_pretrained(folder)
+
+
+def _link_component(source: Path, folder: Path) -> None:
+    """Hard-link every file of ``source`` (through a snapshot's links to the real file) into ``folder``."""
+    for file in sorted(f for f in source.rglob("*") if f.is_file()):
+        target = folder / file.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        real = os.path.realpath(file)
+        try:
+            os.link(real, target)
+        except OSError:  # another file system, or links not allowed: a copy is the same folder
+            shutil.copy2(real, target)
+
+
+def own_data_roots() -> tuple[Path, ...]:
+    """Where genlineage writes its models: the repository's ``data/`` and ``$GENLINEAGE_DATA``."""
+    roots = [REPO_ROOT / "data"]
+    if os.environ.get("GENLINEAGE_DATA"):
+        roots.append(Path(os.environ["GENLINEAGE_DATA"]))
+    return tuple(roots)
+
+
+def check_pipeline_folder(path: str | Path, trust: Trust | None = None) -> Path:
     """Refuse anything that is not a safe safetensors Stable-Diffusion pipeline folder.
 
     The one gate (:func:`genlineage.models.gate.check_model_folder`): every folder passes it before
     any loader reads it. It raises InputError naming the file and the fix, and writes nothing.
+    By default a folder below genlineage's own data roots may hold hard links (its fine-tunes link
+    their frozen parts); nothing else is relaxed unless ``trust`` says so.
     """
-    return check_model_folder(path)
+    return check_model_folder(path, Trust(own_roots=own_data_roots()) if trust is None else trust)
 
 
-def load_pipeline(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> SDComponents:
-    """Load a pipeline folder's components from safetensors only (never a pickle)."""
-    path = check_pipeline_folder(path)
+VARIANT_WEIGHTS = re.compile(r"(?:diffusion_pytorch_model|model)(?:\.(?P<variant>[A-Za-z0-9_]+))?"
+                             r"(?:-\d+-of-\d+)?\.safetensors")
+
+
+def weights_variant(folder: str | Path) -> str | None:
+    """The weights variant a component folder holds: None when it has the plain files
+    (``diffusion_pytorch_model.safetensors``), else the one variant it has (a download of only
+    ``*.fp16.safetensors`` gives ``fp16``); more than one variant and no plain file is refused."""
+    found = {m.group("variant") for f in Path(folder).glob("*.safetensors")
+             if (m := VARIANT_WEIGHTS.fullmatch(f.name))}
+    if None in found or not found:
+        return None
+    if len(found) > 1:
+        raise InputError(f"{folder} holds the weight variants {sorted(found)} and no plain weights; keep one variant "
+                         "(e.g. only the *.fp16.safetensors files) or add the plain ones.")
+    return found.pop()
+
+
+def load_pipeline(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                  trust: Trust | None = None) -> SDComponents:
+    """Load a pipeline folder's components from safetensors only (never a pickle); a component
+    holding only a variant's weights (fp16) is loaded as that variant."""
+    path = check_pipeline_folder(path, trust)
     common: dict[str, Any] = {"local_files_only": True}
     weights: dict[str, Any] = {"use_safetensors": True, "torch_dtype": dtype, **common}
     with quiet_hub():
-        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", **weights)
-        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", **weights)
-        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder", **weights)
+        unet = UNet2DConditionModel.from_pretrained(path, subfolder="unet", variant=weights_variant(path / "unet"),
+                                                    **weights)
+        vae = AutoencoderKL.from_pretrained(path, subfolder="vae", variant=weights_variant(path / "vae"), **weights)
+        text_encoder = CLIPTextModel.from_pretrained(path, subfolder="text_encoder",
+                                                     variant=weights_variant(path / "text_encoder"), **weights)
     tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **common)
     scheduler_config = dict(DDPMScheduler.load_config(path, subfolder="scheduler", **common))
     provenance_file = path / PROVENANCE
@@ -126,10 +209,22 @@ def load_pipeline(path: str | Path, device: str = "cpu", dtype: torch.dtype = to
     return components.to(device)
 
 
+def model_trust(profile: Any, path: str | Path) -> Trust:
+    """How far the gate trusts a folder a stage loads: the profile's bases (``models/base_*``, in
+    the paper profile links to the owner's SD folders) are the owner's (hard links, cache
+    snapshots); any other folder below the data roots may hold hard links; nothing else is relaxed."""
+    real = os.path.realpath(path)
+    bases = {os.path.realpath(base_dir(profile, name)) for name in profile.models.bases}
+    return Trust(own_roots=(*own_data_roots(), profile.data_root), owner=real in bases)
+
+
+OWNER = Trust(owner=True)  # the model owner's own folders: a base, a source, a shadow
+
+
 def load_model(profile: Any, path: str | Path) -> SDComponents:
     """A pipeline folder loaded for inference on ``profile``'s device and dtype: the one way every
     stage loads a model (through the gate, like any folder)."""
-    return load_pipeline(path, device=profile.run.device, dtype=profile.torch_dtype)
+    return load_pipeline(path, device=profile.run.device, dtype=profile.torch_dtype, trust=model_trust(profile, path))
 
 
 @contextlib.contextmanager

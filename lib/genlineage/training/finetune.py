@@ -18,7 +18,7 @@ import torch
 from ..cache import STAMP, Result, content_id
 from ..data.imagefolder import read_imagefolder
 from ..io import stable_hash
-from ..models.pipeline_io import SDComponents, fingerprint, load_pipeline, save_pipeline
+from ..models.pipeline_io import SDComponents, Trust, fingerprint, load_pipeline, save_pipeline
 from .encode import encode_dataset
 from .sd import TrainConfig, clear_work_dir, train_sd
 
@@ -33,7 +33,8 @@ def finetune_result(base_dir: str | Path, dataset_dir: str | Path, out_dir: str 
 def train_and_save(components: SDComponents, images, captions: list[str], cfg: TrainConfig, result: Result,
                    work_root: Path, provenance: Mapping, progress: bool, desc: str) -> Path:
     """Encode, train (resumably, in a work folder named after the inputs), save the folder with its
-    stamp in one atomic step, drop the checkpoint."""
+    stamp in one atomic step, drop the checkpoint. The parts training left frozen are hard links to
+    the files of the folder ``components`` came from (none for a model built in memory)."""
     work = Path(work_root) / stable_hash(result.stamp_record())
     started = time.perf_counter()
     data = encode_dataset(components, images, captions, batch=cfg.encode_batch, dtype=cfg.frozen_dtype)
@@ -41,21 +42,29 @@ def train_and_save(components: SDComponents, images, captions: list[str], cfg: T
     seconds = time.perf_counter() - started  # of this call: a resumed run reports its last part
     save_pipeline(components, result.path, {**provenance, "train_config": cfg.__dict__,
                                             "train_seconds": round(seconds, 1), "n_train": len(captions)},
-                  extra_files={STAMP: result.stamp_record()})
+                  extra_files={STAMP: result.stamp_record()}, link_from=components.path,
+                  linked=frozen_components(cfg))
     clear_work_dir(work)
     return result.path
 
 
+def frozen_components(cfg: TrainConfig) -> tuple[str, ...]:
+    """The pipeline parts a fine-tune with ``cfg`` leaves exactly as the base has them."""
+    return ("vae", "tokenizer") + (() if cfg.train_text_encoder else ("text_encoder",))
+
+
 def finetune_folder(base_dir: str | Path, dataset_dir: str | Path, out_dir: str | Path, train_cfg: Mapping | TrainConfig,
                     image_size: int, work_root: str | Path, provenance: Mapping | None = None,
-                    device: str = "cpu", progress: bool = True, desc: str = "finetune") -> Path:
-    """Fine-tune the pipeline at ``base_dir`` on the image folder ``dataset_dir`` into ``out_dir``."""
+                    device: str = "cpu", progress: bool = True, desc: str = "finetune",
+                    trust: Trust | None = None) -> Path:
+    """Fine-tune the pipeline at ``base_dir`` on the image folder ``dataset_dir`` into ``out_dir``
+    (``trust``: how far the gate trusts the base folder, :func:`~genlineage.models.pipeline_io.model_trust`)."""
     cfg = train_cfg if isinstance(train_cfg, TrainConfig) else TrainConfig.from_mapping(train_cfg)
     result = finetune_result(base_dir, dataset_dir, out_dir, cfg, image_size)
     if result.fresh():
         return result.path
     folder = read_imagefolder(dataset_dir, size=image_size)
-    components = load_pipeline(base_dir, device=device, dtype=torch.float32)
+    components = load_pipeline(base_dir, device=device, dtype=torch.float32, trust=trust)
     prov = {"base_dir": str(base_dir), "dataset_dir": str(dataset_dir), **(provenance or {})}
     return train_and_save(components, folder.load_images(), folder.captions, cfg, result, Path(work_root), prov,
                           progress, desc)

@@ -25,7 +25,7 @@ from ..generation import GenerationCache, GenerationConfig, generate_cached, ima
 from ..io import atomic_path, stable_hash
 from ..keys import to_uint8
 from ..models.gate import read_json
-from ..models.pipeline_io import check_pipeline_folder, load_pipeline
+from ..models.pipeline_io import OWNER, Trust, check_pipeline_folder, load_pipeline
 
 SD_PIPELINES = ("StableDiffusionPipeline",)
 
@@ -37,10 +37,20 @@ class Suspect(Protocol):
         """uint8 [N, size, size, 3], one image per (prompt, seed)."""
 
 
+# The model owner's own folders: the gate lets them hold hard links (a base that genlineage
+# fine-tuned from shares its frozen files with the fine-tunes) and be Hugging Face cache snapshots.
+OWNER_ROLES = ("source model", "base", "innocent shadow", "infringing shadow")  # a shadow's role adds its name
+
+
+def role_trust(role: str) -> Trust | None:
+    """The gate's trust for a folder in ``role``: the owner's, or (a suspect) the default."""
+    return OWNER if role.startswith(OWNER_ROLES) else None
+
+
 def check_sd_pipeline(path: str | Path, role: str) -> Path:
     """A safe Stable-Diffusion pipeline folder, or InputError naming ``role`` and the fix."""
     try:
-        path = check_pipeline_folder(path)
+        path = check_pipeline_folder(path, role_trust(role))
     except InputError as err:
         raise InputError(f"{role}: {err}") from None
     index = read_json(path / "model_index.json")  # bounded: the gate has read it already
@@ -58,7 +68,7 @@ def load_sd_pipeline(path: str | Path, role: str, device: str = "cpu", dtype: to
     every shadow on the GPU); any loading failure becomes an InputError naming ``role``."""
     path = check_sd_pipeline(path, role)
     try:
-        return load_pipeline(path, device=device, dtype=dtype)
+        return load_pipeline(path, device=device, dtype=dtype, trust=role_trust(role))
     except InputError:
         raise
     except Exception as err:  # a config of another architecture, mismatched shapes, ...
