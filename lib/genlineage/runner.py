@@ -19,7 +19,12 @@ executed copy of a notebook is written to a temporary name and renamed when the 
 through, so ``outputs/<profile>/`` only ever holds complete notebooks; a failed run leaves its
 copy, with the traceback, as ``<name>.failed.ipynb``.
 
-Usage: ``python -m genlineage.runner [profile] [--only NN ...] [--from NN] [--list]``.
+Before any stage, the preflight (:mod:`genlineage.experiments.preflight`) checks in seconds what
+would otherwise fail hours in: the device and torch build, the base folders, the data releases'
+counts, the disk for the plan. ``--dry-run`` prints it with the cost plan
+(:mod:`genlineage.experiments.cost_plan`) and runs nothing.
+
+Usage: ``python -m genlineage.runner [profile] [--only NN ...] [--from NN] [--list] [--dry-run [--probe]]``.
 """
 from __future__ import annotations
 
@@ -37,6 +42,9 @@ from pathlib import Path
 import pandas as pd
 
 from .config import REPO_ROOT, load_profile
+from .errors import InputError
+from .experiments.cost_plan import STATED, format_plan, measure_unit_costs
+from .experiments.preflight import format_checks, preflight
 from .io import atomic_path, clean_partials
 
 TIMINGS = "run_all_timings.csv"
@@ -324,14 +332,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update-notebooks", action="store_true",
                         help="copy each executed notebook over notebooks/<name>.ipynb (maintainers: refresh the committed outputs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the preflight and the plan (jobs by stage, accelerator hours, disk); run nothing")
+    parser.add_argument("--probe", action="store_true",
+                        help="with --dry-run: time one generation batch and a few training steps here instead of "
+                             "using the stated figures (needs the bases on disk)")
     args = parser.parse_args(argv)
     if args.list:
         print("\n".join(nb.stem for nb in stage_notebooks(REPO_ROOT / "notebooks")))
         return 0
     try:
-        load_profile(args.profile)
+        profile = load_profile(args.profile)
     except Exception as err:  # an unknown name, a YAML that does not parse, ...
         print(f"[run_all] profile {args.profile!r} cannot be used: {err}", file=sys.stderr)
+        return 2
+    checks = preflight(profile)
+    passed = all(check.ok for check in checks)
+    if args.dry_run:
+        print(f"[run_all] preflight of profile {profile.name!r}:\n{format_checks(checks)}\n")
+        costs = STATED
+        if args.probe:
+            try:
+                costs = measure_unit_costs(profile)
+            except InputError as err:
+                print(f"[run_all] no probe ({err}); the plan uses the stated figures\n")
+        print(format_plan(profile, costs))
+        return 0 if passed else 1
+    if not passed:
+        print(f"[run_all] preflight of profile {profile.name!r} failed; nothing has run:\n{format_checks(checks)}",
+              file=sys.stderr, flush=True)
         return 2
     try:
         run_all(args.profile, args.only, args.start, out_root=args.out, progress=not args.no_progress,

@@ -256,7 +256,7 @@ def _cc3m_tsv(tsv: Path, images_dir: Path, out_dir: Path, size: int, limit: int 
     return _write(out_dir, items(), summary, limit, hint, extra_files)
 
 
-def _img2dataset_pairs(root: Path) -> list[Path]:
+def img2dataset_images(root: Path) -> list[Path]:
     """Image files in ``root`` and its shard folders (one level deep), sorted by key."""
     images = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS]
     for shard in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -344,7 +344,7 @@ def convert_cc3m(
         if len(tsvs) > 1:
             raise InputError(f"{src} holds several TSV files ({', '.join(p.name for p in tsvs)}); pass the one to convert.")
         return _cc3m_tsv(tsvs[0], Path(images_dir) if images_dir else src / "images", out_dir, size, limit, extra_files)
-    images = _img2dataset_pairs(src)
+    images = img2dataset_images(src)
     if images:
         return _cc3m_img2dataset(src, images, out_dir, size, limit, extra_files)
     if any(src.glob("*.tar")):

@@ -70,7 +70,7 @@ def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progre
     return result.extra()  # what a cached run returns (read back from the stamp): cold and cached tables match
 
 
-def _jobs(profile: Profile) -> list[tuple[str, str, bool]]:
+def memorisation_jobs(profile: Profile) -> list[tuple[str, str, bool]]:
     return [(b, d, ft) for b in sorted(profile.models.bases) for d in sorted(profile.data.domains)
             for ft in (True, False)]
 
@@ -79,14 +79,14 @@ def table_result(profile: Profile) -> Result:
     """The memorisation summary: made from every model's RD table (by content)."""
     res = layout.results_dir(profile, STAGE)
     return Result(res / "memorisation.csv", {stem: content_id(res / f"{stem}.csv") for stem in
-                                             (_stem(*job) for job in _jobs(profile))},
+                                             (_stem(*job) for job in memorisation_jobs(profile))},
                   made_by="notebook 02_source_models")
 
 
 def memorisation_table(profile: Profile, progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(summary per model, RD per sample) for every fine-tuned source and its base as control."""
     jobs = [{"profile": profile, "base": b, "domain": d, "finetuned": ft, "progress": progress}
-            for b, d, ft in _jobs(profile)]
+            for b, d, ft in memorisation_jobs(profile)]
     summaries = run_jobs("genlineage.experiments.memorisation.measure_model", jobs,
                          profile.run.parallel_jobs, profile.run.threads_per_job)
     table = pd.DataFrame(summaries)
@@ -99,13 +99,13 @@ def load_memorisation(profile: Profile) -> tuple[pd.DataFrame, pd.DataFrame]:
     (``cache.StaleResult``) when the summary is missing or no longer matches the RD tables."""
     table = pd.read_csv(table_result(profile).require())
     res = layout.results_dir(profile, STAGE)
-    per_sample = pd.concat([pd.read_csv(res / f"{_stem(*job)}.csv") for job in _jobs(profile)], ignore_index=True)
+    per_sample = pd.concat([pd.read_csv(res / f"{_stem(*job)}.csv") for job in memorisation_jobs(profile)], ignore_index=True)
     return table, per_sample
 
 
 def stage_results(profile: Profile) -> list[Result]:
     """Every cached result of stage 02b as a run would judge it now (the invalidation tests compare these)."""
-    return [measure_result(profile, *job) for job in _jobs(profile)] + [table_result(profile)]
+    return [measure_result(profile, *job) for job in memorisation_jobs(profile)] + [table_result(profile)]
 
 
 def reconstruction_examples(profile: Profile, base: str, domain: str, n: int = 6) -> dict[str, np.ndarray]:

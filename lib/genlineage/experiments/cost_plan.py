@@ -1,0 +1,217 @@
+"""What a run will cost, before it starts: the jobs by stage and kind, accelerator hours and disk.
+
+Why: the paper's grid is hundreds of Stable-Diffusion fine-tunes and millions of generations, and
+a profile that asks for ten times the budget should be caught while it is still a YAML file.
+``bash run_all.sh PROFILE --dry-run`` prints this plan and runs nothing.
+
+The counts come from the same functions the stages use (the suspicious-model manifest, the key
+counts, the seed lists), so they cannot drift from what a run does. The time per unit is either
+a **stated figure** (:data:`STATED`, for SD-v1.5-sized models on an A100-class GPU in fp16, the
+paper profile's setting) or a **measured probe** on the current device (``--probe``: one
+generation batch and a few training steps of the profile's first base at its real settings).
+Both are estimates: the plan says which one it used.
+"""
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .. import layout
+from ..config import Profile, TrainConfig, as_profile
+from ..errors import InputError
+from ..generation import generate
+from ..models.gate import check_safetensors_header
+from ..models.pipeline_io import VARIANT_WEIGHTS, load_model, load_pipeline, model_trust, weights_variant
+from ..training.encode import EncodedDataset, tokenize
+from ..training.sd import train_sd
+from .memorisation import memorisation_jobs
+from .suspicious_models import plan_manifest, source_table
+
+MB = 1e6
+
+
+@dataclass(frozen=True)
+class UnitCosts:
+    """Seconds of one accelerator per unit of work, and where the figures come from."""
+
+    step_s: float           # one fine-tune step at the profile's batch and size
+    image_s: float          # one generated image at the profile's sampler steps, guidance and size
+    source: str
+
+    def hours(self, steps: float, images: float) -> float:
+        return (steps * self.step_s + images * self.image_s) / 3600.0
+
+
+# SD-v1.5 at 512 px in fp16 on an A100-class GPU: a 50-step DDIM image with guidance is about
+# 68 TFLOP, so 3-6 images/s with batching (0.25 s an image); a fine-tune step at batch 2 with
+# gradient checkpointing about 0.35 s. Replace them by a probe on the machine that will run.
+STATED = UnitCosts(step_s=0.35, image_s=0.25, source="stated: SD-v1.5, 512 px, fp16, A100-class GPU")
+
+
+def _images_per_candidate_set(profile: Profile, src) -> int:
+    """Generations to choose one source's keys: every candidate at every key seed by the source
+    (Strategy 1 and 2 share these through the cache), and by its base when Strategy 2 is judged
+    relative to it (a fine-tuned source)."""
+    att = profile.attribution
+    n_candidates = _candidate_count(profile, src)
+    relative = att.generation_relative_to_base and isinstance(src.domain, str)
+    return n_candidates * len(att.key_seeds) * (2 if relative else 1)
+
+
+def _candidate_count(profile: Profile, src) -> int:
+    """D_S's size as stage 04 caps it: a fine-tuned source's training set; for a base as it is, the
+    domain's source set or (``base_candidates: pretrain``) at most the whole pre-training corpus."""
+    cap = int(profile.suspicious.candidates_max)
+    if not isinstance(src.domain, str) and profile.suspicious.base_candidates == "pretrain":
+        return min(cap, int(profile.data.pretrain.n))
+    domain = src.domain if isinstance(src.domain, str) else src.pool_domain
+    return min(cap, int(profile.data.domains[domain].source))
+
+
+def plan_jobs(profile: Profile) -> pd.DataFrame:
+    """One row per (stage, kind): how many jobs, and the units of work (training steps, images)."""
+    profile = as_profile(profile)
+    manifest = plan_manifest(profile)
+    sources = source_table(profile)
+    finetune = TrainConfig.from_mapping(profile.training.finetune, "training.finetune")
+    suspicious = TrainConfig.from_mapping({**profile.training.finetune, **profile.suspicious.train}, "suspicious.train")
+    n_finetuned_sources = len(profile.models.bases) * len(profile.data.domains)
+    n_keys = max(profile.attribution.n_keys_grid)
+    query_seeds = len(profile.attribution.query_seeds)
+    generated_per_model = (manifest.rho * manifest.n_samples).round().astype(int)
+    rows = [
+        {"stage": "02", "kind": "source fine-tunes", "jobs": n_finetuned_sources,
+         "steps": n_finetuned_sources * finetune.steps, "images": 0},
+        {"stage": "02", "kind": "memorisation generations", "jobs": len(memorisation_jobs(profile)),
+         "steps": 0, "images": sum(_memorisation_images(profile, d) for _, d, _ in memorisation_jobs(profile))},
+        {"stage": "03", "kind": "infringing training sets (source generations)", "jobs": int((generated_per_model > 0).sum()),
+         "steps": 0, "images": int(generated_per_model.sum())},
+        {"stage": "03", "kind": "suspicious and shadow fine-tunes", "jobs": len(manifest),
+         "steps": len(manifest) * suspicious.steps, "images": 0},
+        {"stage": "04", "kind": "key selection", "jobs": len(sources),
+         "steps": 0, "images": int(sum(_images_per_candidate_set(profile, s) for _, s in sources.iterrows()))},
+        {"stage": "04", "kind": "queries (3 strategies)", "jobs": len(manifest),
+         "steps": 0, "images": len(manifest) * 3 * n_keys * query_seeds},
+    ]
+    return pd.DataFrame(rows)
+
+
+def _memorisation_images(profile: Profile, domain: str) -> int:
+    """One model of stage 02's memorisation check: every source and held-out prompt of the domain
+    at every memorisation seed."""
+    counts = profile.data.domains[domain]
+    return (int(counts.source) + int(counts.heldout)) * len(profile.memorisation.seeds)
+
+
+SD15_UNET_FP32_BYTES = 3.44e9  # 859.5 M parameters (SD-v2.1's: 865.9 M)
+
+
+def _unet_bytes_fp32(profile: Profile) -> float | None:
+    """A fine-tune's saved size: its UNet in fp32 (the frozen parts are links to the base), read
+    from the first base's UNet headers (no weights loaded); SD-v1.5's size when the bases are
+    given by path but not on this machine; None when the profile builds its bases and has not yet."""
+    for name, base in sorted(profile.models.bases.items()):
+        unet = (Path(base.path) if base.path else layout.base_dir(profile, name)) / "unet"
+        if unet.is_dir() and any(unet.glob("*.safetensors")):
+            variant = weights_variant(unet)
+            files = [f for f in unet.glob("*.safetensors")
+                     if (m := VARIANT_WEIGHTS.fullmatch(f.name)) and m.group("variant") == variant]
+            headers = [check_safetensors_header(f) for f in files]
+            return 4.0 * sum(math.prod(v["shape"]) for h in headers for k, v in h.items() if k != "__metadata__")
+    if any(base.path for base in profile.models.bases.values()):
+        return SD15_UNET_FP32_BYTES
+    return None
+
+
+def plan_disk(profile: Profile, jobs: pd.DataFrame) -> pd.DataFrame:
+    """Disk by kind, in GB: fine-tuned UNets, training sets and cached generations as PNG (a
+    512 px image is about 0.4 MB; scaled by area), and one checkpoint (UNet and Adam: 3 UNets)
+    per parallel job."""
+    size = int(profile.data.image_size)
+    png = 0.4 * MB * (size / 512) ** 2
+    unet = _unet_bytes_fp32(profile)
+    models = int(jobs.loc[jobs.kind.str.contains("fine-tunes"), "jobs"].sum())
+    training_sets = int(jobs.loc[jobs.kind.str.startswith("suspicious"), "jobs"].sum()) * profile.suspicious.n_samples
+    rows = [
+        {"kind": "fine-tuned models (UNet fp32)", "gb": None if unet is None else models * unet / 1e9},
+        {"kind": "checkpoints in flight", "gb": None if unet is None else 3 * unet * profile.run.parallel_jobs / 1e9},
+        {"kind": "training sets (PNG)", "gb": training_sets * png / 1e9},
+        {"kind": "generation cache (PNG)", "gb": float(jobs.images.sum()) * png / 1e9},
+    ]
+    return pd.DataFrame(rows)
+
+
+def measure_unit_costs(profile: Profile, train_steps: int = 5) -> UnitCosts:
+    """A probe on this machine: one batch of generations and a few fine-tune steps of the profile's
+    first base at the profile's settings, each after a warm-up."""
+    profile = as_profile(profile)
+    name = sorted(profile.models.bases)[0]
+    folder = layout.base_dir(profile, name)
+    if not (folder / "model_index.json").exists():
+        raise InputError(f"the probe times base {name}, which is not at {folder} yet: run stage 02 "
+                         f"first (`bash run_all.sh {profile.name} --only 02`)")
+    return UnitCosts(step_s=_probe_training(profile, folder, train_steps), image_s=_probe_generation(profile, folder),
+                     source=f"measured: base {name} on {profile.run.device} ({profile.run.dtype})")
+
+
+def _probe_generation(profile: Profile, folder: Path) -> float:
+    """Seconds an image, from one full batch at the profile's generation settings."""
+    model, cfg = load_model(profile, folder), profile.generation
+    generate(model, ["a probe"], [0], cfg)
+    started = time.perf_counter()
+    generate(model, ["a probe"] * cfg.batch, list(range(cfg.batch)), cfg)
+    return (time.perf_counter() - started) / cfg.batch
+
+
+def _probe_training(profile: Profile, folder: Path, steps: int) -> float:
+    """Seconds a step of a suspicious model's fine-tune, on random latents of the profile's size:
+    the difference between runs of ``steps`` and of 1 step, so the set-up (optimizer, text states)
+    cancels out."""
+    model = load_pipeline(folder, device=profile.run.device, dtype=torch.float32, trust=model_trust(profile, folder))
+    train = TrainConfig.from_mapping({**profile.training.finetune, **profile.suspicious.train}, "suspicious.train")
+    side, n = int(profile.data.image_size) // model.vae_scale_factor, max(train.batch, 2)
+    mean = torch.randn((n, int(model.unet.config.in_channels), side, side), generator=torch.Generator().manual_seed(0))
+    data = EncodedDataset(mean.to(model.device), torch.full_like(mean, 0.1).to(model.device),
+                          tokenize(model, ["a probe"] * n).to(model.device))
+
+    def timed(n_steps: int, work: Path) -> float:
+        started = time.perf_counter()
+        cfg = TrainConfig.parse({**train.__dict__, "steps": n_steps, "checkpoint_every": 0}, "probe")
+        train_sd(model, data, cfg, work, progress=False)
+        return time.perf_counter() - started
+
+    with tempfile.TemporaryDirectory() as work:
+        timed(1, Path(work) / "warm-up")
+        one, many = timed(1, Path(work) / "one"), timed(steps, Path(work) / "many")
+    return max(many - one, 0.0) / (steps - 1)
+
+
+def cost_plan(profile: Profile, costs: UnitCosts = STATED) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(jobs with their accelerator hours, disk by kind)."""
+    jobs = plan_jobs(profile)
+    jobs["gpu_hours"] = [costs.hours(s, i) for s, i in zip(jobs.steps, jobs.images)]
+    return jobs, plan_disk(profile, jobs)
+
+
+def format_plan(profile: Profile, costs: UnitCosts = STATED) -> str:
+    """The plan as the dry run prints it."""
+    profile = as_profile(profile)
+    jobs, disk = cost_plan(profile, costs)
+    total = jobs.gpu_hours.sum()
+    known = disk.gb.dropna()
+    lines = [f"Plan for profile {profile.name!r} (nothing has run):", "",
+             jobs.to_string(index=False, float_format=lambda v: f"{v:,.2f}"), "",
+             f"accelerator hours: {total:,.1f} in all ({costs.source}: {costs.step_s:.3g} s a training step, "
+             f"{costs.image_s:.3g} s an image); on {max(profile.run.parallel_jobs, 1)} parallel job(s): "
+             f"{total / max(profile.run.parallel_jobs, 1):,.1f} h of wall time",
+             "", disk.to_string(index=False, na_rep="(no base on disk yet)", float_format=lambda v: f"{v:,.1f}"), "",
+             f"disk: {known.sum():,.1f} GB in all" + ("" if len(known) == len(disk) else " (without the unknown rows)"),
+             "Stage 08 asks the shared generation cache for the same queries as stage 04 (no new images but the "
+             "controls'); stages 05-07 and 09 only read tables."]
+    return "\n".join(lines)
