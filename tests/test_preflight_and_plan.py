@@ -150,3 +150,12 @@ def test_a_dry_run_prints_the_checks_and_the_plan_and_runs_nothing(tmp_path, mon
     out = capsys.readouterr().out
     assert "[ok] device cpu" in out and "suspicious and shadow fine-tunes" in out and "accelerator hours" in out
     assert not (tmp_path / "data").exists(), "nothing was written"
+
+
+def test_the_executor_check_names_the_engine_and_where_it_runs(monkeypatch):
+    assert preflight.check_executor(load_profile("smoke")).detail == "1 process(es) of 1 thread(s)"
+    pytest.importorskip("ray")
+    monkeypatch.setenv("GENLINEAGE_EXECUTOR", "ray")
+    monkeypatch.setenv("GENLINEAGE_RAY_ADDRESS", "head:6379")
+    check = preflight.check_executor(load_profile("paper"))
+    assert check.ok and "at head:6379; 1 GPU(s) a job, 2 retries" in check.detail

@@ -430,7 +430,15 @@ class RunSettings(Section):
     figures_dir: str | None = None   # committed figures, relative to the repository (None: beside the data)
     tables_dir: str | None = None    # committed tables, likewise
     data_root: str | None = None     # overridden by $GENLINEAGE_DATA
-    CHOICES: ClassVar[dict[str, tuple]] = {"dtype": ("float32", "float16", "bfloat16")}
+    # Where independent jobs run (genlineage.jobs): "local" (a process pool of parallel_jobs) or "ray"
+    # (ray_address: a cluster's "host:port", or None for a local instance), each job on gpus_per_job
+    # GPUs (None: 1 on a cuda device, else 0) and retried job_retries times before the run stops
+    # naming it. $GENLINEAGE_EXECUTOR and $GENLINEAGE_RAY_ADDRESS (run_all.sh --executor/--address) win.
+    executor: str = "local"
+    ray_address: str | None = None
+    job_retries: int = 2
+    gpus_per_job: float | None = None
+    CHOICES: ClassVar[dict[str, tuple]] = {"dtype": ("float32", "float16", "bfloat16"), "executor": ("local", "ray")}
 
 
 SECTIONS: dict[str, type[Section]] = {

@@ -46,6 +46,7 @@ from .errors import InputError
 from .experiments.cost_plan import STATED, format_plan, measure_unit_costs
 from .experiments.preflight import format_checks, preflight
 from .io import atomic_path, clean_partials
+from .jobs import EXECUTOR_ENV, RAY_ADDRESS_ENV
 
 TIMINGS = "run_all_timings.csv"
 RUN_ID_ENV = "GENLINEAGE_RUN_ID"  # set while run_all runs: the stage notebooks' kernels inherit it
@@ -332,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update-notebooks", action="store_true",
                         help="copy each executed notebook over notebooks/<name>.ipynb (maintainers: refresh the committed outputs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
+    parser.add_argument("--executor", choices=("local", "ray"),
+                        help="where independent jobs run (default: the profile's executor key, local)")
+    parser.add_argument("--address", metavar="HOST:PORT",
+                        help="with --executor ray: a running Ray cluster's head (default: start a local instance)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the preflight and the plan (jobs by stage, accelerator hours, disk); run nothing")
     parser.add_argument("--probe", action="store_true",
@@ -346,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # an unknown name, a YAML that does not parse, ...
         print(f"[run_all] profile {args.profile!r} cannot be used: {err}", file=sys.stderr)
         return 2
+    if args.executor:  # every stage's kernel inherits the environment
+        os.environ[EXECUTOR_ENV] = args.executor
+    if args.address:
+        os.environ[RAY_ADDRESS_ENV] = args.address
     checks = preflight(profile)
     passed = all(check.ok for check in checks)
     if args.dry_run:

@@ -20,7 +20,7 @@ from ..data.build import load_pretrain_folder, load_split_folder
 from ..generation import GenerationCache
 from ..cache import Result, array_id, content_id
 from ..io import read_json
-from ..jobs import run_jobs
+from ..jobs import executor_for, run_jobs
 from ..keys import KeySet, detection_keys, generation_keys, profile_seeds, random_keys
 from ..reconstruction import reconstruct
 from .. import layout
@@ -185,12 +185,12 @@ def run_attribution(profile: Profile, progress: bool = True) -> tuple[pd.DataFra
     sources = list(source_table(profile).source)
     run_jobs("genlineage.experiments.instance_attribution.build_keys",
              [{"profile": profile, "source": s} for s in sources], parallel, threads,
-             desc="key samples" if progress else None)
+             desc="key samples" if progress else None, executor=executor_for(profile.run))
     manifest = read_manifest(profile)
     rows = manifest.to_dict("records")
     answers = run_jobs("genlineage.experiments.instance_attribution.query_model",
                        [{"profile": profile, "row": r} for r in rows], parallel, threads,
-                       desc="queries" if progress else None)
+                       desc="queries" if progress else None, executor=executor_for(profile.run))
     per_sample = pd.concat([pd.read_csv(a["per_model"]) for a in answers], ignore_index=True)
     wm = pd.DataFrame([{k: v for k, v in a.items() if k != "per_model"} for a in answers])
     models = pd.concat([manifest.reset_index(drop=True), wm], axis=1)

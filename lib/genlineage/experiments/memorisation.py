@@ -14,7 +14,7 @@ from ..data.imagefolder import read_imagefolder
 from ..generation import GenerationCache
 from ..cache import Result, content_id
 from ..models.pipeline_io import fingerprint, load_model
-from ..jobs import run_jobs
+from ..jobs import executor_for, run_jobs
 from ..intervals import paired_greater_p
 from ..reconstruction import nearest_own_per_image, reconstruct, summarize
 from .. import layout
@@ -88,7 +88,7 @@ def memorisation_table(profile: Profile, progress: bool = False) -> tuple[pd.Dat
     jobs = [{"profile": profile, "base": b, "domain": d, "finetuned": ft, "progress": progress}
             for b, d, ft in memorisation_jobs(profile)]
     summaries = run_jobs("genlineage.experiments.memorisation.measure_model", jobs,
-                         profile.run.parallel_jobs, profile.run.threads_per_job)
+                         profile.run.parallel_jobs, profile.run.threads_per_job, executor=executor_for(profile.run))
     table = pd.DataFrame(summaries)
     table_result(profile).write(lambda tmp: table.to_csv(tmp, index=False))
     return load_memorisation(profile)

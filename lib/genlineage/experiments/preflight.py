@@ -58,6 +58,23 @@ def check_device(profile: Profile) -> Check:
     return Check(name, value == 4.0, f"torch {torch.__version__} on {where}")
 
 
+def check_executor(profile: Profile) -> Check:
+    """The engine independent jobs will run on can be used from here."""
+    from ..jobs import executor_for
+
+    executor = executor_for(profile.run)
+    label = f"executor {executor.engine}"
+    if executor.engine == "local":
+        return Check(label, True, f"{profile.run.parallel_jobs} process(es) of {profile.run.threads_per_job} thread(s)")
+    try:
+        import ray
+    except ImportError:
+        return Check(label, False, "ray is not installed", "bash scripts/setup.sh (ray is pinned in requirements.txt)")
+    where = executor.address or "a local instance, started by the first stage"
+    return Check(label, True, f"ray {ray.__version__} at {where}; {executor.gpus_per_job:g} GPU(s) a job, "
+                 f"{executor.retries} retries")
+
+
 def check_base(profile: Profile, name: str) -> Check:
     """A base given by path is a safe SD pipeline folder (a cache snapshot will do: it is the
     owner's), and says what it generates at and which weights variant each part holds."""
@@ -142,7 +159,7 @@ def preflight(profile: Profile) -> list[Check]:
     from .cost_plan import cost_plan
 
     profile = as_profile(profile)
-    checks = [check_device(profile)]
+    checks = [check_device(profile), check_executor(profile)]
     checks += [check_base(profile, name) for name in sorted(profile.models.bases)]
     checks += [check_data(profile, domain) for domain in sorted(profile.data.domains)]
     disk = cost_plan(profile)[1]

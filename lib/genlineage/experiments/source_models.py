@@ -19,7 +19,7 @@ from ..data.build import build_datasets, load_pretrain_folder
 from ..data.imagefolder import read_imagefolder
 from ..cache import Result, content_id
 from ..io import derive_seed, read_json, stable_hash, write_json
-from ..jobs import run_jobs, torch_threads
+from ..jobs import executor_for, run_jobs, torch_threads
 from ..models.pipeline_io import PROVENANCE, model_trust, quiet_hub
 from ..models.tiny import build_base, build_vae
 from ..training.finetune import finetune_folder, finetune_result, train_and_save
@@ -151,12 +151,14 @@ def build_source_models(profile: Profile, progress: bool = True) -> pd.DataFrame
         with torch_threads(profile.models.vae.threads):
             train_shared_vae(profile, progress)
         todo = [{"profile": profile, "base": b, "progress": progress} for b in bases if b not in local]
-        run_jobs("genlineage.experiments.source_models.pretrain_base", todo, parallel, threads)
+        run_jobs("genlineage.experiments.source_models.pretrain_base", todo, parallel, threads,
+                 executor=executor_for(profile.run))
     for base, path in local.items():
         _link_local_base(profile, base, Path(path))
     jobs = [{"profile": profile, "base": b, "domain": d, "progress": progress}
             for b in sorted(bases) for d in sorted(profile.data.domains)]
-    run_jobs("genlineage.experiments.source_models.finetune_source", jobs, parallel, threads)
+    run_jobs("genlineage.experiments.source_models.finetune_source", jobs, parallel, threads,
+             executor=executor_for(profile.run))
     return source_models(profile)
 
 

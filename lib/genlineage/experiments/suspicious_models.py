@@ -24,7 +24,7 @@ from ..data.imagefolder import write_imagefolder
 from ..generation import GenerationCache, generate_cached
 from ..cache import STAMP, Result, content_id
 from ..io import atomic_path, derive_seed, read_json
-from ..jobs import run_jobs
+from ..jobs import executor_for, run_jobs
 from ..models.pipeline_io import fingerprint, load_model, model_trust
 from ..training.finetune import finetune_folder, finetune_result
 from .. import layout
@@ -198,7 +198,8 @@ def build_suspicious_models(profile: Profile, progress: bool = True) -> pd.DataF
     write_manifest(profile, manifest)
     jobs = [{"profile": profile, "row": row} for row in manifest.to_dict("records")]
     run_jobs("genlineage.experiments.suspicious_models.build_suspicious_model", jobs, profile.run.parallel_jobs,
-             profile.run.threads_per_job, desc="suspicious models" if progress else None)
+             profile.run.threads_per_job, desc="suspicious models" if progress else None,
+             executor=executor_for(profile.run))
     return manifest
 
 
