@@ -413,6 +413,13 @@ def test_plan_budget_spends_the_budget_on_keys_with_shadows_and_splits_it_with_c
         plan_budget(shadows_null, 6, _run(tmp_path, budget=4))
 
 
+def test_without_a_budget_controls_are_capped_at_a_stated_number_per_key():
+    from genlineage.verify.core import CONTROLS_PER_KEY
+
+    assert fisher_split(0.05, 30, 500, 4, None) == (30, CONTROLS_PER_KEY * 30)
+    assert fisher_split(0.05, 30, 60, 4, None) == (30, 60), "fewer controls than the cap: all of them"
+
+
 def test_fisher_split_gives_keys_half_the_budget_and_the_rest_to_controls():
     assert fisher_split(0.01, 6, 6, 2, None) == (6, 6)
     # 9 slots: the smallest split is 4 keys + 5 controls (1 / C(9, 4) = 1/126); keys first to half the slots

@@ -385,15 +385,22 @@ def shadow_key_count(innocent: np.ndarray, alpha: float, n_keys: int, n_seeds: i
                      "or raise --target-fpr.")
 
 
+# Without a budget, at most this many controls per key: the controls' hit rate is then known to half
+# the keys' standard error, and more controls add little power to the Fisher test but cost queries
+# (the paper profile's 500 held-out pairs per domain would otherwise all be asked of every suspect).
+CONTROLS_PER_KEY = 4
+
+
 def fisher_split(alpha: float, n_keys: int, n_controls: int, n_seeds: int, budget: int | None) -> tuple[int, int]:
-    """(keys, controls) to ask: all of both without a budget, else a split of the budget that still
-    reaches alpha (keys first to half, leftover slots to whichever side has samples left)."""
+    """(keys, controls) to ask: every key and up to ``CONTROLS_PER_KEY`` controls per key without a
+    budget, else a split of the budget that still reaches alpha (keys first to half, leftover slots
+    to whichever side has samples left)."""
     split = null.smallest_fisher_split(alpha, n_keys, n_controls)
     if split is None:
         raise InputError(f"{n_keys} keys and {n_controls} control samples cannot reach a {alpha:g} false-positive "
                          "rate (Fisher exact test); add keys or controls, or raise --target-fpr.")
     if budget is None:
-        return n_keys, n_controls
+        return n_keys, min(n_controls, max(split[1], CONTROLS_PER_KEY * n_keys))
     slots = int(budget) // n_seeds
     if slots < sum(split):
         raise InputError(f"query budget {budget} is too small for a {alpha:g} false-positive rate: the smallest that "
