@@ -17,9 +17,9 @@ from ..config import Profile, as_profile
 from ..errors import InputError
 from ..models.pipeline_io import OWNER, check_pipeline_folder, weights_variant
 
-CUDA_TORCH_FIX = ("install the CUDA build of the pinned torch into this environment: "
-                  ".venv/bin/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128 "
-                  "(the .venv that scripts/setup.sh makes holds the CPU build)")
+CUDA_TORCH_FIX = ("install the CUDA build of the pinned torch into .venv: TORCH_INDEX_URL="
+                  "https://download.pytorch.org/whl/cu128 bash scripts/setup.sh (the index of your driver's CUDA; "
+                  "without it setup.sh installs the CPU build of torch==2.13.0)")
 
 
 @dataclass(frozen=True)
