@@ -47,3 +47,29 @@ def test_the_profile_or_the_environment_chooses_the_engine(monkeypatch):
     monkeypatch.setenv("GENLINEAGE_EXECUTOR", "ray")
     monkeypatch.setenv("GENLINEAGE_RAY_ADDRESS", "head:6379")
     assert executor_for(load_profile("smoke").run) == Executor("ray", "head:6379", 2, 0.0)
+
+
+def test_verifys_shadow_queries_on_ray_equal_the_local_ones(saved_pipeline, tmp_path, monkeypatch):
+    """Each shadow folder is a Ray task; the distances are the ones a local run computes."""
+    import numpy as np
+
+    from genlineage.config import load_profile
+    from genlineage.keys import KeySet
+    from genlineage.verify.core import VerifySettings, _query_kind
+
+    from conftest import CAPTIONS
+
+    profile = load_profile("smoke")
+    references = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    keys = KeySet("generation", CAPTIONS[:3], references, [0, 1, 2], np.zeros(3))
+
+    def run(cache: str) -> VerifySettings:
+        return VerifySettings(profile=profile, alpha=0.1, budget=None, n_keys=None, delta0=None, query_seeds=[0, 1],
+                              distance="l2", generation=profile.generation, out=tmp_path / "out",
+                              cache_dir=tmp_path / cache, progress=False)
+
+    local = _query_kind("innocent", [saved_pipeline, saved_pipeline], keys, run("local"))
+    monkeypatch.setenv("GENLINEAGE_EXECUTOR", "ray")
+    on_ray = _query_kind("innocent", [saved_pipeline, saved_pipeline], keys, run("ray"))
+    assert local.shape == (2, 3) and np.array_equal(local, on_ray)
+    assert len(list((tmp_path / "ray").rglob("*.png"))) > 0, "the Ray tasks drew the images"

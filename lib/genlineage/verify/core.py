@@ -36,6 +36,7 @@ from ..data.imagefolder import ImageFolder, read_imagefolder
 from ..discriminator import features_from_rd, fit_score
 from ..errors import InputError
 from ..generation import GenerationCache, GenerationConfig
+from ..jobs import executor_for, run_jobs
 from ..reconstruction import reconstruct_with
 from ..keys import (KeySet, check_seeds_apart, detection_keys, generation_keys, profile_seeds, random_keys,
                     reference_seeds, to_uint8)
@@ -302,14 +303,34 @@ def query_shadows(models: Models, key_set: KeySet, run: VerifySettings) -> Shado
 
 
 def _query_kind(kind: str, shadows: Sequence[ModelSpec], key_set: KeySet, run: VerifySettings) -> np.ndarray:
-    """[shadows, keys]: the distances of one kind of shadow, each shadow checked for finite values."""
-    rows = []
-    for shadow in shadows:
-        role = f"{kind} shadow {_name(shadow)}"
-        model = _suspect(shadow, run, role)
-        distances = _rd(model, key_set.prompts, key_set.references, run.query_seeds, run.distance, run.progress)[0]
-        rows.append(_check_distances(distances, role))
+    """[shadows, keys]: the distances of one kind of shadow, each shadow checked for finite values.
+
+    Shadow folders are independent jobs of the profile's executor: on Ray each is a task (a GPU
+    each on a cluster); locally they run one after another in this process, because a spawned
+    worker's start (seconds) costs more than a shadow whose images the cache already holds, which
+    is every shadow of stage 08 after its first verdict. A callable shadow runs here."""
+    roles = [f"{kind} shadow {_name(shadow)}" for shadow in shadows]
+    rows: list[np.ndarray | None] = [None] * len(shadows)
+    executor = executor_for(run.profile.run)
+    if executor.engine == "ray":
+        folders = [i for i, shadow in enumerate(shadows) if isinstance(shadow, (str, Path))]
+        jobs = [{"shadow": str(shadows[i]), "role": roles[i], "key_set": key_set, "run": run} for i in folders]
+        answers = run_jobs("genlineage.verify.core.shadow_distances", jobs, threads=run.profile.run.threads_per_job,
+                           executor=executor)
+        for i, distances in zip(folders, answers):
+            rows[i] = distances
+    for i, shadow in enumerate(shadows):
+        if rows[i] is None:
+            rows[i] = shadow_distances(shadow, roles[i], key_set, run)
     return np.array(rows).reshape(len(rows), len(key_set))
+
+
+def shadow_distances(shadow: ModelSpec, role: str, key_set: KeySet, run: VerifySettings) -> np.ndarray:
+    """One shadow's distance to every key (min over the query seeds), checked for finite values:
+    one job of :func:`_query_kind`."""
+    model = _suspect(shadow, run, role)
+    distances = _rd(model, key_set.prompts, key_set.references, run.query_seeds, run.distance, run.progress)[0]
+    return _check_distances(distances, role)
 
 
 # --- 3. the null ------------------------------------------------------------------------------------
