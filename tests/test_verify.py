@@ -572,6 +572,11 @@ def test_rho1_suspect_is_infringing_and_innocent_is_not_shown_with_shadows(world
     assert (tmp_path / "g" / "rd_histogram.png").is_file() and len(list((tmp_path / "g" / "pairs").glob("*.png"))) == 6
     data = json.loads((tmp_path / "g" / "verdict.json").read_text())
     assert data["verdict"] == "infringing" and len(data["keys"]) == 6 and data["settings"]["strategy"] == "generation"
+    page = (tmp_path / "g" / "report.html").read_text()
+    assert '<p id="verdict" class="verdict infringing">infringing</p>' in page and "Warning." in page
+    assert page.count('class="pair"') == 6 and page.count('src="data:image/png;base64,') == 7  # pairs + histogram
+    assert "http://" not in page and "https://" not in page and 'src="pairs/' not in page, "self-contained"
+    assert page.index('id="decision"') < page.index('id="keys"') < page.index('id="settings"'), "decision first"
 
 
 def test_controls_null_without_shadows(world, keys, tmp_path):

@@ -1,4 +1,5 @@
-"""The verdict as evidence: ``report.md`` for a person, ``verdict.json`` for a machine, the key
+"""The verdict as evidence: ``report.md`` for a person, ``report.html`` for a browser (one file,
+images embedded: :mod:`genlineage.verify.report_html`), ``verdict.json`` for a machine, the key
 samples beside the suspect's best reconstructions, and the suspect's distances against the null.
 
 Why this shape: a verdict someone may have to defend needs the images (a reader sees the
@@ -7,6 +8,7 @@ to re-run it.
 """
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from PIL import Image
 from ..io import atomic_path, write_text
 from ..markdown import markdown
 from .core import Verdict
+from .report_html import write_html
 
 
 def summary_paragraph(v: Verdict) -> str:
@@ -66,18 +69,23 @@ def _histogram(v: Verdict, path: Path) -> None:
 
 
 def write_report(v: Verdict, out: str | Path, max_images: int = 30) -> Path:
-    """Write ``verdict.json``, ``report.md``, ``rd_histogram.png`` and ``pairs/`` into ``out``."""
+    """Write ``verdict.json``, ``report.md``, ``report.html``, ``rd_histogram.png`` and ``pairs/``
+    into ``out``; the path of ``report.md``."""
     out = Path(out)
     (out / "pairs").mkdir(parents=True, exist_ok=True)
     write_text(out / "verdict.json", json.dumps(v.to_json(), indent=2, default=float) + "\n")
     _histogram(v, out / "rd_histogram.png")
     order = np.argsort(v.keys.rd.to_numpy(), kind="stable")[:max_images]
-    rows = []
+    rows, keys = [], []
     for i in order:
         name = f"pairs/key_{int(v.keys['rank'].iloc[i]):03d}.png"
+        buffer = io.BytesIO()
+        _pair_image(v.references[i], v.reconstructions[i]).save(buffer, format="PNG")
         with atomic_path(out / name) as tmp:
-            _pair_image(v.references[i], v.reconstructions[i]).save(tmp, format="PNG")
+            tmp.write_bytes(buffer.getvalue())
         r = v.keys.iloc[i]
+        keys.append({"rank": int(r["rank"]), "prompt": str(r.prompt), "rd": float(r.rd), "hit": bool(r.hit),
+                     "png": buffer.getvalue()})
         rows.append(f"| {int(r['rank'])} | {str(r.prompt).replace('|', '/')} | {r.rd:.4f} | {'yes' if r.hit else 'no'} | ![]({name}) |")
     facts = [("verdict", v.verdict), ("p-value", f"{v.p_value:.3g} ({v.null})"), ("target false-positive rate", f"{v.target_fpr:g}"),
              ("conf", f"{v.conf:.3f} ({v.key_hits} of {v.n_keys} keys below delta0)"),
@@ -100,4 +108,6 @@ def write_report(v: Verdict, out: str | Path, max_images: int = 30) -> Path:
         "How the p-value is computed: `genlineage.verify.null` (docstring).", "",
     ])
     write_text(out / "report.md", text)
+    write_html(out / "report.html", verdict=v.verdict, summary=summary_paragraph(v), warning=v.warning, facts=facts,
+               histogram_png=(out / "rd_histogram.png").read_bytes(), keys=keys, settings=v.settings)
     return out / "report.md"
