@@ -50,3 +50,14 @@ def test_the_showcase_shows_the_decision_part_of_the_report_or_the_refusal(smoke
     shown = showcase_decision(P, "domain", "m0", table)
     assert shown.startswith("# verdict") and "facts" in shown and "histogram" not in shown
     assert showcase_decision(P, "domain", "m1", table) == "m1 was refused: too few shadows"
+
+
+def test_innocent_models_under_the_controls_null_count_keys_easier_than_controls():
+    from genlineage.experiments.model_owner_verify import innocent_under_controls
+
+    table = pd.DataFrame({"model": list("abcd"), "label": [0, 0, 0, 1], "verdict": ["not shown"] * 3 + ["infringing"],
+                          "p_value": [0.5, 0.2, 0.9, 0.01], "conf": [0.4, 0.1, 0.3, 0.9],
+                          "null_hit_rate": [0.2, 0.3, 0.3, 0.1]})
+    innocent = innocent_under_controls(table)
+    assert list(innocent.model) == ["a", "b", "c"], "the innocent models only"
+    assert innocent.attrs["keys_easier"] == 1, "a only: c's keys hit exactly as often as its controls"

@@ -168,6 +168,17 @@ def verdict_rates(table: pd.DataFrame) -> pd.DataFrame:
     return result
 
 
+def innocent_under_controls(controls: pd.DataFrame) -> pd.DataFrame:
+    """The innocent models' verdicts under the controls null, with their share of keys below delta0
+    (``conf``) beside the held-out controls' share (``null_hit_rate``); ``attrs["keys_easier"]``
+    counts the innocent models whose keys hit more often than their controls. The controls null
+    assumes keys are no easier than controls for an innocent model: that count says how often the
+    assumption fails here (half of them by chance alone when it holds)."""
+    innocent = controls[controls.label == 0][["model", "verdict", "p_value", "conf", "null_hit_rate"]].reset_index(drop=True)
+    innocent.attrs["keys_easier"] = int((innocent.conf > innocent.null_hit_rate).sum())
+    return innocent
+
+
 def pool_comparison(tables: dict[str, pd.DataFrame], manifest: pd.DataFrame) -> pd.DataFrame:
     """One row per innocent pool: how many innocent shadows each source's null had, and how often the
     tool called infringing and innocent models infringing (refusals counted apart), with exact 95%

@@ -64,6 +64,9 @@ def _matching(points: pd.DataFrame | None, **match) -> pd.DataFrame | None:
     return points[keep]
 
 
+FIGURE6_STEM, FIGURE7_STEM = "fig6_conf_vs_rho_{tag}", "fig7_conf_vs_n_{tag}"  # in the profile's figures_dir
+
+
 def figure6(profile: Profile, f6: pd.DataFrame, tag: str, confs: pd.DataFrame | None = None):
     """Mean conf vs rho per source with its 95% interval over models; a curve per method; solid =
     source's own base, dashed = other; dots are the models themselves (``confs``)."""
@@ -75,7 +78,7 @@ def figure6(profile: Profile, f6: pd.DataFrame, tag: str, confs: pd.DataFrame | 
 
     return _conf_panels(profile, f6, ["strategy", "lineage"], draw, "rho (generated share)",
                         f"Figure 6: instance-level attribution ({tag}; mean and 95% interval over models)",
-                        f"fig6_conf_vs_rho_{tag}")
+                        FIGURE6_STEM.format(tag=tag))
 
 
 def figure7(profile: Profile, f7: pd.DataFrame, tag: str, per_model: pd.DataFrame | None = None):
@@ -89,7 +92,7 @@ def figure7(profile: Profile, f7: pd.DataFrame, tag: str, per_model: pd.DataFram
 
     return _conf_panels(profile, f7, ["kind", "lineage"], draw, "N (key samples)",
                         f"Figure 7: conf vs number of key samples ({tag}; mean and 95% interval over models)",
-                        f"fig7_conf_vs_n_{tag}")
+                        FIGURE7_STEM.format(tag=tag))
 
 
 def delta0_curve(profile: Profile, curve: pd.DataFrame, deltas: dict):
