@@ -17,13 +17,17 @@ def _local_ray():
     ray.shutdown()
 
 
-def test_ray_gives_the_local_pools_results():
-    jobs = [{"seed": 1}, {"seed": 2}]
-    assert run_jobs("jobs_target.train_checksum", jobs, executor=RAY) == run_jobs("jobs_target.train_checksum", jobs)
+@pytest.fixture(scope="module")
+def straight() -> str:
+    """The weights of the local engine's uninterrupted fine-tune (seed 3)."""
+    return run_jobs("jobs_target.train_checksum", [{"seed": 3}])[0]
 
 
-def test_a_killed_worker_is_retried_and_its_job_resumes_to_the_same_weights(tmp_path):
-    straight = run_jobs("jobs_target.train_checksum", [{"seed": 3}])[0]
+def test_ray_gives_the_local_pools_results(straight):
+    assert run_jobs("jobs_target.train_checksum", [{"seed": 3}], executor=RAY) == [straight]
+
+
+def test_a_killed_worker_is_retried_and_its_job_resumes_to_the_same_weights(straight, tmp_path):
     killed = {"seed": 3, "work": str(tmp_path / "work"), "die_at": 2, "marker": str(tmp_path / "died")}
     assert run_jobs("jobs_target.train_checksum", [killed], executor=RAY) == [straight]
     assert (tmp_path / "died").exists(), "the first try did die"
