@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from genlineage.config import GenerationConfig, TrainConfig
+from genlineage.config import GenerationConfig, NoiseSchedulerSettings, TrainConfig
 from genlineage.generation import generate
 from genlineage.models.pipeline_io import SDComponents, load_pipeline, quiet_hub, save_pipeline
 from genlineage.models.tiny import noise_scheduler_config
@@ -87,8 +87,6 @@ def build(arch: Architecture, image_size: int) -> SDComponents:
     vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
                         latent_channels=4, sample_size=image_size, **arch.vae)
     unet = UNet2DConditionModel(sample_size=image_size // 2 ** (levels - 1), **arch.unet)
-    from genlineage.config import NoiseSchedulerSettings
-
     return SDComponents(tokenizer, text, vae, unet, noise_scheduler_config(NoiseSchedulerSettings(), arch.prediction_type))
 
 

@@ -141,7 +141,7 @@ def _run_on_ray(target: str, jobs: Sequence[dict], threads: int, desc: str | Non
             i = index[done[0]]
             try:
                 results[i] = ray.get(done[0])
-            except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError, ray.exceptions.RayError) as err:
+            except ray.exceptions.RayError as err:  # the task raised, or its worker died, on every try
                 failed.append(f"{job_name(jobs[i])} ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
             bar.update()
     if failed:

@@ -14,8 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Profile, as_profile
+from ..data import convert
 from ..errors import InputError
+from ..jobs import executor_for
+from ..models.gate import read_json
 from ..models.pipeline_io import OWNER, check_pipeline_folder, weights_variant
+from .cost_plan import cost_plan
 
 CUDA_TORCH_FIX = ("install the CUDA build of the pinned torch into .venv: TORCH_INDEX_URL="
                   "https://download.pytorch.org/whl/cu128 bash scripts/setup.sh (the index of your driver's CUDA; "
@@ -60,8 +64,6 @@ def check_device(profile: Profile) -> Check:
 
 def check_executor(profile: Profile) -> Check:
     """The engine independent jobs will run on can be used from here."""
-    from ..jobs import executor_for
-
     executor = executor_for(profile.run)
     label = f"executor {executor.engine}"
     if executor.engine == "local":
@@ -85,9 +87,9 @@ def check_base(profile: Profile, name: str) -> Check:
     path = Path(base.path)
     try:
         check_pipeline_folder(path, OWNER)
-        unet = json.loads((path / "unet" / "config.json").read_text())
-        vae = json.loads((path / "vae" / "config.json").read_text())
-        scheduler = json.loads((path / "scheduler" / "scheduler_config.json").read_text())
+        unet = read_json(path / "unet" / "config.json")  # bounded, like every config the gate has seen
+        vae = read_json(path / "vae" / "config.json")
+        scheduler = read_json(path / "scheduler" / "scheduler_config.json")
         variants = {part: weights_variant(path / part) or "plain" for part in ("unet", "vae", "text_encoder")}
     except (InputError, OSError, ValueError) as err:
         return Check(label, False, str(err)[:400], f"set models.bases.{name}.path to a diffusers Stable-Diffusion "
@@ -106,8 +108,6 @@ def usable_images(kind: str, root: Path, images_dir: Path | None = None) -> int:
     """How many images of a release have a caption, by listing (no image is opened): a CelebA-Dialog
     folder's captioned images, a CC3M TSV's rows with a downloaded image, an img2dataset folder's
     image files with a caption file. Conversion may still skip a corrupt one."""
-    from ..data import convert
-
     if kind == "celeba_dialog":
         images = next((root / d for d in convert.CELEBA_IMAGE_DIRS if (root / d).is_dir()), None)
         captions = next((root / f for f in convert.CELEBA_CAPTION_FILES if (root / f).is_file()), None)
@@ -156,8 +156,6 @@ def check_disk(profile: Profile, need_gb: float) -> Check:
 
 def preflight(profile: Profile) -> list[Check]:
     """Every check, in the order a run would hit them."""
-    from .cost_plan import cost_plan
-
     profile = as_profile(profile)
     checks = [check_device(profile), check_executor(profile)]
     checks += [check_base(profile, name) for name in sorted(profile.models.bases)]
