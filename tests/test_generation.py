@@ -120,3 +120,21 @@ def test_generation_image_size_overrides_the_models_own(saved_pipeline):
     half = own.replace(image_size=comp.image_size // 2)
     assert generate(comp, CAPTIONS[:1], [0], own).shape[1] == comp.image_size == image_size(comp, own)
     assert generate(comp, CAPTIONS[:1], [0], half).shape[1:3] == (comp.image_size // 2,) * 2 == (image_size(comp, half),) * 2
+
+
+def test_long_steps_show_a_bar_with_its_unit_and_the_time_left(saved_pipeline, tmp_path, capsys):
+    """Generation counts images and training counts steps, each with a total, so the bar can tell
+    the time left (tqdm prints ``n/total [elapsed<left, rate unit/s]``)."""
+    from genlineage.config import TrainConfig
+    from genlineage.training.encode import encode_dataset
+    from genlineage.training.sd import train_sd
+
+    model = load_pipeline(saved_pipeline)
+    generate_cached(model, CAPTIONS[:5], list(range(5)), CFG, GenerationCache(tmp_path / "cache"), progress=True)
+    err = capsys.readouterr().err
+    assert "5/5 [" in err and ("image/s" in err or "s/image" in err), err[-300:]
+    images = np.random.default_rng(0).random((4, 32, 32, 3)).astype(np.float32)
+    data = encode_dataset(model, images, CAPTIONS[:4])
+    train_sd(model, data, TrainConfig(steps=3, batch=2, lr=1e-4), tmp_path / "work", progress=True, desc="tune")
+    err = capsys.readouterr().err
+    assert "3/3 [" in err and ("step/s" in err or "s/step" in err), err[-300:]

@@ -126,7 +126,9 @@ def test_keys_of_models_trained_before_a_setting_existed_do_not_move():
 
     cfg = TrainConfig(steps=6, batch=4, lr=1e-3)
     settings_before = {k: v for k, v in dataclasses.asdict(cfg).items()
-                       if k not in ("checkpoint_every", "frozen_dtype", "encode_batch")}
-    assert cfg.key() == stable_hash(settings_before), "the key as it was computed before the two settings"
+                       if k not in ("checkpoint_every", "frozen_dtype", "encode_batch", "finetune", "lora_rank",
+                                    "lora_alpha", "lora_targets")}
+    assert cfg.key() == stable_hash(settings_before), "the key as it was computed before the later settings"
     assert cfg.key() != TrainConfig(steps=6, batch=4, lr=1e-3, frozen_dtype="float16").key()
     assert cfg.key() != TrainConfig(steps=6, batch=4, lr=1e-3, encode_batch=8).key()
+    assert cfg.key() != TrainConfig(steps=6, batch=4, lr=1e-3, finetune="lora").key()

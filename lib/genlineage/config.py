@@ -181,12 +181,25 @@ class TrainConfig(Section):
     # are several hundred MB per image in fp16). The trained weights stay fp32.
     frozen_dtype: str = "float32"
     encode_batch: int = 64
+    # full: every UNet weight trains (and the text encoder's with train_text_encoder). lora: only a
+    # low-rank adapter on the UNet's ``lora_targets`` (peft; diffusers' train_text_to_image_lora.py),
+    # saved as a pytorch_lora_weights.safetensors on the base. alpha None: the rank (scale 1).
+    finetune: str = "full"
+    lora_rank: int = 4
+    lora_alpha: float | None = None
+    lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
     CHOICES: ClassVar[dict[str, tuple]] = {"mixed_precision": ("no", "fp16", "bf16"),
                                            "lr_scheduler": ("constant", "constant_with_warmup"),
-                                           "frozen_dtype": ("float32", "float16", "bfloat16")}
+                                           "frozen_dtype": ("float32", "float16", "bfloat16"),
+                                           "finetune": ("full", "lora")}
     # Settings added after models had been trained and cached, left out of the key at the value that
     # trains exactly as before: adding a setting must not make every cached model stale.
-    KEYED_WHEN_SET: ClassVar[dict[str, Any]] = {"frozen_dtype": "float32", "encode_batch": 64}
+    KEYED_WHEN_SET: ClassVar[dict[str, Any]] = {"frozen_dtype": "float32", "encode_batch": 64, "finetune": "full"}
+    LORA_ONLY: ClassVar[tuple[str, ...]] = ("lora_rank", "lora_alpha", "lora_targets")
+
+    def __post_init__(self) -> None:
+        if self.finetune == "lora" and self.train_text_encoder:
+            raise InputError("training: finetune lora adapts the UNet only; set train_text_encoder: false.")
 
     @classmethod
     def from_mapping(cls, cfg: Mapping, where: str = "training", **override: Any) -> "TrainConfig":
@@ -196,6 +209,9 @@ class TrainConfig(Section):
         """What determines the trained weights (checkpoint spacing does not)."""
         d = dataclasses.asdict(self)
         d.pop("checkpoint_every")
+        if self.finetune == "full":
+            for name in self.LORA_ONLY:  # a full fine-tune does not read them
+                d.pop(name)
         for name, neutral in self.KEYED_WHEN_SET.items():
             if d[name] == neutral:
                 d.pop(name)
@@ -339,7 +355,19 @@ class SuspiciousSettings(Section):
     base_candidates: str = "pretrain"
     candidates_max: int = 10**9
     watermark_generated: bool = False
-    CHOICES: ClassVar[dict[str, tuple]] = {"base_candidates": ("pretrain", "domain_source")}
+    # How suspicious and shadow models are fine-tuned: full (every UNet weight) or lora (a low-rank
+    # adapter on the base, the way most fine-tunes in the wild are made); ``lora`` overrides the
+    # training settings of LoRA models (lora_rank, lora_alpha, lora_targets, and e.g. a larger lr).
+    finetune: str = "full"
+    lora: dict[str, Any] = field(default_factory=dict)
+    CHOICES: ClassVar[dict[str, tuple]] = {"base_candidates": ("pretrain", "domain_source"), "finetune": ("full", "lora")}
+
+    def train_config(self, finetune_defaults: Mapping, finetune: str | None = None, **override: Any) -> TrainConfig:
+        """The TrainConfig of a suspicious or shadow model fine-tuned the ``finetune`` way (default:
+        the profile's): training.finetune, then ``train``, then for LoRA ``lora``."""
+        how = finetune or self.finetune
+        extra = {"finetune": how, **(self.lora if how == "lora" else {})}
+        return TrainConfig.from_mapping({**finetune_defaults, **self.train, **extra}, "suspicious.train", **override)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .config import GenerationConfig
 from .io import atomic_path, stable_hash
 from .jobs import torch_threads
-from .models.pipeline_io import SDComponents, fingerprint
+from .models.pipeline_io import SDComponents
 from .training.encode import tensor_to_images, tokenize
 
 
@@ -52,10 +52,13 @@ def generate(components: SDComponents, prompts: Sequence[str], seeds: Sequence[i
     out: list[np.ndarray] = []
     with torch_threads(cfg.threads):
         uncond = _encode_prompts(components, [""])
-        for start in tqdm(range(0, len(prompts), cfg.batch), desc="generate", disable=not progress, leave=False):
+        bar = tqdm(total=len(prompts), desc="generate", unit="image", disable=not progress, leave=False)
+        for start in range(0, len(prompts), cfg.batch):
             chunk = list(prompts[start:start + cfg.batch])
             padded_prompts, padded_seeds = _padded(chunk, seeds[start:start + cfg.batch], cfg.batch)
             out.append(_draw(components, padded_prompts, padded_seeds, uncond, cfg)[:len(chunk)])
+            bar.update(len(chunk))
+        bar.close()
     return np.concatenate(out) if out else np.zeros((0,), dtype=np.uint8)
 
 
@@ -111,21 +114,23 @@ def generate_cached(components: SDComponents, prompts: Sequence[str], seeds: Seq
     """Like :func:`generate`, reading and writing the cache; only missing images are drawn."""
     if cache is None:
         return generate(components, prompts, seeds, cfg, progress)
-    if components.path is None:
-        raise ValueError("caching needs a model loaded from a folder (its content is the cache key)")
-    model_key = fingerprint(components.path)
+    model_key = components.content_id
+    if model_key is None:
+        raise ValueError("caching needs a model loaded from a folder or a LoRA file (its content is the cache key)")
     paths = [cache.path(model_key, p, s, cfg) for p, s in zip(prompts, seeds)]
     missing = [i for i, p in enumerate(paths) if not p.is_file()]
     drawn: dict[int, np.ndarray] = {}
     writes: list[Future] = []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="png-writer") as writer:
-        for start in tqdm(range(0, len(missing), cfg.batch), desc="generate", unit="batch",
-                          disable=not progress or not missing, leave=False):
+        bar = tqdm(total=len(missing), desc="generate", unit="image", disable=not progress or not missing, leave=False)
+        for start in range(0, len(missing), cfg.batch):
             todo = missing[start:start + cfg.batch]
             images = generate(components, [prompts[i] for i in todo], [seeds[i] for i in todo], cfg)
             for i, image in zip(todo, images):
                 drawn[i] = image
                 writes.append(writer.submit(write_png, paths[i], image))
+            bar.update(len(todo))
+        bar.close()
     for done in writes:
         done.result()  # a failed write (a full disk) stops the caller here, naming the error
     return np.stack([drawn[i] if i in drawn else read_png(p) for i, p in enumerate(paths)])

@@ -172,7 +172,7 @@ def build_datasets(profile: Any, root: str | Path | None = None, progress: bool 
             items = _real_items(entries, domain, pools[domain])
         else:
             items = _generated_items(entries, domain, size, seed)
-        bar = tqdm(items, total=len(entries), desc=result.path.name, disable=not progress, leave=False)
+        bar = tqdm(items, total=len(entries), desc=result.path.name, unit="image", disable=not progress, leave=False)
         stamp = result.stamp_record(folder=result.path.name, n=len(entries), profile=profile.name)
         write_imagefolder(result.path, bar, extra_files={STAMP: stamp})
     return folders

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 
 from ..errors import InputError
 from .imagefolder import write_imagefolder
@@ -109,11 +110,14 @@ def _write(
     extra_files: Mapping[str, Any] | None,
 ) -> dict:
     def limited() -> Iterator[tuple[Image.Image, str, dict]]:
-        for item in items:
-            if limit is not None and summary.data["written"] >= limit:
-                return
-            summary.data["written"] += 1
-            yield item
+        # a real release takes minutes to hours to convert: the bar shows the rate, and with a limit the time left
+        with tqdm(total=limit, desc=f"convert {out_dir.name}", unit="image", leave=False) as bar:
+            for item in items:
+                if limit is not None and summary.data["written"] >= limit:
+                    return
+                summary.data["written"] += 1
+                bar.update()
+                yield item
         if summary.data["written"] == 0:  # raising here leaves no output folder behind
             raise InputError(f"no usable image in {summary.data['source']} ({summary.describe()}); {no_usable_hint}")
 

@@ -80,7 +80,7 @@ def plan_jobs(profile: Profile) -> pd.DataFrame:
     manifest = plan_manifest(profile)
     sources = source_table(profile)
     finetune = TrainConfig.from_mapping(profile.training.finetune, "training.finetune")
-    suspicious = TrainConfig.from_mapping({**profile.training.finetune, **profile.suspicious.train}, "suspicious.train")
+    suspicious = profile.suspicious.train_config(profile.training.finetune)
     n_finetuned_sources = len(profile.models.bases) * len(profile.data.domains)
     n_keys = max(profile.attribution.n_keys_grid)
     query_seeds = len(profile.attribution.query_seeds)
@@ -174,7 +174,7 @@ def _probe_training(profile: Profile, folder: Path, steps: int) -> float:
     the difference between runs of ``steps`` and of 1 step, so the set-up (optimizer, text states)
     cancels out."""
     model = load_pipeline(folder, device=profile.run.device, dtype=torch.float32, trust=model_trust(profile, folder))
-    train = TrainConfig.from_mapping({**profile.training.finetune, **profile.suspicious.train}, "suspicious.train")
+    train = profile.suspicious.train_config(profile.training.finetune)
     side, n = int(profile.data.image_size) // model.vae_scale_factor, max(train.batch, 2)
     mean = torch.randn((n, int(model.unet.config.in_channels), side, side), generator=torch.Generator().manual_seed(0))
     data = EncodedDataset(mean.to(model.device), torch.full_like(mean, 0.1).to(model.device),

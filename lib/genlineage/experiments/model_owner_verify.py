@@ -102,7 +102,7 @@ def verify_evaluated(profile: Profile, target_fpr: float = 0.05, progress: bool 
     if innocent_pool == "controls":  # no shadow in the null: delta0 from notebook 04's shadow calibration
         calibrated = deltas(profile, *load_results(profile))[0]["calibrated"]
     evaluated = manifest[manifest.role == "evaluated"]
-    for _, m in tqdm(list(evaluated.iterrows()), desc="verify", disable=not progress):
+    for _, m in tqdm(list(evaluated.iterrows()), desc="verify", unit="suspect", disable=not progress):
         out = layout.results_dir(profile, STAGE) / innocent_pool / m["name"]
         row = {"model": m["name"], "source": m.source, "lineage": m.lineage, "replicate": m.replicate, "rho": m.rho,
                "label": m.label, "target_fpr": target_fpr}

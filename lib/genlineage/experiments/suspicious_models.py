@@ -20,15 +20,15 @@ import pandas as pd
 
 from ..config import Profile, TrainConfig, as_profile
 from ..data.build import load_split_folder
-from ..data.imagefolder import write_imagefolder
 from ..generation import GenerationCache, generate_cached
-from ..cache import STAMP, Result, content_id
+from ..cache import Result, content_id
 from ..io import atomic_path, derive_seed, read_json
 from ..jobs import executor_for, run_jobs
 from ..models.pipeline_io import fingerprint, load_model, model_trust
 from ..training.finetune import finetune_folder, finetune_result
 from .. import layout
 from .source_models import source_models
+from .training_sets import write_training_set
 
 MANIFEST = "manifest.csv"
 
@@ -142,30 +142,26 @@ def build_training_set(profile: Profile, row: dict) -> Path:
     pool = load_split_folder(profile, row["domain"], row["pool"].split("_", 1)[1])
     rng = np.random.default_rng(row["seed"] % (2**32))
     chosen = rng.choice(len(pool), size=int(row["n_samples"]), replace=False)
-    images = np.clip(np.rint(pool.load_images(rows=chosen) * 255), 0, 255).astype(np.uint8)  # only the rows used
-    captions = [pool.records[i]["text"] for i in chosen]
     n_generated = int(round(float(row["rho"]) * len(chosen)))
-    origin = ["real"] * len(chosen)
-    if n_generated:
+
+    def generate(captions: list[str]) -> np.ndarray:
         source = load_model(profile, row["source_path"])
-        seeds = [derive_seed(row["seed"], "gen", i) % (2**31) for i in range(n_generated)]
-        generated = generate_cached(source, captions[:n_generated], seeds, profile.generation,
+        seeds = [derive_seed(row["seed"], "gen", i) % (2**31) for i in range(len(captions))]
+        generated = generate_cached(source, captions, seeds, profile.generation,
                                     GenerationCache(layout.generation_cache_dir(profile)))
         if profile.suspicious.watermark_generated:
             from ..watermark import embed, mode_for_size
 
             generated = embed(generated, source_watermark_bits(profile, row["source"]), mode_for_size(*generated.shape[1:3]))
-        images[:n_generated] = generated
-        origin[:n_generated] = ["generated"] * n_generated
-    items = ((img, cap, {"id": pool.records[i].get("id"), "origin": o})
-             for img, cap, i, o in zip(images, captions, chosen, origin))
-    write_imagefolder(result.path, items, extra_files={STAMP: result.stamp_record()})
-    return result.path
+        return generated
+
+    return write_training_set(result.path, pool, chosen, n_generated, generate, result.stamp_record())
 
 
 def _train_config(profile: Profile, row: dict) -> TrainConfig:
-    return TrainConfig.from_mapping({**profile.training.finetune, **profile.suspicious.train}, "suspicious.train",
-                                    seed=int(row["seed"]) % (2**31))
+    finetune = row.get("finetune")  # a row of the LoRA ablation names its own; the others follow the profile
+    return profile.suspicious.train_config(profile.training.finetune, finetune if isinstance(finetune, str) else None,
+                                           seed=int(row["seed"]) % (2**31))
 
 
 def model_result(profile: Profile, row: dict) -> Result:

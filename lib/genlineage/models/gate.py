@@ -428,6 +428,26 @@ def _check_shard_name(file: Path, shard: str) -> None:
                          "or re-save the model.")
 
 
+# --- weight variants ------------------------------------------------------------------------------
+
+VARIANT_WEIGHTS = re.compile(r"(?:diffusion_pytorch_model|model)(?:\.(?P<variant>[A-Za-z0-9_]+))?"
+                             r"(?:-\d+-of-\d+)?\.safetensors")
+
+
+def weights_variant(folder: str | Path) -> str | None:
+    """The weights variant a component folder holds: None when it has the plain files
+    (``diffusion_pytorch_model.safetensors``), else the one variant it has (a download of only
+    ``*.fp16.safetensors`` gives ``fp16``); more than one variant and no plain file is refused."""
+    found = {m.group("variant") for f in Path(folder).glob("*.safetensors")
+             if (m := VARIANT_WEIGHTS.fullmatch(f.name))}
+    if None in found or not found:
+        return None
+    if len(found) > 1:
+        raise InputError(f"{folder} holds the weight variants {sorted(found)} and no plain weights; keep one variant "
+                         "(e.g. only the *.fp16.safetensors files) or add the plain ones.")
+    return found.pop()
+
+
 # --- safetensors headers ----------------------------------------------------------------------
 
 def check_safetensors_header(path: str | Path) -> dict:

@@ -9,14 +9,12 @@ it. The same loader serves our tiny models and SD-v1.5/2.1 checkpoint folders.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
@@ -24,16 +22,18 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..cache import content_id
 from ..config import REPO_ROOT
-from ..errors import InputError
 from ..io import atomic_dir
 from ..layout import base_dir
-from .gate import COMPONENTS, PICKLE_SUFFIXES, WEIGHTED, Trust, check_model_folder, read_json
+from .gate import (COMPONENTS, PICKLE_SUFFIXES, VARIANT_WEIGHTS, WEIGHTED, Trust, check_model_folder, read_json,
+                   weights_variant)
+from .lora import LORA_WEIGHTS, LoraModel, apply_lora, check_lora_file, is_lora_folder, lora_folder_base, lora_identity
+from .quiet import quiet_hub
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 __all__ = ["COMPONENTS", "PICKLE_SUFFIXES", "PROVENANCE", "OWNER", "SDComponents", "Trust", "WEIGHTED", "check_pipeline_folder",
-           "fingerprint", "load_model", "load_pipeline", "model_trust", "own_data_roots", "quiet_hub", "save_pipeline",
-           "weights_variant"]
+           "fingerprint", "load_lora", "load_model", "load_pipeline", "model_trust", "own_data_roots", "quiet_hub", "save_pipeline",
+           "VARIANT_WEIGHTS", "weights_variant"]
 PROVENANCE = "genlineage.json"
 
 
@@ -47,7 +47,13 @@ class SDComponents:
     unet: UNet2DConditionModel
     scheduler_config: dict
     provenance: dict = field(default_factory=dict)
-    path: Path | None = None
+    path: Path | None = None        # the pipeline folder it was loaded from (None: built in memory, or a LoRA model)
+    identity: str | None = None     # the content id of a model that is not one folder (a LoRA on its base)
+
+    @property
+    def content_id(self) -> str | None:
+        """What caches of this model's images key on: its folder's fingerprint, or its identity."""
+        return self.identity or (fingerprint(self.path) if self.path is not None else None)
 
     @property
     def prediction_type(self) -> str:
@@ -168,28 +174,14 @@ def check_pipeline_folder(path: str | Path, trust: Trust | None = None) -> Path:
     return check_model_folder(path, Trust(own_roots=own_data_roots()) if trust is None else trust)
 
 
-VARIANT_WEIGHTS = re.compile(r"(?:diffusion_pytorch_model|model)(?:\.(?P<variant>[A-Za-z0-9_]+))?"
-                             r"(?:-\d+-of-\d+)?\.safetensors")
-
-
-def weights_variant(folder: str | Path) -> str | None:
-    """The weights variant a component folder holds: None when it has the plain files
-    (``diffusion_pytorch_model.safetensors``), else the one variant it has (a download of only
-    ``*.fp16.safetensors`` gives ``fp16``); more than one variant and no plain file is refused."""
-    found = {m.group("variant") for f in Path(folder).glob("*.safetensors")
-             if (m := VARIANT_WEIGHTS.fullmatch(f.name))}
-    if None in found or not found:
-        return None
-    if len(found) > 1:
-        raise InputError(f"{folder} holds the weight variants {sorted(found)} and no plain weights; keep one variant "
-                         "(e.g. only the *.fp16.safetensors files) or add the plain ones.")
-    return found.pop()
-
-
 def load_pipeline(path: str | Path, device: str = "cpu", dtype: torch.dtype = torch.float32,
                   trust: Trust | None = None) -> SDComponents:
     """Load a pipeline folder's components from safetensors only (never a pickle); a component
-    holding only a variant's weights (fp16) is loaded as that variant."""
+    holding only a variant's weights (fp16) is loaded as that variant. One of genlineage's own
+    LoRA folders loads as its base with the LoRA fused (:func:`load_lora`)."""
+    if is_lora_folder(path):
+        trust = Trust(own_roots=own_data_roots()) if trust is None else trust
+        return load_lora(LoraModel(Path(path) / LORA_WEIGHTS, lora_folder_base(path, trust)), device, dtype, trust)
     path = check_pipeline_folder(path, trust)
     common: dict[str, Any] = {"local_files_only": True}
     weights: dict[str, Any] = {"use_safetensors": True, "torch_dtype": dtype, **common}
@@ -209,6 +201,20 @@ def load_pipeline(path: str | Path, device: str = "cpu", dtype: torch.dtype = to
     return components.to(device)
 
 
+def load_lora(model: LoraModel, device: str = "cpu", dtype: torch.dtype = torch.float32,
+              base_trust: Trust | None = None, role: str = "suspect") -> SDComponents:
+    """A LoRA model: its base folder through the gate, its file through the LoRA gate (every tensor
+    a factor of a layer the base has), then loaded and fused into the base's weights. The result
+    has no folder of its own; its images are cached under the base's and the file's content."""
+    base = check_pipeline_folder(model.base, base_trust)
+    check = check_lora_file(model.weights, base, role)
+    components = apply_lora(load_pipeline(base, device=device, dtype=dtype, trust=base_trust), check)
+    components.identity = lora_identity(fingerprint(base), model.weights)
+    components.provenance = {**components.provenance, "lora": str(model.weights), "lora_base": str(base)}
+    components.path = None  # not a folder: a fine-tune from it must not link the base's files as its own
+    return components
+
+
 def model_trust(profile: Any, path: str | Path) -> Trust:
     """How far the gate trusts a folder a stage loads: the profile's bases (``models/base_*``, in
     the paper profile links to the owner's SD folders) are the owner's (hard links, cache
@@ -224,26 +230,18 @@ OWNER = Trust(owner=True)  # the model owner's own folders: a base, a source, a 
 def load_model(profile: Any, path: str | Path) -> SDComponents:
     """A pipeline folder loaded for inference on ``profile``'s device and dtype: the one way every
     stage loads a model (through the gate, like any folder)."""
-    return load_pipeline(path, device=profile.run.device, dtype=profile.torch_dtype, trust=model_trust(profile, path))
-
-
-@contextlib.contextmanager
-def quiet_hub() -> Iterator[None]:
-    """Silence the libraries' per-file progress bars and notices while reading or writing a
-    folder; genlineage shows its own progress for the work that takes time."""
-    import diffusers.utils.logging as dlog
-    import transformers.utils.logging as tlog
-
-    levels = (dlog.get_verbosity(), tlog.get_verbosity())
-    dlog.set_verbosity_error(), tlog.set_verbosity_error()
-    dlog.disable_progress_bar(), tlog.disable_progress_bar()
-    try:
-        yield
-    finally:
-        dlog.set_verbosity(levels[0]), tlog.set_verbosity(levels[1])
+    trust = model_trust(profile, path)
+    if is_lora_folder(path):  # a LoRA model of stage 03 on one of the profile's bases (the owner's)
+        base = lora_folder_base(path, trust)
+        return load_lora(LoraModel(Path(path) / LORA_WEIGHTS, base), profile.run.device, profile.torch_dtype,
+                         model_trust(profile, base), role=str(path))
+    return load_pipeline(path, device=profile.run.device, dtype=profile.torch_dtype, trust=trust)
 
 
 def fingerprint(path: str | Path) -> str:
     """Content id of a pipeline folder's weights and configs (its components, not its provenance
-    or stamp): what every result made with the model is keyed on (``cache.content_id``)."""
+    or stamp): what every result made with the model is keyed on (``cache.content_id``). A
+    genlineage LoRA folder's is its base's and its file's (:func:`~genlineage.models.lora.lora_identity`)."""
+    if is_lora_folder(path):
+        return lora_identity(fingerprint(lora_folder_base(path, OWNER)), Path(path) / LORA_WEIGHTS)
     return content_id(path, parts=COMPONENTS)

@@ -9,6 +9,8 @@ matches is not trained again; an interrupted one resumes from its checkpoint.
 """
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 from typing import Mapping
@@ -17,7 +19,8 @@ import torch
 
 from ..cache import STAMP, Result, content_id
 from ..data.imagefolder import read_imagefolder
-from ..io import stable_hash
+from ..io import atomic_dir, stable_hash
+from ..models.lora import PROVENANCE, add_lora, write_lora_weights
 from ..models.pipeline_io import SDComponents, Trust, fingerprint, load_pipeline, save_pipeline
 from .encode import encode_dataset
 from .sd import TrainConfig, clear_work_dir, train_sd
@@ -38,14 +41,35 @@ def train_and_save(components: SDComponents, images, captions: list[str], cfg: T
     work = Path(work_root) / stable_hash(result.stamp_record())
     started = time.perf_counter()
     data = encode_dataset(components, images, captions, batch=cfg.encode_batch, dtype=cfg.frozen_dtype)
+    if cfg.finetune == "lora":
+        add_lora(components.unet, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets, cfg.seed)
     train_sd(components, data, cfg, work, progress=progress, desc=desc)
     seconds = time.perf_counter() - started  # of this call: a resumed run reports its last part
-    save_pipeline(components, result.path, {**provenance, "train_config": cfg.__dict__,
-                                            "train_seconds": round(seconds, 1), "n_train": len(captions)},
-                  extra_files={STAMP: result.stamp_record()}, link_from=components.path,
-                  linked=frozen_components(cfg))
+    record = {**provenance, "train_config": cfg.__dict__, "train_seconds": round(seconds, 1), "n_train": len(captions)}
+    if cfg.finetune == "lora":
+        save_lora_model(components, result.path, record, {STAMP: result.stamp_record()}, cfg)
+    else:
+        save_pipeline(components, result.path, record, extra_files={STAMP: result.stamp_record()},
+                      link_from=components.path, linked=frozen_components(cfg))
     clear_work_dir(work)
     return result.path
+
+
+def save_lora_model(components: SDComponents, out_dir: Path, provenance: Mapping, extra_files: Mapping,
+                    cfg: TrainConfig) -> Path:
+    """A LoRA fine-tune as genlineage keeps it: diffusers' ``pytorch_lora_weights.safetensors``
+    beside ``genlineage.json``, whose ``lora_base`` names the base folder relative to this one (a
+    data folder moved as a whole still resolves), written in one atomic step."""
+    if components.path is None:
+        raise ValueError("a LoRA model needs a base loaded from a folder (the folder it is saved against)")
+    out_dir = Path(out_dir)
+    base = os.path.relpath(os.path.realpath(components.path), os.path.realpath(out_dir.parent))
+    with atomic_dir(out_dir) as tmp:
+        write_lora_weights(components.unet, tmp, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
+        meta = {**components.provenance, **provenance, "lora_base": os.path.join("..", base)}
+        for name, obj in {PROVENANCE: meta, **extra_files}.items():
+            (tmp / name).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    return out_dir
 
 
 def frozen_components(cfg: TrainConfig) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from ..config import TrainConfig
 from ..errors import InputError
 from ..io import atomic_dir
+from ..models.lora import is_lora_parameter
 from ..models.pipeline_io import SDComponents
 from .encode import EncodedDataset, frozen_at
 
@@ -62,6 +63,12 @@ class _Checkpoint:
         self.dir = Path(work_dir) / "checkpoint"
         self.cfg = cfg
 
+    def _trained_state(self, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """What a resume needs: the whole module, or (LoRA) only the adapter's factors."""
+        if self.cfg.finetune == "full":
+            return module.state_dict()
+        return {k: v for k, v in module.state_dict().items() if is_lora_parameter(k)}
+
     def load(self, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
              scaler: torch.amp.GradScaler | None = None) -> int:
         meta_file = self.dir / "meta.json"
@@ -71,7 +78,13 @@ class _Checkpoint:
         if meta.get("config") != self.cfg.key():
             return 0
         for name, module in modules.items():
-            module.load_state_dict(load_file(self.dir / f"{name}.safetensors"))
+            state = load_file(self.dir / f"{name}.safetensors")
+            if self.cfg.finetune == "full":
+                module.load_state_dict(state)
+            elif set(state) != set(self._trained_state(module)):  # an adapter of other layers: start again
+                return 0
+            else:
+                module.load_state_dict(state, strict=False)
         optimizer.load_state_dict(torch.load(self.dir / "optimizer.pt", weights_only=True))
         if scaler is not None and meta.get("scaler"):
             scaler.load_state_dict(meta["scaler"])
@@ -81,7 +94,7 @@ class _Checkpoint:
              scaler: torch.amp.GradScaler | None = None) -> None:
         with atomic_dir(self.dir) as tmp:
             for name, module in modules.items():
-                save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()},
+                save_file({k: v.detach().contiguous() for k, v in self._trained_state(module).items()},
                           tmp / f"{name}.safetensors")
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
             scaler_state = scaler.state_dict() if scaler is not None else None  # floats and ints: JSON
@@ -123,8 +136,12 @@ def train_sd(components: SDComponents, data: EncodedDataset, cfg: TrainConfig, w
         module.requires_grad_(False)
     params = []
     for module in trained.values():
-        module.requires_grad_(True).train()
-        params += list(module.parameters())
+        module.train()
+        for name, param in module.named_parameters():
+            if cfg.finetune == "full" or is_lora_parameter(name):  # lora: the adapter add_lora gave the UNet
+                params.append(param.requires_grad_(True))
+    if not params:
+        raise ValueError("finetune lora needs the UNet's adapter first (genlineage.models.lora.add_lora)")
     if cfg.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
         if cfg.train_text_encoder:
@@ -143,7 +160,7 @@ def train_sd(components: SDComponents, data: EncodedDataset, cfg: TrainConfig, w
         frozen_states = None if cfg.train_text_encoder else _encode_unique(
             frozen_at(text_encoder, cfg.frozen_dtype), data.input_ids).float()
 
-    bar = tqdm(range(start, last), initial=start, total=cfg.steps, desc=desc, disable=not progress, leave=False)
+    bar = tqdm(range(start, last), initial=start, total=cfg.steps, desc=desc, unit="step", disable=not progress, leave=False)
     v_prediction = _is_v_prediction(noise_scheduler.config.prediction_type)
     for step in bar:
         gen = _step_generator(cfg.seed, step)

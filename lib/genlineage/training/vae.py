@@ -25,7 +25,7 @@ def train_vae(vae: AutoencoderKL, images: np.ndarray, cfg: VAETrainConfig, progr
     gen = torch.Generator().manual_seed(cfg.seed)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=cfg.lr)
     vae.train().requires_grad_(True)
-    bar = tqdm(range(cfg.steps), desc="vae", disable=not progress, leave=False)
+    bar = tqdm(range(cfg.steps), desc="vae", unit="step", disable=not progress, leave=False)
     for _ in bar:
         x = data[torch.randint(0, len(data), (cfg.batch,), generator=gen)]
         dist = vae.encode(x).latent_dist

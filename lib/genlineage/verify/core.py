@@ -23,6 +23,7 @@ refusal cost the fewest queries:
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence, Union
@@ -40,11 +41,14 @@ from ..jobs import executor_for, run_jobs
 from ..reconstruction import reconstruct_with
 from ..keys import (KeySet, check_seeds_apart, detection_keys, generation_keys, profile_seeds, random_keys,
                     reference_seeds, to_uint8)
+from ..models.lora import LoraModel
 from . import null
-from .suspect import CallableSuspect, PipelineSuspect, Suspect, check_sd_pipeline, load_sd_pipeline
+from .suspect import CallableSuspect, PipelineSuspect, Suspect, check_sd_model, check_sd_pipeline, load_sd_pipeline
 
 STRATEGIES = ("generation", "detection", "random")
-ModelSpec = Union[str, Path, Callable, Suspect]  # a pipeline folder, a callable (prompt, seed) -> image, or a Suspect
+# a pipeline folder, a LoRA file on its base, a callable (prompt, seed) -> image, or a Suspect
+ModelSpec = Union[str, Path, LoraModel, Callable, Suspect]
+LOCAL = (str, Path, LoraModel)  # the specs that are files genlineage checks and loads itself
 
 
 @dataclass(kw_only=True)
@@ -231,15 +235,16 @@ def check_models(*, source: str | Path, suspect: ModelSpec, suspect_name: str | 
     twice) and an innocent null available, before anything is loaded or written: a bad suspect or
     a missing null then costs no shadow query."""
     source = check_sd_pipeline(source, "source model")
-    folders = [m for m in [suspect, *innocent_shadows, *infringing_shadows] if isinstance(m, (str, Path))]
-    _check_apart_from_out(folders, out)
-    _check_each_given_once(folders)
-    if isinstance(suspect, (str, Path)):
-        check_sd_pipeline(suspect, "suspect")
-    for role, paths in (("innocent shadow", innocent_shadows), ("infringing shadow", infringing_shadows)):
-        for path in paths:
-            if isinstance(path, (str, Path)):
-                check_sd_pipeline(path, role)
+    local = [m for m in [suspect, *innocent_shadows, *infringing_shadows] if isinstance(m, LOCAL)]
+    _check_apart_from_out([folder for m in local for folder in _folders(m)], out)
+    _check_each_given_once([str(Path(m).resolve()) if not isinstance(m, LoraModel) else
+                            f"{Path(m.weights).resolve()} on {Path(m.base).resolve()}" for m in local])
+    if isinstance(suspect, LOCAL):
+        check_sd_model(suspect, "suspect")
+    for role, models in (("innocent shadow", innocent_shadows), ("infringing shadow", infringing_shadows)):
+        for model in models:
+            if isinstance(model, LOCAL):
+                check_sd_model(model, role)
     _check_null_available(len(innocent_shadows), controls)
     return Models(source=source, suspect=suspect, suspect_name=suspect_name, innocent_shadows=tuple(innocent_shadows),
                   infringing_shadows=tuple(infringing_shadows), controls=controls)
@@ -254,9 +259,13 @@ def _check_apart_from_out(folders: Sequence[str | Path], out: Path) -> None:
                              "suspect's or shadow's folder. Pass an --out that neither holds nor lies in a model.")
 
 
-def _check_each_given_once(folders: Sequence[str | Path]) -> None:
+def _folders(model: str | Path | LoraModel) -> tuple[Path, ...]:
+    """Where a model's files lie (a LoRA: its file's folder; its base may be shared and is read only)."""
+    return (Path(model.weights).parent,) if isinstance(model, LoraModel) else (Path(model),)
+
+
+def _check_each_given_once(resolved: Sequence[str]) -> None:
     """A shadow given twice would shrink the null's spread; a suspect among its shadows would be its own null."""
-    resolved = [str(Path(m).resolve()) for m in folders]
     repeated = sorted({m for m in resolved if resolved.count(m) > 1})
     if repeated:
         raise InputError(f"the model folder {repeated[0]} is given more than once (as suspect or shadow); each shadow "
@@ -313,8 +322,9 @@ def _query_kind(kind: str, shadows: Sequence[ModelSpec], key_set: KeySet, run: V
     rows: list[np.ndarray | None] = [None] * len(shadows)
     executor = executor_for(run.profile.run)
     if executor.engine == "ray":
-        folders = [i for i, shadow in enumerate(shadows) if isinstance(shadow, (str, Path))]
-        jobs = [{"shadow": str(shadows[i]), "role": roles[i], "key_set": key_set, "run": run} for i in folders]
+        folders = [i for i, shadow in enumerate(shadows) if isinstance(shadow, LOCAL)]
+        jobs = [{"shadow": shadows[i] if isinstance(shadows[i], LoraModel) else str(shadows[i]), "role": roles[i],
+                 "key_set": key_set, "run": run} for i in folders]
         answers = run_jobs("genlineage.verify.core.shadow_distances", jobs, threads=run.profile.run.threads_per_job,
                            executor=executor)
         for i, distances in zip(folders, answers):
@@ -586,10 +596,17 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
     run.out.mkdir(parents=True, exist_ok=True)  # the first write: every check that costs nothing has passed
     owner_keys = check_keys(keys, key_data, strategy, base, models.source, run)
     suspect_model = open_suspect(models, owner_keys.key_set, run)
+    n_shadows = len(models.innocent_shadows) + len(models.infringing_shadows)
+    if n_shadows:
+        _say(run, f"asking {n_shadows} shadow model(s) {len(owner_keys.key_set)} keys x {run.n_seeds} query seeds "
+                  f"each: {n_shadows * len(owner_keys.key_set) * run.n_seeds} images of your own models")
     shadows = query_shadows(models, owner_keys.key_set, run)
     threshold = choose_delta0(shadows, run)
     innocent_null = build_null(shadows, models.controls, owner_keys.key_set)
     plan = plan_budget(innocent_null, len(owner_keys.key_set), run)
+    controls = f" and {plan.n_controls} controls" if plan.n_controls else ""
+    _say(run, f"the suspect will be asked {plan.queries} images: {plan.n_keys} keys{controls} x {plan.n_seeds} "
+              "query seeds")
     answers = query_suspect(suspect_model, owner_keys.key_set, innocent_null, plan, run)
     decision = decide(answers, innocent_null, threshold, shadows, run)
     settings = run_record(run, models, owner_keys, suspect_model, plan, innocent_null)
@@ -677,14 +694,20 @@ def _rd(suspect: Suspect, prompts: Sequence[str], references: np.ndarray, seeds:
     return rec.distance, rec.best_seed, rec.generations[np.arange(len(prompts)), best]
 
 
+def _say(run: VerifySettings, message: str) -> None:
+    """A line for the person waiting (stderr, so the verdict on stdout stays machine-readable)."""
+    if run.progress:
+        print(f"genlineage verify: {message}", file=sys.stderr, flush=True)
+
+
 def _name(model) -> str:
-    return str(model) if isinstance(model, (str, Path)) else getattr(model, "__qualname__", type(model).__name__)
+    return str(model) if isinstance(model, LOCAL) else getattr(model, "__qualname__", type(model).__name__)
 
 
 def _suspect(suspect, run: VerifySettings, role: str, name: str | None = None) -> Suspect:
     """A model to query: a pipeline folder (loaded on the profile's device, in its dtype), a callable
     (prompt, seed) -> image, or an object that already generates."""
-    if isinstance(suspect, (str, Path)):
+    if isinstance(suspect, LOCAL):
         return PipelineSuspect(suspect, run.generation, run.cache_dir, role, run.profile.run.device, run.profile.torch_dtype)
     if callable(suspect):
         return CallableSuspect(suspect, run.cache_dir, name, role)

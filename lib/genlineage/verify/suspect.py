@@ -1,6 +1,8 @@
 """The suspect: untrusted, and queried only through (prompt, seed) -> image.
 
-Two kinds. ``PipelineSuspect`` is a diffusers Stable-Diffusion pipeline folder, loaded from
+Two kinds. ``PipelineSuspect`` is a diffusers Stable-Diffusion pipeline folder (or a LoRA file in
+diffusers' format with the base it was trained on, through the LoRA gate of
+:mod:`genlineage.models.lora`), loaded from
 safetensors only (``check_pipeline_folder``, the one gate of :mod:`genlineage.models.gate`, refuses
 pickles, shards and links leaving the folder, special files, oversized or out-of-bounds configs,
 corrupt safetensors and configs that ask for remote code) and never written to: its generations
@@ -25,7 +27,8 @@ from ..generation import GenerationCache, GenerationConfig, generate_cached, ima
 from ..io import atomic_path, stable_hash
 from ..keys import to_uint8
 from ..models.gate import read_json
-from ..models.pipeline_io import OWNER, Trust, check_pipeline_folder, load_pipeline
+from ..models.lora import LORA_WEIGHTS, LoraModel, check_lora_file, is_lora_folder, lora_folder_base
+from ..models.pipeline_io import OWNER, Trust, check_pipeline_folder, load_lora, load_pipeline, own_data_roots
 
 SD_PIPELINES = ("StableDiffusionPipeline",)
 
@@ -63,17 +66,45 @@ def check_sd_pipeline(path: str | Path, role: str) -> Path:
     return path
 
 
-def load_sd_pipeline(path: str | Path, role: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
+ModelPath = Path | LoraModel  # a pipeline folder, or a LoRA file on its base
+
+
+def check_sd_model(model: str | Path | LoraModel, role: str) -> ModelPath:
+    """A model folder or LoRA model checked by the gates before anything loads it: a pipeline
+    folder (:func:`check_sd_pipeline`); a :class:`~genlineage.models.lora.LoraModel` (its base a
+    pipeline folder, its file a LoRA of that base's layers); or one of genlineage's LoRA folders,
+    which the owner's roles may pass as a folder (its provenance names its base; a suspect's is
+    never believed: a suspect's LoRA comes with its base given beside it)."""
+    if not isinstance(model, LoraModel) and is_lora_folder(model):
+        try:
+            model = LoraModel(Path(model) / LORA_WEIGHTS, lora_folder_base(model, role_trust(role) or Trust(own_roots=own_data_roots())))
+        except InputError as err:
+            raise InputError(f"{role}: {err}") from None
+    if isinstance(model, LoraModel):
+        base = check_sd_pipeline(model.base, f"{role}'s base")
+        check_lora_file(model.weights, base, role)
+        return LoraModel(Path(model.weights), base)
+    return check_sd_pipeline(model, role)
+
+
+def load_sd_pipeline(model: str | Path | LoraModel, role: str, device: str = "cpu", dtype: torch.dtype = torch.float32):
     """Check, then load from safetensors on ``device`` in ``dtype`` (the profile's: a GPU run queries
     every shadow on the GPU); any loading failure becomes an InputError naming ``role``."""
-    path = check_sd_pipeline(path, role)
+    model = check_sd_model(model, role)
     try:
-        return load_pipeline(path, device=device, dtype=dtype, trust=role_trust(role))
+        if isinstance(model, LoraModel):
+            return load_lora(model, device, dtype, base_trust=role_trust(role), role=role)
+        return load_pipeline(model, device=device, dtype=dtype, trust=role_trust(role))
     except InputError:
         raise
     except Exception as err:  # a config of another architecture, mismatched shapes, ...
-        raise InputError(f"{role}: {path} cannot be loaded as a Stable-Diffusion pipeline "
+        raise InputError(f"{role}: {model} cannot be loaded as a Stable-Diffusion pipeline "
                          f"({type(err).__name__}: {str(err)[:300]}).") from None
+
+
+def model_folders(model: ModelPath) -> tuple[Path, ...]:
+    """The folders a model's files lie in: nothing of a run may be written there."""
+    return (Path(model.weights).parent, Path(model.base)) if isinstance(model, LoraModel) else (Path(model),)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -82,14 +113,18 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 class PipelineSuspect:
-    def __init__(self, path: str | Path, cfg: GenerationConfig, cache_dir: Path, role: str = "suspect",
+    """A pipeline folder, or a LoRA file on its base, loaded (LoRA fused) and queried locally."""
+
+    def __init__(self, model: str | Path | LoraModel, cfg: GenerationConfig, cache_dir: Path, role: str = "suspect",
                  device: str = "cpu", dtype: torch.dtype = torch.float32):
-        self.path = check_sd_pipeline(path, role)
-        if _inside(cache_dir, self.path):
-            raise InputError(f"{role}: the cache folder {cache_dir} lies inside the model folder {self.path}; "
-                             "genlineage never writes into a suspect's folder. Pass --out elsewhere.")
+        self.path = check_sd_model(model, role)
+        for folder in model_folders(self.path):
+            if _inside(cache_dir, folder):
+                raise InputError(f"{role}: the cache folder {cache_dir} lies inside the model folder {folder}; "
+                                 "genlineage never writes into a suspect's folder. Pass --out elsewhere.")
         self.components = load_sd_pipeline(self.path, role, device, dtype)
-        self.name = self.path.name
+        lora = self.path if isinstance(self.path, LoraModel) else None
+        self.name = f"{lora.weights.parent.name}/{lora.weights.name} on {lora.base.name}" if lora else self.path.name
         self.cfg, self.cache = cfg, GenerationCache(cache_dir)
 
     def check_size(self, size: int) -> None:
@@ -162,4 +197,4 @@ class CallableSuspect:
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int], size: int, progress: bool) -> np.ndarray:
         pairs = list(zip(prompts, seeds))
-        return np.stack([self._one(p, s, size) for p, s in tqdm(pairs, desc=f"query {self.name}", disable=not progress)])
+        return np.stack([self._one(p, s, size) for p, s in tqdm(pairs, desc=f"query {self.name}", unit="query", disable=not progress)])
