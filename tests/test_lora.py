@@ -134,6 +134,7 @@ def test_the_lora_key_leaves_full_fine_tunes_alone():
     assert full.key() == TrainConfig.from_mapping({"steps": 4, "batch": 4, "lr": 1e-3, "lora_rank": 16}).key()
     a, b = (TrainConfig.from_mapping({**LORA, "lora_rank": r}) for r in (4, 8))
     assert len({full.key(), a.key(), b.key()}) == 3
+    assert a.key() == TrainConfig.from_mapping({**LORA, "lora_alpha": 4.0}).key(), "alpha None is alpha = rank"
     with pytest.raises(InputError, match="UNet only"):
         TrainConfig.from_mapping({**LORA, "train_text_encoder": True})
 
@@ -191,14 +192,39 @@ def test_the_lora_gate_refuses_pickles_oversized_corrupt_and_dora_files(trained,
         check_lora_file(trained["file"], trained["base"])
 
 
-def test_a_suspects_lora_folder_names_no_base_of_its_own(trained, tmp_path):
-    """A LoRA folder outside genlineage's data roots may not point at a base: its base is given beside it."""
+def test_a_suspects_lora_folder_names_no_base_of_its_own(trained, tmp_path, monkeypatch):
+    """A LoRA folder outside genlineage's data roots may not point at a base: its base is given
+    beside it; inside them, only a base relative to the folder (as genlineage writes it) is read."""
     folder = tmp_path / "suspect_lora"
     folder.mkdir()
     (folder / LORA_WEIGHTS).write_bytes(trained["file"].read_bytes())
     (folder / "genlineage.json").write_text(json.dumps({"lora_base": str(trained["base"])}))
     with pytest.raises(InputError, match="--suspect-lora"):
         load_pipeline(folder)
+    monkeypatch.setenv("GENLINEAGE_DATA", str(tmp_path))
+    with pytest.raises(InputError, match="no relative lora_base"):
+        load_pipeline(folder)
+
+
+def test_a_lora_of_a_layer_that_cannot_carry_one_is_refused_not_half_applied(trained, tmp_path):
+    """An embedding's weight is 2-D like a Linear's, so its shapes pass the header check; diffusers
+    would skip its factors with a warning. The load refuses instead of judging part of a model."""
+    te = "text_encoder.text_model."  # the spelling of SD's folders and LoRA files (transformers 5 drops text_model.)
+    encoder = load_pipeline(trained["base"]).text_encoder
+    vocab, hidden = encoder.get_input_embeddings().weight.shape
+    q_out, q_in = encoder.encoder.layers[0].self_attn.q_proj.weight.shape
+    good = {f"{te}encoder.layers.0.self_attn.q_proj.lora_A.weight": torch.randn(2, q_in),
+            f"{te}encoder.layers.0.self_attn.q_proj.lora_B.weight": torch.randn(q_out, 2)}
+    save_file(good, tmp_path / "text_encoder_lora.safetensors")
+    fused = load_lora(LoraModel(tmp_path / "text_encoder_lora.safetensors", trained["base"]))
+    assert not torch.equal(fused.text_encoder.encoder.layers[0].self_attn.q_proj.weight,
+                           encoder.encoder.layers[0].self_attn.q_proj.weight), "a text-encoder LoRA loads"
+    bad = tmp_path / "bad.safetensors"
+    save_file({**good, f"{te}embeddings.token_embedding.lora_A.weight": torch.zeros(2, hidden),
+               f"{te}embeddings.token_embedding.lora_B.weight": torch.zeros(vocab, 2)}, bad)
+    assert len(check_lora_file(bad, trained["base"]).modules["text_encoder"]) == 2
+    with pytest.raises(InputError, match="cannot carry a LoRA"):
+        load_lora(LoraModel(bad, trained["base"]))
 
 
 # --- verify and shadows -------------------------------------------------------------------------------

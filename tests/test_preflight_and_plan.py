@@ -53,14 +53,17 @@ def load_pipeline_unet_params(folder: Path) -> int:
     return sum(p.numel() for p in load_pipeline(folder).unet.parameters())
 
 
-def test_a_probe_measures_both_units_on_this_machine(smoke_profile, saved_pipeline, monkeypatch):
+@pytest.mark.parametrize("finetune", ["full", "lora"])
+def test_a_probe_measures_both_units_on_this_machine(smoke_profile, saved_pipeline, monkeypatch, finetune):
     from genlineage import layout
+    from genlineage.config import load_profile
 
     for base in ("v1", "v2"):
         target = layout.base_dir(smoke_profile, base)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(saved_pipeline, target)
-    costs = cost_plan.measure_unit_costs(smoke_profile, train_steps=3)
+    profile = load_profile("smoke", {"suspicious": {"finetune": finetune}})  # a LoRA step trains the adapter only
+    costs = cost_plan.measure_unit_costs(profile, train_steps=3)
     assert costs.step_s > 0 and costs.image_s > 0 and costs.source.startswith("measured: base v1 on cpu")
 
 

@@ -140,7 +140,8 @@ def _shadows_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("shadows", help="build the owner's innocent (and infringing) shadow models",
                        description=SHADOWS_DESCRIPTION, epilog=SHADOWS_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base", required=True, metavar="DIR", help="the base to fine-tune (the suspect's, e.g. SD-v1.5)")
+    p.add_argument("--base", required=True, metavar="DIR",
+                   help="the base to fine-tune: your own copy of the suspect's base (e.g. SD-v1.5; trusted as yours)")
     p.add_argument("--data", required=True, metavar="DIR",
                    help="real pairs of the source's domain (image folder with metadata.jsonl) it never trained on")
     p.add_argument("--source-data", required=True, metavar="DIR",

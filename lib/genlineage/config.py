@@ -212,6 +212,8 @@ class TrainConfig(Section):
         if self.finetune == "full":
             for name in self.LORA_ONLY:  # a full fine-tune does not read them
                 d.pop(name)
+        else:  # alpha None trains as alpha = rank: one model, one key
+            d["lora_alpha"] = float(self.lora_alpha or self.lora_rank)
         for name, neutral in self.KEYED_WHEN_SET.items():
             if d[name] == neutral:
                 d.pop(name)
@@ -342,6 +344,16 @@ class ModelCounts(Section):
 
 
 @dataclass(frozen=True)
+class LoraAblationSettings(Section):
+    """Which suspicious models get a LoRA twin (same pairs, same seed, a LoRA instead of a full
+    fine-tune), and the LoRA learning rates tried on shadow models before any twin is evaluated."""
+    rhos: tuple[float, ...] = (1.0,)          # evaluated infringers twinned (every evaluated innocent is)
+    replicates: tuple[int, ...] = ()          # empty: every replicate
+    lr_grid: tuple[float, ...] = ()           # empty: suspicious.lora's lr (or the full fine-tune's), no choice
+    selection_replicate: int = 0              # whose shadows choose the lr
+
+
+@dataclass(frozen=True)
 class SuspiciousSettings(Section):
     n_samples: int
     rhos: tuple[float, ...]
@@ -360,6 +372,7 @@ class SuspiciousSettings(Section):
     # training settings of LoRA models (lora_rank, lora_alpha, lora_targets, and e.g. a larger lr).
     finetune: str = "full"
     lora: dict[str, Any] = field(default_factory=dict)
+    lora_ablation: LoraAblationSettings = LoraAblationSettings()
     CHOICES: ClassVar[dict[str, tuple]] = {"base_candidates": ("pretrain", "domain_source"), "finetune": ("full", "lora")}
 
     def train_config(self, finetune_defaults: Mapping, finetune: str | None = None, **override: Any) -> TrainConfig:

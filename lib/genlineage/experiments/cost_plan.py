@@ -27,6 +27,7 @@ from ..config import Profile, TrainConfig, as_profile
 from ..errors import InputError
 from ..generation import generate
 from ..models.gate import check_safetensors_header
+from ..models.lora import add_lora
 from ..models.pipeline_io import VARIANT_WEIGHTS, load_model, load_pipeline, model_trust, weights_variant
 from ..training.encode import EncodedDataset, tokenize
 from ..training.sd import train_sd
@@ -175,6 +176,8 @@ def _probe_training(profile: Profile, folder: Path, steps: int) -> float:
     cancels out."""
     model = load_pipeline(folder, device=profile.run.device, dtype=torch.float32, trust=model_trust(profile, folder))
     train = profile.suspicious.train_config(profile.training.finetune)
+    if train.finetune == "lora":  # a LoRA step: the adapter trains, the base is frozen
+        add_lora(model.unet, train.lora_rank, train.lora_alpha, train.lora_targets, train.seed)
     side, n = int(profile.data.image_size) // model.vae_scale_factor, max(train.batch, 2)
     mean = torch.randn((n, int(model.unet.config.in_channels), side, side), generator=torch.Generator().manual_seed(0))
     data = EncodedDataset(mean.to(model.device), torch.full_like(mean, 0.1).to(model.device),

@@ -26,7 +26,7 @@ from ..config import Profile
 from ..errors import InputError
 from ..intervals import binomial_interval
 from ..cache import Result, content_id
-from ..models.pipeline_io import fingerprint
+from ..models.pipeline_io import fingerprint, stage_model
 from ..verify import verify, write_report
 from .. import layout
 from .instance_attribution import keys_dir, load_results, results_tables
@@ -108,7 +108,7 @@ def verify_evaluated(profile: Profile, target_fpr: float = 0.05, progress: bool 
                "label": m.label, "target_fpr": target_fpr}
         delta0 = None if calibrated is None else delta0_for(calibrated, m.replicate)
         try:
-            v = verify(m.source_path, m.path, keys=keys_dir(profile, m.source, strategy), target_fpr=target_fpr,
+            v = verify(m.source_path, stage_model(profile, m.path), keys=keys_dir(profile, m.source, strategy), target_fpr=target_fpr,
                        delta0=delta0, profile=profile, out=out, progress=False,
                        cache_dir=layout.generation_cache_dir(profile), **null_models(profile, manifest, m, innocent_pool))
         except InputError as err:  # e.g. innocent shadows too few or too spread to reach target_fpr

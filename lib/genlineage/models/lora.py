@@ -50,15 +50,20 @@ LORA_KEY = re.compile(rf"(?P<part>unet|text_encoder)\.(?P<module>(?:{_NAME})(?:\
 FACTOR = {"lora.down": "down", "lora_A": "down", "lora_linear_layer.down": "down",
           "lora.up": "up", "lora_B": "up", "lora_linear_layer.up": "up"}
 FLOAT_DTYPES = ("F16", "BF16", "F32")
+SAFETENSORS_NAMES = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32"}
 ADAPTER = "genlineage"
 
 
 @dataclass(frozen=True)
 class LoraModel:
-    """Someone's LoRA file and the base pipeline folder it was trained on: a model to query."""
+    """A LoRA file and the base pipeline folder it was trained on: a model to query. ``base_trust``
+    is how far the gate trusts the base; None: as far as the model's role allows (a suspect's base
+    is checked like the suspect). Only code that knows the base is the owner's sets it (a stage
+    passing one of the profile's bases, :func:`genlineage.models.pipeline_io.stage_model`)."""
 
     weights: Path
     base: Path
+    base_trust: Trust | None = None
 
     def __str__(self) -> str:
         return f"{self.weights} on {self.base}"
@@ -72,7 +77,7 @@ class LoraCheck:
     path: Path
     modules: dict[str, dict[str, int]]    # part -> module -> rank
     scales: dict[str, float]
-    shapes: dict[str, tuple[int, ...]]    # tensor name -> shape, as checked
+    shapes: dict[str, tuple[str, tuple[int, ...]]]  # tensor name -> (safetensors dtype, shape), as checked
 
     @property
     def n_modules(self) -> int:
@@ -119,12 +124,13 @@ def check_lora_file(path: str | Path, base: str | Path, role: str = "suspect") -
     if not tensors:
         raise InputError(f"{role}: {path} holds no tensors; {fix}.")
     factors = _factors(path, tensors, role)
-    shapes = {part: base_weight_shapes(base, part) for part in {part for part, _ in factors}}
+    shapes = {part: {_canonical(part, k): v for k, v in base_weight_shapes(base, part).items()}
+              for part in {part for part, _ in factors}}
     modules: dict[str, dict[str, int]] = {}
     for (part, module), pair in sorted(factors.items()):
         modules.setdefault(part, {})[module] = _check_factor_pair(path, part, module, pair, shapes[part], base, role)
     scales = _scales(path, header.get("__metadata__", {}), modules, role)
-    return LoraCheck(path, modules, scales, {k: tuple(v["shape"]) for k, v in tensors.items()})
+    return LoraCheck(path, modules, scales, {k: (v["dtype"], tuple(v["shape"])) for k, v in tensors.items()})
 
 
 def _factors(path: Path, tensors: Mapping[str, Any], role: str) -> dict[tuple[str, str], dict[str, tuple[str, Any]]]:
@@ -148,6 +154,12 @@ def _factors(path: Path, tensors: Mapping[str, Any], role: str) -> dict[tuple[st
     return out
 
 
+def _canonical(part: str, name: str) -> str:
+    """A layer's name as both transformers generations spell it: CLIP's text encoder was saved with
+    a ``text_model.`` prefix (SD-v1.5, SD-v2.1, most LoRA files), which transformers 5 drops."""
+    return name.removeprefix("text_model.") if part == "text_encoder" else name
+
+
 def _check_factor_pair(path: Path, part: str, module: str, pair: dict, base_shapes: Mapping[str, tuple[int, ...]],
                        base: str | Path, role: str) -> int:
     """The rank of one adapted layer, after checking both factors exist and fit the base's weight."""
@@ -155,7 +167,7 @@ def _check_factor_pair(path: Path, part: str, module: str, pair: dict, base_shap
     if set(pair) != {"down", "up"}:
         missing = ({"down", "up"} - set(pair)).pop()
         raise InputError(f"{where} has no {missing} factor; a LoRA layer needs both (down and up).")
-    weight = base_shapes.get(f"{module}.weight")
+    weight = base_shapes.get(f"{_canonical(part, module)}.weight")
     if weight is None:
         raise InputError(f"{where} adapts a layer the base {base} does not have ({part} has no {module}.weight); "
                          "give the base the LoRA was trained on (--suspect-base).")
@@ -199,7 +211,7 @@ def _scales(path: Path, metadata: Mapping[str, str], modules: Mapping[str, Mappi
             scales[part] = 1.0
             continue
         ranks = set(layers.values())
-        if not (_positive(rank) and _positive(alpha)) or ranks != {int(rank)}:
+        if not (_positive(rank) and _positive(alpha)) or not float(rank).is_integer() or ranks != {int(rank)}:
             raise InputError(f"{role}: {path}: its metadata gives {part} rank {rank!r} and alpha {alpha!r}, but its "
                              f"factors have rank(s) {sorted(ranks)}; re-save the LoRA with save_lora_weights.")
         scales[part] = float(alpha) / (math.sqrt(rank) if get("use_rslora") else float(rank))
@@ -219,20 +231,37 @@ def apply_lora(components: Any, check: LoraCheck) -> Any:
     from safetensors.torch import load_file
 
     state = load_file(check.path)
-    if {k: tuple(v.shape) for k, v in state.items()} != check.shapes:
+    if {k: (SAFETENSORS_NAMES.get(v.dtype), tuple(v.shape)) for k, v in state.items()} != check.shapes:
         raise InputError(f"{check.path} changed while it was being checked; pass a file nobody writes meanwhile.")
     pipe = _pipeline(components)
     try:
         with quiet_hub():  # diffusers notes each part the file does not adapt
             pipe.load_lora_weights(state, adapter_name=ADAPTER)
+            _check_every_layer_adapted(components, check)
             for part, scale in check.scales.items():
                 pipe.fuse_lora(components=[part], lora_scale=scale, adapter_names=[ADAPTER])
             pipe.unload_lora_weights()
+    except InputError:
+        raise
     except Exception as err:  # a layout diffusers cannot map although every name fits the base
         raise InputError(f"{check.path} cannot be loaded onto its base ({type(err).__name__}: {str(err)[:300]}).") from None
     for module in (components.unet, components.text_encoder):
         module.requires_grad_(False).eval()
     return components
+
+
+def _check_every_layer_adapted(components: Any, check: LoraCheck) -> None:
+    """Every layer the gate checked now carries the adapter: diffusers skips, with a warning only,
+    factors of a layer it cannot adapt (an embedding has a 2-D weight like a Linear), and a model
+    missing part of its LoRA would be judged as another model."""
+    for part, layers in check.modules.items():
+        model = getattr(components, part)
+        adapted = {_canonical(part, name) for name, module in model.named_modules()
+                   if ADAPTER in getattr(module, "lora_A", {})}
+        skipped = sorted(name for name in layers if _canonical(part, name) not in adapted)
+        if skipped:
+            raise InputError(f"{check.path}: {len(skipped)} of its {len(layers)} {part} layers cannot carry a LoRA "
+                             f"(e.g. {skipped[0]}: not a Linear or Conv2d layer); genlineage loads a LoRA only whole.")
 
 
 def _pipeline(components: Any):
@@ -269,9 +298,9 @@ def lora_folder_base(path: str | Path, trust: Trust) -> Path:
                          f"trained on: --suspect-lora {path / LORA_WEIGHTS} --suspect-base BASE_DIR.")
     meta = read_json(path / PROVENANCE) if (path / PROVENANCE).is_file() else {}
     base = meta.get("lora_base") if isinstance(meta, dict) else None
-    if not isinstance(base, str):
-        raise InputError(f"{path}: {PROVENANCE} names no lora_base; it is not a LoRA model genlineage wrote.")
-    return Path(os.path.normpath(path / base))
+    if not isinstance(base, str) or os.path.isabs(base):
+        raise InputError(f"{path}: {PROVENANCE} names no relative lora_base; it is not a LoRA model genlineage wrote.")
+    return Path(os.path.normpath(real / base))  # written relative to the folder's real path (save_lora_model)
 
 
 # --- training ---------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 __all__ = ["COMPONENTS", "PICKLE_SUFFIXES", "PROVENANCE", "OWNER", "SDComponents", "Trust", "WEIGHTED", "check_pipeline_folder",
            "fingerprint", "load_lora", "load_model", "load_pipeline", "model_trust", "own_data_roots", "quiet_hub", "save_pipeline",
+           "stage_model",
            "VARIANT_WEIGHTS", "weights_variant"]
 PROVENANCE = "genlineage.json"
 
@@ -206,6 +207,7 @@ def load_lora(model: LoraModel, device: str = "cpu", dtype: torch.dtype = torch.
     """A LoRA model: its base folder through the gate, its file through the LoRA gate (every tensor
     a factor of a layer the base has), then loaded and fused into the base's weights. The result
     has no folder of its own; its images are cached under the base's and the file's content."""
+    base_trust = model.base_trust if model.base_trust is not None else base_trust
     base = check_pipeline_folder(model.base, base_trust)
     check = check_lora_file(model.weights, base, role)
     components = apply_lora(load_pipeline(base, device=device, dtype=dtype, trust=base_trust), check)
@@ -230,12 +232,21 @@ OWNER = Trust(owner=True)  # the model owner's own folders: a base, a source, a 
 def load_model(profile: Any, path: str | Path) -> SDComponents:
     """A pipeline folder loaded for inference on ``profile``'s device and dtype: the one way every
     stage loads a model (through the gate, like any folder)."""
-    trust = model_trust(profile, path)
-    if is_lora_folder(path):  # a LoRA model of stage 03 on one of the profile's bases (the owner's)
-        base = lora_folder_base(path, trust)
-        return load_lora(LoraModel(Path(path) / LORA_WEIGHTS, base), profile.run.device, profile.torch_dtype,
-                         model_trust(profile, base), role=str(path))
-    return load_pipeline(path, device=profile.run.device, dtype=profile.torch_dtype, trust=trust)
+    model = stage_model(profile, path)
+    if isinstance(model, LoraModel):  # a LoRA model of a stage, on one of the profile's bases
+        return load_lora(model, profile.run.device, profile.torch_dtype, role=str(path))
+    return load_pipeline(path, device=profile.run.device, dtype=profile.torch_dtype, trust=model_trust(profile, path))
+
+
+def stage_model(profile: Any, path: str | Path) -> Path | LoraModel:
+    """A model folder a stage made, as verify and the loaders take it: the folder itself, or for a
+    LoRA folder its file on the base its provenance names, with that base trusted as the profile
+    trusts it (the profile's own bases are the owner's; in the paper profile they may be cache
+    snapshots the suspect's default trust would refuse)."""
+    if not is_lora_folder(path):
+        return Path(path)
+    base = lora_folder_base(path, model_trust(profile, path))
+    return LoraModel(Path(path) / LORA_WEIGHTS, base, base_trust=model_trust(profile, base))
 
 
 def fingerprint(path: str | Path) -> str:

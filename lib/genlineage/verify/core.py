@@ -43,7 +43,8 @@ from ..keys import (KeySet, check_seeds_apart, detection_keys, generation_keys, 
                     reference_seeds, to_uint8)
 from ..models.lora import LoraModel
 from . import null
-from .suspect import CallableSuspect, PipelineSuspect, Suspect, check_sd_model, check_sd_pipeline, load_sd_pipeline
+from .suspect import (CallableSuspect, PipelineSuspect, Suspect, check_sd_model, check_sd_pipeline, load_sd_pipeline,
+                      model_folders, model_identity)
 
 STRATEGIES = ("generation", "detection", "random")
 # a pipeline folder, a LoRA file on its base, a callable (prompt, seed) -> image, or a Suspect
@@ -235,16 +236,11 @@ def check_models(*, source: str | Path, suspect: ModelSpec, suspect_name: str | 
     twice) and an innocent null available, before anything is loaded or written: a bad suspect or
     a missing null then costs no shadow query."""
     source = check_sd_pipeline(source, "source model")
-    local = [m for m in [suspect, *innocent_shadows, *infringing_shadows] if isinstance(m, LOCAL)]
-    _check_apart_from_out([folder for m in local for folder in _folders(m)], out)
-    _check_each_given_once([str(Path(m).resolve()) if not isinstance(m, LoraModel) else
-                            f"{Path(m.weights).resolve()} on {Path(m.base).resolve()}" for m in local])
-    if isinstance(suspect, LOCAL):
-        check_sd_model(suspect, "suspect")
-    for role, models in (("innocent shadow", innocent_shadows), ("infringing shadow", infringing_shadows)):
-        for model in models:
-            if isinstance(model, LOCAL):
-                check_sd_model(model, role)
+    given = [("suspect", suspect)] + [("innocent shadow", m) for m in innocent_shadows] + \
+        [("infringing shadow", m) for m in infringing_shadows]
+    checked = [check_sd_model(model, role) for role, model in given if isinstance(model, LOCAL)]
+    _check_apart_from_out([folder for model in checked for folder in model_folders(model)], out)
+    _check_each_given_once([model_identity(model) for model in checked])
     _check_null_available(len(innocent_shadows), controls)
     return Models(source=source, suspect=suspect, suspect_name=suspect_name, innocent_shadows=tuple(innocent_shadows),
                   infringing_shadows=tuple(infringing_shadows), controls=controls)
@@ -257,11 +253,6 @@ def _check_apart_from_out(folders: Sequence[str | Path], out: Path) -> None:
         if where == folder or folder in where.parents or where in folder.parents:
             raise InputError(f"--out {out} and the model folder {path} overlap; genlineage never writes into a "
                              "suspect's or shadow's folder. Pass an --out that neither holds nor lies in a model.")
-
-
-def _folders(model: str | Path | LoraModel) -> tuple[Path, ...]:
-    """Where a model's files lie (a LoRA: its file's folder; its base may be shared and is read only)."""
-    return (Path(model.weights).parent,) if isinstance(model, LoraModel) else (Path(model),)
 
 
 def _check_each_given_once(resolved: Sequence[str]) -> None:

@@ -50,10 +50,11 @@ def role_trust(role: str) -> Trust | None:
     return OWNER if role.startswith(OWNER_ROLES) else None
 
 
-def check_sd_pipeline(path: str | Path, role: str) -> Path:
-    """A safe Stable-Diffusion pipeline folder, or InputError naming ``role`` and the fix."""
+def check_sd_pipeline(path: str | Path, role: str, trust: Trust | None = None) -> Path:
+    """A safe Stable-Diffusion pipeline folder, or InputError naming ``role`` and the fix
+    (``trust``: the gate's, when the caller knows better than the role, e.g. a stage's own base)."""
     try:
-        path = check_pipeline_folder(path, role_trust(role))
+        path = check_pipeline_folder(path, trust if trust is not None else role_trust(role))
     except InputError as err:
         raise InputError(f"{role}: {err}") from None
     index = read_json(path / "model_index.json")  # bounded: the gate has read it already
@@ -74,16 +75,19 @@ def check_sd_model(model: str | Path | LoraModel, role: str) -> ModelPath:
     folder (:func:`check_sd_pipeline`); a :class:`~genlineage.models.lora.LoraModel` (its base a
     pipeline folder, its file a LoRA of that base's layers); or one of genlineage's LoRA folders,
     which the owner's roles may pass as a folder (its provenance names its base; a suspect's is
-    never believed: a suspect's LoRA comes with its base given beside it)."""
+    believed only below genlineage's data roots, where genlineage wrote it; anyone else's LoRA comes
+    with its base given beside it). The base passes the gate with the trust the model carries, else
+    the role's (a suspect's base like the suspect)."""
     if not isinstance(model, LoraModel) and is_lora_folder(model):
         try:
-            model = LoraModel(Path(model) / LORA_WEIGHTS, lora_folder_base(model, role_trust(role) or Trust(own_roots=own_data_roots())))
+            model = LoraModel(Path(model) / LORA_WEIGHTS,
+                              lora_folder_base(model, role_trust(role) or Trust(own_roots=own_data_roots())))
         except InputError as err:
             raise InputError(f"{role}: {err}") from None
     if isinstance(model, LoraModel):
-        base = check_sd_pipeline(model.base, f"{role}'s base")
+        base = check_sd_pipeline(model.base, f"{role}'s base", model.base_trust)
         check_lora_file(model.weights, base, role)
-        return LoraModel(Path(model.weights), base)
+        return LoraModel(Path(model.weights), base, model.base_trust)
     return check_sd_pipeline(model, role)
 
 
@@ -103,8 +107,16 @@ def load_sd_pipeline(model: str | Path | LoraModel, role: str, device: str = "cp
 
 
 def model_folders(model: ModelPath) -> tuple[Path, ...]:
-    """The folders a model's files lie in: nothing of a run may be written there."""
+    """The folders a model's files lie in (a LoRA: its file's and its base's): nothing of a run may
+    be written there."""
     return (Path(model.weights).parent, Path(model.base)) if isinstance(model, LoraModel) else (Path(model),)
+
+
+def model_identity(model: ModelPath) -> str:
+    """One name per model however it was given (a LoRA folder and its file on its base are one)."""
+    if isinstance(model, LoraModel):
+        return f"{Path(model.weights).resolve()} on {Path(model.base).resolve()}"
+    return str(Path(model).resolve())
 
 
 def _inside(path: Path, folder: Path) -> bool:

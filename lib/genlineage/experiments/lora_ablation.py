@@ -1,0 +1,238 @@
+"""The LoRA ablation: does attribution survive when the fine-tune is a LoRA?
+
+Infringers in the wild often fine-tune with LoRA (a low-rank adapter on a public base), and an
+owner's shadows will rarely be trained the way the suspect was. So every model of the comparison
+gets a *LoRA twin*: the same (caption, image) pairs, the same seed, the same base, the same steps,
+a LoRA on the UNet's attention projections instead of a full fine-tune. Twins are paired with their
+full counterparts, so a difference between the two is the fine-tuning method's, not the data's.
+
+The LoRA learning rate is not the full fine-tune's (an adapter of rank 4 needs a larger step to
+move the model as far). It is chosen on shadow models only (``suspicious.lora_ablation.lr_grid``):
+the LoRA twins of one replicate's shadow set are trained at each rate of the grid, and the rate
+with the largest gap between innocent and infringing shadows' mean reconstruction distance
+(innocent minus infringing, averaged over sources) is the one every other twin is trained with.
+No evaluated model is looked at before that choice.
+
+What is measured, over models (the model is the unit of every interval):
+* inheritance and conf (Figure 6's quantity) of LoRA infringers beside full ones, per rho;
+* ``genlineage verify``'s call rates for LoRA suspects against the owner's full shadows;
+* verify's false-positive rate across methods: LoRA shadows judging full innocents, full shadows
+  judging LoRA innocents, beside the matched cases.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .. import layout
+from ..config import Profile, as_profile
+from ..intervals import binomial_interval, difference_interval, per_group
+from ..io import atomic_path
+from ..jobs import executor_for, run_jobs
+from ..models.pipeline_io import model_trust, stage_model
+from ..training.finetune import finetune_folder
+from .suspicious_models import build_training_set, plan_manifest
+
+STAGE = "10_lora"
+TWINS = "lora_manifest.csv"
+
+
+def twin_name(name: str, lr: float) -> str:
+    """A twin's name carries its learning rate: the grid's candidates and the chosen set are one
+    family of cached models, so the chosen rate's selection shadows are not trained twice."""
+    return f"{name}__lora_lr{lr:g}"
+
+
+def learning_rates(profile: Profile) -> list[float]:
+    """The LoRA learning rates to try: the grid, or the one rate the profile gives LoRA models."""
+    cfg = profile.suspicious
+    grid = list(cfg.lora_ablation.lr_grid)
+    if grid:
+        return grid
+    return [float(cfg.train_config(profile.training.finetune, "lora").lr)]
+
+
+def twin_rows(profile: Profile, rows: pd.DataFrame, lr: float) -> pd.DataFrame:
+    """LoRA twins of ``rows`` (stage 03 manifest rows) at learning rate ``lr``: each keeps its
+    original's seed, base and training pairs (``twin_of`` names the original) and trains a LoRA."""
+    out = rows.copy()
+    out["twin_of"] = rows["name"]
+    out["name"] = [twin_name(n, lr) for n in rows["name"]]
+    out["path"] = [str(layout.models_dir(profile) / "suspicious_lora" / n) for n in out["name"]]
+    out["finetune"], out["lora_lr"] = "lora", float(lr)
+    return out.reset_index(drop=True)
+
+
+def _ablated(profile: Profile) -> pd.DataFrame:
+    """The stage 03 models the ablation twins: same-lineage evaluated infringers at the ablation's
+    rhos, every evaluated innocent, and the shadow sets, of the ablation's replicates."""
+    cfg = profile.suspicious.lora_ablation
+    manifest = plan_manifest(profile)
+    keep = manifest.lineage == "same"
+    if cfg.replicates:
+        keep &= manifest.replicate.isin(cfg.replicates)
+    evaluated = (manifest.role == "evaluated") & ((manifest.rho == 0) | manifest.rho.isin(cfg.rhos))
+    return manifest[keep & (evaluated | (manifest.role == "shadow"))].reset_index(drop=True)
+
+
+def selection_rows(profile: Profile) -> pd.DataFrame:
+    """The twins that choose the learning rate: one replicate's shadow sets, at every rate of the grid."""
+    ablated = _ablated(profile)
+    shadows = ablated[(ablated.role == "shadow") & (ablated.replicate == profile.suspicious.lora_ablation.selection_replicate)]
+    return pd.concat([twin_rows(profile, shadows, lr) for lr in learning_rates(profile)], ignore_index=True)
+
+
+def choose_lr(shadow_models: pd.DataFrame) -> tuple[float, pd.DataFrame]:
+    """The rate whose LoRA shadows separate best: per rate and source, innocent shadows' mean RD
+    minus infringing shadows' (each shadow's mean RD over the keys), averaged over sources; the
+    largest wins, the smaller rate on a tie. ``shadow_models`` holds one row per shadow twin with
+    ``lora_lr``, ``source``, ``label`` and ``mean_rd``. Returns (rate, the gaps behind it)."""
+    by_source = (shadow_models.groupby(["lora_lr", "source", "label"]).mean_rd.mean().unstack("label")
+                 .rename(columns={0: "innocent", 1: "infringing"}))
+    by_source["gap"] = by_source["innocent"] - by_source["infringing"]
+    gaps = by_source.groupby("lora_lr").gap.agg(["mean", "min", "count"]).reset_index()
+    gaps = gaps.rename(columns={"mean": "mean_gap", "min": "min_gap", "count": "sources"})
+    best = gaps.sort_values(["mean_gap", "lora_lr"], ascending=[False, True]).iloc[0]
+    return float(best.lora_lr), gaps
+
+
+def build_twin(profile: dict, row: dict, progress: bool = False) -> str:
+    """One job: the original's training pairs (cached by stage 03), then the LoRA fine-tune."""
+    profile = as_profile(profile)
+    original = {**row, "name": row["twin_of"]}
+    data = build_training_set(profile, original)
+    cfg = profile.suspicious.train_config(profile.training.finetune, "lora", seed=int(row["seed"]) % (2**31),
+                                          lr=float(row["lora_lr"]))
+    finetune_folder(row["base_path"], data, row["path"], cfg, profile.data.image_size, layout.work_dir(profile),
+                    {k: row[k] for k in ("name", "twin_of", "source", "rho", "role", "lineage", "base")},
+                    device=profile.run.device, progress=progress, desc=row["name"],
+                    trust=model_trust(profile, row["base_path"]))
+    return row["path"]
+
+
+def train_and_query(profile: Profile, rows: pd.DataFrame, desc: str, progress: bool = True) -> pd.DataFrame:
+    """Train every twin of ``rows`` and ask it every key (stage 04's query, cached per model); the
+    per-sample RD rows of all of them."""
+    records = rows.to_dict("records")
+    run_jobs("genlineage.experiments.lora_ablation.build_twin", [{"profile": profile, "row": r} for r in records],
+             profile.run.parallel_jobs, profile.run.threads_per_job, desc=f"LoRA {desc}" if progress else None,
+             executor=executor_for(profile.run))
+    answers = run_jobs("genlineage.experiments.instance_attribution.query_model",
+                       [{"profile": profile, "row": r} for r in records], profile.run.parallel_jobs,
+                       profile.run.threads_per_job, desc=f"queries of {desc}" if progress else None,
+                       executor=executor_for(profile.run))
+    return pd.concat([pd.read_csv(a["per_model"]) for a in answers], ignore_index=True)
+
+
+def mean_rds(models: pd.DataFrame, per_sample: pd.DataFrame, strategy: str, n_keys: int) -> pd.DataFrame:
+    """``models`` with each one's mean RD over its first ``n_keys`` keys of ``strategy``."""
+    keys = per_sample[(per_sample.strategy == strategy) & (per_sample["rank"] < n_keys)]
+    means = keys.groupby("model").rd.mean().rename("mean_rd")
+    return models.merge(means, left_on="name", right_index=True, how="left")
+
+
+def write_twins(profile: Profile, twins: pd.DataFrame) -> Path:
+    """The twins' manifest (``lora_manifest.csv`` beside stage 03's), in one atomic write."""
+    path = profile.data_root / TWINS
+    with atomic_path(path) as tmp:
+        twins.to_csv(tmp, index=False)
+    return path
+
+
+def paired_gaps(models: pd.DataFrame) -> pd.DataFrame:
+    """Per (source, rho): LoRA minus full mean RD, over the pairs of twins (a negative gap: the
+    LoRA twin comes closer to the keys), with its Welch interval over models."""
+    lora = models[models.finetune == "lora"]
+    full = models.loc[models.finetune == "full", ["name", "mean_rd"]].rename(columns={"name": "twin_of",
+                                                                                      "mean_rd": "mean_rd_full"})
+    pairs = lora.merge(full, on="twin_of", how="inner")
+    rows = []
+    for (source, rho), g in pairs.groupby(["source", "rho"]):
+        iv = difference_interval(g.mean_rd, g.mean_rd_full)
+        rows.append({"source": source, "rho": rho, "pairs": len(g), "lora_minus_full": iv.mean, "low": iv.low,
+                     "high": iv.high})
+    return pd.DataFrame(rows)
+
+
+def conf_by_method(confs: pd.DataFrame) -> pd.DataFrame:
+    """Figure 6's quantity per fine-tuning method: mean conf over the evaluated models of each
+    (finetune, source, rho) with its t interval over models."""
+    return per_group(confs, ["finetune", "source", "rho"], "conf")
+
+
+def call_rates(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """Per (suspect method, shadow method, label): how many models verify called infringing, with
+    an exact 95% interval over models (for label 0 the rate is the false-positive rate)."""
+    rows = []
+    for (suspect, shadows, label), g in verdicts.groupby(["suspect_finetune", "shadow_finetune", "label"]):
+        called = int((g.verdict == "infringing").sum())
+        answered = int(g.verdict.isin(["infringing", "not shown"]).sum())
+        iv = binomial_interval(called, answered)
+        rows.append({"suspect": suspect, "shadows": shadows, "label": int(label), "models": len(g), "answered": answered,
+                     "called infringing": called, "rate": iv.mean, "low": iv.low, "high": iv.high})
+    return pd.DataFrame(rows)
+
+
+def verification_pairs(manifest: pd.DataFrame, twins: pd.DataFrame) -> list[dict]:
+    """Every (suspect, null) pairing the ablation asks verify about: each evaluated model of either
+    method against its domain's innocent shadows and its source's infringing shadows of either
+    method; the evaluated models of one method only appear beside their twins."""
+    evaluated_full = manifest[manifest.name.isin(twins.twin_of) & (manifest.role == "evaluated")].assign(finetune="full")
+    everything = pd.concat([manifest.assign(finetune="full"), twins], ignore_index=True)
+    suspects = pd.concat([evaluated_full, twins[twins.role == "evaluated"]], ignore_index=True)
+    pairs = []
+    for _, m in suspects.iterrows():
+        for method in ("full", "lora"):
+            pool = everything[(everything.finetune == method) & (everything.role == "shadow")]
+            if method == "lora":  # only the twins at the chosen rate are in ``twins``
+                pool = pool[pool.name.isin(twins.name)]
+            innocent = pool[(pool.label == 0) & (pool.domain == m.domain)]
+            infringing = pool[(pool.label == 1) & (pool.source == m.source)]
+            pairs.append({"model": m["name"], "suspect_finetune": m.finetune, "shadow_finetune": method,
+                          "source": m.source, "source_path": m.source_path, "path": m.path, "domain": m.domain,
+                          "rho": m.rho, "label": int(m.label), "replicate": int(m.replicate),
+                          "innocent_shadows": list(innocent.path), "infringing_shadows": list(infringing.path)})
+    return pairs
+
+
+def run_ablation(profile: Profile, progress: bool = True) -> dict:
+    """The learning rate chosen on one replicate's LoRA shadows, then every twin trained at it and
+    queried. Returns the choice (``lr``, ``lr_gaps``: the shadows' gap per rate), the twins and
+    every model's mean RD (full and LoRA) with the per-sample RD of the twins."""
+    att = profile.attribution
+    strategy, n_keys = att.main_strategy, att.n_keys
+    selection = selection_rows(profile)
+    chosen_by = mean_rds(selection, train_and_query(profile, selection, "lr selection", progress), strategy, n_keys)
+    lr, gaps = choose_lr(chosen_by[chosen_by.role == "shadow"])
+    twins = twin_rows(profile, _ablated(profile), lr)
+    per_sample = train_and_query(profile, twins, "twins", progress)
+    write_twins(profile, twins)
+    return {"lr": lr, "lr_gaps": gaps, "twins": twins, "per_sample": per_sample,
+            "selection": chosen_by}
+
+
+def verify_pairs(profile: Profile, pairs: list[dict], keys_of, target_fpr: float = 0.05,
+                 progress: bool = True) -> pd.DataFrame:
+    """``genlineage verify`` on every pairing of :func:`verification_pairs`; one row each with the
+    verdict (``refused`` with the reason when the null cannot reach ``target_fpr``). ``keys_of``
+    maps a source to its stored key set folder. Generations are shared with the other stages'
+    cache, so a model asked before costs nothing."""
+    from tqdm.auto import tqdm
+
+    from ..errors import InputError
+    from ..verify import verify
+
+    rows = []
+    for pair in tqdm(pairs, desc="verify", unit="pairing", disable=not progress):
+        row = {k: pair[k] for k in ("model", "suspect_finetune", "shadow_finetune", "source", "rho", "label", "replicate")}
+        out = layout.results_dir(profile, STAGE) / "verify" / f"{pair['model']}__{pair['shadow_finetune']}_shadows"
+        try:
+            v = verify(pair["source_path"], stage_model(profile, pair["path"]), keys=keys_of(pair["source"]), target_fpr=target_fpr,
+                       profile=profile, out=out, progress=False, cache_dir=layout.generation_cache_dir(profile),
+                       innocent_shadows=pair["innocent_shadows"], infringing_shadows=pair["infringing_shadows"])
+        except InputError as err:
+            rows.append({**row, "verdict": "refused", "reason": str(err)})
+            continue
+        rows.append({**row, "verdict": v.verdict, "p_value": v.p_value, "conf": v.conf, "reason": ""})
+    return pd.DataFrame(rows)
