@@ -8,7 +8,6 @@ rather than giving a shorter or older report. Nothing is recomputed but the clai
 from __future__ import annotations
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from .. import runner
 from ..config import Profile
@@ -27,17 +26,14 @@ def all_claims(profile: Profile) -> pd.DataFrame:
     models, per_sample = load_results(profile)
     D, _ = deltas(profile, models, per_sample)
     summary, per_image = load_memorisation(profile)
-    sources = sorted(models[models.role == "evaluated"].source.unique())
-    groups = [
-        lambda: memorisation_claims(memorisation_checks(summary, per_image)),
-        lambda: figure6_claims(evaluated_confs(profile, models, per_sample, D["paper"]), "paper"),
-        lambda: figure6_claims(evaluated_confs(profile, models, per_sample, D["calibrated"]), "calibrated"),
-        lambda: inheritance_claims(inheritance(profile, models, per_sample, D["calibrated"]), sources),
-        lambda: table2_claims(table2_per_model(profile, models, per_sample, D["calibrated"])),
-        lambda: figure7_claims(figure7_per_model(profile, models, per_sample, D["calibrated"])),
-        lambda: table1_claims(load_table1(profile)),  # notebook 05's table, refused if stale: never recomputed here
-    ]
-    parts = [judge() for judge in tqdm(groups, desc="claims", unit="group", leave=False)]
+    parts = [memorisation_claims(memorisation_checks(summary, per_image))]
+    for tag in ("paper", "calibrated"):
+        parts.append(figure6_claims(evaluated_confs(profile, models, per_sample, D[tag]), tag))
+    parts.append(inheritance_claims(inheritance(profile, models, per_sample, D["calibrated"]),
+                                    sorted(models[models.role == "evaluated"].source.unique())))
+    parts.append(table2_claims(table2_per_model(profile, models, per_sample, D["calibrated"])))
+    parts.append(figure7_claims(figure7_per_model(profile, models, per_sample, D["calibrated"])))
+    parts.append(table1_claims(load_table1(profile)))  # notebook 05's table, refused if stale: never recomputed here
     rows = []
     for r in load_pools(profile).to_dict("records"):  # notebook 08's comparison of the tool's innocent nulls
         rows.append({

@@ -13,7 +13,6 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from ..cache import Result, content_id
 from ..config import Profile
@@ -57,7 +56,7 @@ def score_models(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFram
     fpr = st.target_fpr
     groups = [("all", models)] if pooled else list(models.groupby("source"))
     rows = []
-    for _, g in tqdm(groups, desc=f"fit {classifier}", unit="source", leave=False):
+    for _, g in groups:
         shadow, ev = g[g.role == "shadow"], g[g.role == "evaluated"]
         x_tr = _features(per_sample, shadow, strategy, n, delta0)
         x_ev = _features(per_sample, ev, strategy, n, delta0)
@@ -80,9 +79,7 @@ def table1(profile: Profile, scored: pd.DataFrame) -> pd.DataFrame:
     are right, while 18 of 18 only shows an accuracy above 0.81."""
     st = profile.statistical
     rows = []
-    groups = list(scored.groupby("source"))
-    bar = tqdm(total=len(groups) * len(SCORES), desc=f"Table 1 ({st.n_boot} bootstraps a row)", unit="row", leave=False)
-    for source, g in groups:
+    for source, g in scored.groupby("source"):
         for score in SCORES:
             row = summarize(g.label, g[score], predictions=g[f"{score}_pred"], n_boot=st.n_boot,
                             seed=profile.run.seed)
@@ -93,8 +90,6 @@ def table1(profile: Profile, scored: pd.DataFrame) -> pd.DataFrame:
             for col in [c for c in row if c.startswith("tpr@") and not c.endswith(("_low", "_high"))]:
                 _widen(row, col, int(g.label.sum()))
             rows.append({"source": source, "score": score, **row})
-            bar.update()
-    bar.close()
     return pd.DataFrame(rows)
 
 
