@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -71,11 +72,13 @@ class Page:
 @contextmanager
 def headless_chromium(binary: str, timeout: float = 60.0) -> Iterator[Page]:
     """A headless Chromium with no network use beyond its own loopback DevTools port."""
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes may still write into the profile as the browser exits: the whole
+    # process group is stopped, and a file written after that does not fail the test's teardown
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         proc = subprocess.Popen([binary, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
                                  "--disable-extensions", "--disable-background-networking",
                                  "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             port_file = Path(profile) / "DevToolsActivePort"
             deadline = time.monotonic() + timeout
@@ -92,8 +95,8 @@ def headless_chromium(binary: str, timeout: float = 60.0) -> Iterator[Page]:
             finally:
                 page.ws.close()
         finally:
-            proc.terminate()
+            os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)
