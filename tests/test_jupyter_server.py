@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -22,6 +21,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from processes import stop_group
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = "01_datasets.ipynb"
@@ -150,8 +151,4 @@ def test_lab_script_serves_the_notebooks_and_a_reader_reruns_one_on_the_smoke_pr
         assert "roles disjoint by id: True" in printed and "images shared between roles: 0" in printed
         assert (tmp_path / "data" / "smoke" / "datasets").is_dir(), "the notebook wrote the smoke datasets"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc, timeout=30)

@@ -45,7 +45,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
 from ..untrusted import DuplicateKey, file_kind, no_duplicate_keys, open_regular, parse_json, read_bounded
-from ..io import atomic_dir
+from ..io import atomic_dir, write_json
 
 METADATA = "metadata.jsonl"
 
@@ -160,7 +160,7 @@ def write_imagefolder(
         os.umask(mask)
         os.chmod(tmp, 0o777 & ~mask)
         for fname, obj in (extra_files or {}).items():
-            (tmp / fname).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+            write_json(tmp / fname, obj)
     return ImageFolder(out_dir, records)
 
 

@@ -124,6 +124,12 @@ class Trust:
     own_roots: tuple[Path, ...] = ()
     owner: bool = False
 
+    def vouches_for(self, folder: str | Path) -> bool:
+        """Whether ``folder`` is known to be genlineage's or the owner's: the owner's trust, or a
+        folder (by its real path) below one of genlineage's own roots."""
+        real = Path(os.path.realpath(folder))
+        return self.owner or any(_inside(real, Path(os.path.realpath(own))) for own in self.own_roots)
+
 
 STRICT = Trust()
 
@@ -155,7 +161,7 @@ def check_model_folder(path: str | Path, trust: Trust = STRICT) -> Path:
     _check_is_pipeline_folder(path)
     root = Path(os.path.realpath(path))
     links_within = (snapshot_repository(root) if trust.owner else None) or root
-    hard_links = trust.owner or any(_inside(root, Path(os.path.realpath(own))) for own in trust.own_roots)
+    hard_links = trust.vouches_for(root)
     files = _walk(root, links_within, hard_links)
     for entry in files:
         _check_file(entry, root)

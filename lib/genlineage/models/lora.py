@@ -293,7 +293,7 @@ def lora_folder_base(path: str | Path, trust: Trust) -> Path:
     else's LoRA names no base of its own; its base is given beside it."""
     path = Path(path)
     real = Path(os.path.realpath(path))
-    if not (trust.owner or any(real.is_relative_to(os.path.realpath(root)) for root in trust.own_roots)):
+    if not trust.vouches_for(path):
         raise InputError(f"{path} is a LoRA folder outside genlineage's data roots; give its file and the base it was "
                          f"trained on: --suspect-lora {path / LORA_WEIGHTS} --suspect-base BASE_DIR.")
     meta = read_json(path / PROVENANCE) if (path / PROVENANCE).is_file() else {}

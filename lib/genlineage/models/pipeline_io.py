@@ -9,7 +9,6 @@ it. The same loader serves our tiny models and SD-v1.5/2.1 checkpoint folders.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from ..cache import content_id
 from ..config import REPO_ROOT
-from ..io import atomic_dir
+from ..io import atomic_dir, write_json
 from ..layout import base_dir
 from .gate import (COMPONENTS, PICKLE_SUFFIXES, VARIANT_WEIGHTS, WEIGHTED, Trust, check_model_folder, read_json,
                    weights_variant)
@@ -127,13 +126,12 @@ def save_pipeline(components: SDComponents, out_dir: str | Path, provenance: dic
         meta = dict(components.provenance)
         meta.update(provenance or {})
         for name, obj in {PROVENANCE: meta, **(extra_files or {})}.items():
-            (tmp / name).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+            write_json(tmp / name, obj)
     return out_dir
 
 
 def _below_own_roots(folder: Path) -> bool:
-    real = Path(os.path.realpath(folder))
-    return any(real.is_relative_to(os.path.realpath(root)) for root in own_data_roots())
+    return Trust(own_roots=own_data_roots()).vouches_for(folder)
 
 
 def _save_component(component: Any, folder: Path) -> None:

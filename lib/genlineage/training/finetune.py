@@ -9,7 +9,6 @@ matches is not trained again; an interrupted one resumes from its checkpoint.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 
 from ..cache import STAMP, Result, content_id
 from ..data.imagefolder import read_imagefolder
-from ..io import atomic_dir, stable_hash
+from ..io import atomic_dir, stable_hash, write_json
 from ..models.lora import PROVENANCE, add_lora, write_lora_weights
 from ..models.pipeline_io import SDComponents, Trust, fingerprint, load_pipeline, save_pipeline
 from .encode import encode_dataset
@@ -68,7 +67,7 @@ def save_lora_model(components: SDComponents, out_dir: Path, provenance: Mapping
         write_lora_weights(components.unet, tmp, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets)
         meta = {**components.provenance, **provenance, "lora_base": os.path.join("..", base)}
         for name, obj in {PROVENANCE: meta, **extra_files}.items():
-            (tmp / name).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+            write_json(tmp / name, obj)
     return out_dir
 
 
