@@ -24,7 +24,7 @@ EXTRA = {"smoke": set(), "tiny_full": set(),
          "paper": {"data.domains.celeba.root", "data.domains.cc3m.root", "models.bases.v1.path", "models.bases.v2.path",
                    "suspicious.train.mixed_precision", "suspicious.train.gradient_checkpointing",
                    "generation.image_size", "training.finetune.frozen_dtype", "training.finetune.encode_batch",
-                   "suspicious.train.frozen_dtype", "suspicious.train.encode_batch"}}
+                   "suspicious.train.frozen_dtype", "suspicious.train.encode_batch", "suspicious.lora.lr"}}
 EXTRA["paper_full"] = EXTRA["paper"]  # the paper's full grid: the paper profile with larger counts
 # Leaves whose kind may differ: where a profile turns a setting off with null.
 KIND_MAY_DIFFER = {"figures_dir", "tables_dir"}

@@ -27,14 +27,23 @@ def test_twins_keep_their_originals_pairs_seed_and_base_and_train_a_lora(profile
     assert la.twin_name("m", 0.03) != la.twin_name("m", 0.01), "every rate of the grid is its own model"
 
 
-def test_the_ablation_twins_same_lineage_infringers_at_its_rhos_every_innocent_and_the_shadows(profile):
+def test_the_ablation_twins_its_replicates_evaluated_models_and_every_replicates_shadows(profile):
     ablated = la._ablated(profile)
     evaluated = ablated[ablated.role == "evaluated"]
     assert set(evaluated.rho) == {0.0, 1.0} and set(ablated.lineage) == {"same"}
-    assert (ablated.role == "shadow").any()
+    assert set(evaluated.replicate) == set(profile.suspicious.lora_ablation.replicates) == {0}
+    sources = profile.suspicious.lora_ablation.sources
+    assert set(ablated.source) == set(sources) == {"v1-celeba", "v2-cc3m"}, "the smoke profile names two sources"
     manifest = plan_manifest(profile)
-    expected = manifest[(manifest.lineage == "same") & (manifest.role == "evaluated") & (manifest.rho == 0)]
-    assert set(expected.name) <= set(evaluated.name), "every evaluated innocent is twinned"
+    manifest = manifest[(manifest.lineage == "same") & manifest.source.isin(sources)]
+    expected = manifest[(manifest.role == "evaluated") & (manifest.rho == 0) & (manifest.replicate == 0)]
+    assert set(expected.name) <= set(evaluated.name), "every evaluated innocent of the replicate is twinned"
+    shadows = manifest[manifest.role == "shadow"]
+    assert set(ablated[ablated.role == "shadow"].name) == set(shadows.name), \
+        "every replicate's shadows, so verify's LoRA null is as large as its full one"
+    every = la._ablated(load_profile("smoke", {"suspicious": {"lora_ablation": {"replicates": [], "sources": []}}}))
+    assert set(every[every.role == "evaluated"].replicate) == set(profile.suspicious.replicates)
+    assert set(every.source) == set(plan_manifest(profile).source)
 
 
 def test_the_learning_rate_is_chosen_on_one_replicates_shadows_at_every_rate_of_the_grid(profile):
@@ -69,14 +78,25 @@ def test_call_rates_count_models_with_exact_intervals_and_leave_refusals_out():
     assert rates.loc[1, "rate"] == pytest.approx(2 / 3) and 0 < rates.loc[1, "low"] < 2 / 3 < rates.loc[1, "high"] < 1
 
 
-def test_paired_gaps_compare_each_twin_with_its_original():
-    models = pd.DataFrame({"name": ["a", "b", "c", "a__l", "b__l", "c__l"],
-                           "twin_of": [None, None, None, "a", "b", "c"],
-                           "finetune": ["full"] * 3 + ["lora"] * 3, "source": ["s"] * 6, "rho": [1.0] * 6,
-                           "mean_rd": [0.30, 0.32, 0.34, 0.40, 0.41, 0.45]})
-    gap = la.paired_gaps(models).iloc[0]
-    assert gap.pairs == 3 and gap.lora_minus_full == pytest.approx(np.mean([0.10, 0.09, 0.11]))
-    assert gap.low < gap.lora_minus_full < gap.high
+def test_paired_gaps_compare_each_twin_with_its_original_per_source_and_over_every_source():
+    confs = pd.DataFrame({"model": ["a", "b", "c", "a__l", "b__l", "c__l"],
+                          "twin_of": [None, None, None, "a", "b", "c"],
+                          "finetune": ["full"] * 3 + ["lora"] * 3, "source": ["s", "s", "t"] * 2, "rho": [1.0] * 6,
+                          "mean_rd": [0.30, 0.32, 0.34, 0.40, 0.41, 0.45], "conf": [0.5, 0.4, 0.3, 0.2, 0.2, 0.1]})
+    gaps = la.paired_gaps(confs).set_index("source")
+    every = gaps.loc[la.EVERY_SOURCE]
+    assert every.pairs == 3 and every.rd_lora_minus_full == pytest.approx(np.mean([0.10, 0.09, 0.11]))
+    assert every.rd_low < every.rd_lora_minus_full < every.rd_high
+    assert every.conf_lora_minus_full == pytest.approx(np.mean([-0.3, -0.2, -0.2]))
+    assert gaps.loc["s"].pairs == 2 and gaps.loc["t"].rd_lora_minus_full == pytest.approx(0.11)
+
+
+def test_conf_by_method_pools_every_source_beside_each_source():
+    confs = pd.DataFrame({"finetune": ["lora"] * 4, "source": ["s", "s", "t", "t"], "rho": [1.0] * 4,
+                          "conf": [0.2, 0.4, 0.6, 0.8]})
+    table = la.conf_by_method(confs).set_index("source")
+    assert table.loc["s", "mean"] == pytest.approx(0.3) and table.loc[la.EVERY_SOURCE, "models"] == 4
+    assert table.loc[la.EVERY_SOURCE, "mean"] == pytest.approx(0.5)
 
 
 def test_verification_pairs_ask_every_suspect_against_shadows_of_both_methods(profile):

@@ -46,3 +46,37 @@ def test_our_readme_holds_the_tiny_profiles_markers_and_its_figures_exist():
     for line in text.split(start)[1].split(end)[0].splitlines():
         if line.startswith("![Figure"):
             assert (REPO_ROOT / line.split("](")[1].rstrip(")")).is_file(), line
+
+
+def test_the_lora_block_has_its_own_markers_and_leaves_the_results_block_alone(tmp_path):
+    from genlineage.experiments.lora_ablation import EVERY_SOURCE
+    from genlineage.report.readme_results import lora_block, write_readme_block
+
+    profile = load_profile("tiny")
+    (r_start, r_end), (l_start, l_end) = markers(profile), markers(profile, "lora")
+    assert "notebook 10" in l_start and l_start != r_start
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{r_start}\nresults\n{r_end}\n{l_start}\nstale\n{l_end}\n")
+    confs = pd.DataFrame([{"finetune": m, "source": s, "rho": 1.0, "mean": 0.5, "low": 0.25, "high": 0.75, "models": 4}
+                          for m in ("full", "lora") for s in ("v1-celeba", EVERY_SOURCE)])
+    inherited = pd.DataFrame({"finetune": ["full", "full", "lora", "lora"], "shown (p < 0.05)": [True, True, True, False]})
+    rates = pd.DataFrame([{"suspect": "lora", "shadows": "full", "label": 0, "answered": 8, "called infringing": 1,
+                           "rate": 0.125, "low": 0.003, "high": 0.527}])
+    write_readme_block(profile, lora_block(profile, 0.01, confs, inherited, rates, tmp_path), "lora", readme)
+    text = readme.read_text()
+    assert f"{r_start}\nresults\n{r_end}" in text and "stale" not in text
+    assert "2/2 sources (full), 1/2 sources (lora)" in text and "| lora | full | innocent | 1/8 | 0.12 [0.00, 0.53] |" in text
+    assert text.count("| full | 1 | 4 | 0.50 [0.25, 0.75] |") == 1, "the every-source rows only"
+    assert "fig_lora_conf_vs_rho_delta0_calibrated.png" in text
+
+
+def test_our_readme_holds_the_lora_blocks_markers_and_its_figure_exists():
+    from genlineage.config import REPO_ROOT
+
+    text = (REPO_ROOT / "README.md").read_text()
+    start, end = markers(load_profile("tiny"), "lora")
+    assert text.count(start) == 1 and text.count(end) == 1 and text.index(start) < text.index(end)
+    images = [line for line in text.split(start)[1].split(end)[0].splitlines() if line.startswith("![")]
+    assert images, "the block shows its figure"
+    for line in images:
+        assert (REPO_ROOT / line.split("](")[1].rstrip(")")).is_file(), line

@@ -204,3 +204,23 @@ def test_a_yaml_profile_reaches_the_notebooks_as_an_absolute_path(tmp_path, monk
     (tmp_path / "mine.yaml").write_text("extends: smoke\nname: mine\n")
     assert runner.notebook_profile_argument("mine.yaml") == str(tmp_path / "mine.yaml")
     assert runner.notebook_profile_argument("smoke") == "smoke"
+
+
+def test_a_profile_that_switches_the_lora_ablation_off_skips_notebook_10_and_its_cold_run_is_still_complete(
+        stages, tmp_path, smoke_profile, monkeypatch, capsys):
+    from genlineage.config import load_profile
+
+    (stages / "02_broken.ipynb").unlink()
+    (stages / "03_after.ipynb").unlink()
+    _notebook(stages / "10_lora.ipynb", "raise ValueError('notebook 10 must not run')")
+    assert runner.skipped_by_profile(load_profile("smoke"), stages / "10_lora.ipynb") is None
+    off = tmp_path / "off.yaml"
+    off.write_text("extends: smoke\nname: smoke\nsuspicious: {lora_ablation: {enabled: false}}\n")
+    assert "enabled is false" in runner.skipped_by_profile(load_profile(str(off)), stages / "10_lora.ipynb")
+    done = runner.run_all(str(off), out_root=tmp_path / "out", notebooks_dir=stages, progress=False)
+    assert [name for name, _ in done] == ["01_first"]
+    assert "10_lora skipped: suspicious.lora_ablation.enabled is false" in capsys.readouterr().out
+    t = runner.read_timings(smoke_profile)
+    assert t.full_run.all() and (t.n_stages == 1).all(), "every stage the profile runs"
+    with pytest.raises(runner.StageFailure, match="notebook 10 must not run"):
+        runner.run_all("smoke", out_root=tmp_path / "out", notebooks_dir=stages, progress=False)

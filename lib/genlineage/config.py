@@ -347,8 +347,10 @@ class ModelCounts(Section):
 class LoraAblationSettings(Section):
     """Which suspicious models get a LoRA twin (same pairs, same seed, a LoRA instead of a full
     fine-tune), and the LoRA learning rates tried on shadow models before any twin is evaluated."""
+    enabled: bool = True                      # false: run_all skips notebook 10 (a profile that cannot afford it)
     rhos: tuple[float, ...] = (1.0,)          # evaluated infringers twinned (every evaluated innocent is)
-    replicates: tuple[int, ...] = ()          # empty: every replicate
+    replicates: tuple[int, ...] = ()          # evaluated models of these (empty: every); shadows: every replicate
+    sources: tuple[str, ...] = ()             # the sources whose models are twinned (empty: every)
     lr_grid: tuple[float, ...] = ()           # empty: suspicious.lora's lr (or the full fine-tune's), no choice
     selection_replicate: int = 0              # whose shadows choose the lr
 

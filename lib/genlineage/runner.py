@@ -97,6 +97,14 @@ def select_stages(notebooks: list[Path], only: list[str] | None = None, start: s
     return list(notebooks)
 
 
+def skipped_by_profile(profile, notebook: Path) -> str | None:
+    """Why ``profile`` does not run this stage (None: it does). An ablation a profile cannot afford
+    is switched off in its YAML; a cold run is then every stage the profile runs."""
+    if notebook.stem.startswith("10_") and not profile.suspicious.lora_ablation.enabled:
+        return f"suspicious.lora_ablation.enabled is false in profile {profile.name}"
+    return None
+
+
 def run_stage(notebook: Path, profile: str, out_dir: Path, progress: bool = True) -> float:
     """Execute one notebook with papermill; the seconds it took. Raises StageFailure."""
     import papermill
@@ -276,7 +284,13 @@ def run_all(profile: str, only: list[str] | None = None, start: str | None = Non
     each executed notebook over its source (how the committed tiny-run outputs are refreshed)."""
     profile = notebook_profile_argument(profile)
     P = load_profile(profile)
-    every_stage = stage_notebooks(notebooks_dir or REPO_ROOT / "notebooks")
+    every_stage = []
+    for nb in stage_notebooks(notebooks_dir or REPO_ROOT / "notebooks"):
+        reason = skipped_by_profile(P, nb)
+        if reason:
+            print(f"[run_all] {nb.stem} skipped: {reason}", flush=True)
+        else:
+            every_stage.append(nb)
     stages = select_stages(every_stage, only, start)
     out_dir = (out_root or REPO_ROOT / "outputs") / P.name
     timings = P.data_root / "results" / TIMINGS

@@ -100,7 +100,22 @@ def plan_jobs(profile: Profile) -> pd.DataFrame:
         {"stage": "04", "kind": "queries (3 strategies)", "jobs": len(manifest),
          "steps": 0, "images": len(manifest) * 3 * n_keys * query_seeds},
     ]
+    lora = lora_twin_count(profile) if profile.suspicious.lora_ablation.enabled else 0
+    rows += [{"stage": "10", "kind": "LoRA twins (adapters; a step costed as a full one's)", "jobs": lora,
+              "steps": lora * suspicious.steps, "images": 0},
+             {"stage": "10", "kind": "LoRA twins' queries (3 strategies)", "jobs": lora,
+              "steps": 0, "images": lora * 3 * n_keys * query_seeds}]
     return pd.DataFrame(rows)
+
+
+def lora_twin_count(profile: Profile) -> int:
+    """Stage 10's LoRA fine-tunes: the learning-rate selection's and the chosen rate's twins, each
+    model once (the selection's shadows at the chosen rate are twins too). The rate is not known
+    before the run, so this counts as if the first rate of the grid were chosen: the same count."""
+    from .lora_ablation import _ablated, learning_rates, selection_rows, twin_rows
+
+    twins = twin_rows(profile, _ablated(profile), learning_rates(profile)[0])
+    return len(set(selection_rows(profile).name) | set(twins.name))
 
 
 def _memorisation_images(profile: Profile, domain: str) -> int:

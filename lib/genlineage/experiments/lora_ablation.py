@@ -27,11 +27,14 @@ import pandas as pd
 
 from .. import layout
 from ..config import Profile, as_profile
-from ..intervals import binomial_interval, difference_interval, per_group
+from ..intervals import binomial_interval, per_group, t_interval
+from ..cache import Result, content_id
 from ..io import atomic_path
 from ..jobs import executor_for, run_jobs
-from ..models.pipeline_io import model_trust, stage_model
+from ..models.pipeline_io import fingerprint, model_trust, stage_model
 from ..training.finetune import finetune_folder
+from .instance_attribution import keys_dir
+from .instance_tables import evaluated_confs, inheritance
 from .suspicious_models import build_training_set, plan_manifest
 
 STAGE = "10_lora"
@@ -66,14 +69,18 @@ def twin_rows(profile: Profile, rows: pd.DataFrame, lr: float) -> pd.DataFrame:
 
 def _ablated(profile: Profile) -> pd.DataFrame:
     """The stage 03 models the ablation twins: same-lineage evaluated infringers at the ablation's
-    rhos, every evaluated innocent, and the shadow sets, of the ablation's replicates."""
+    rhos and evaluated innocents, of the ablation's replicates, and the shadow sets of every
+    replicate (so that verify's LoRA null holds as many shadows as its full one); of the ablation's
+    sources only, when it names some."""
     cfg = profile.suspicious.lora_ablation
     manifest = plan_manifest(profile)
-    keep = manifest.lineage == "same"
-    if cfg.replicates:
-        keep &= manifest.replicate.isin(cfg.replicates)
     evaluated = (manifest.role == "evaluated") & ((manifest.rho == 0) | manifest.rho.isin(cfg.rhos))
-    return manifest[keep & (evaluated | (manifest.role == "shadow"))].reset_index(drop=True)
+    if cfg.replicates:
+        evaluated &= manifest.replicate.isin(cfg.replicates)
+    keep = (manifest.lineage == "same") & (evaluated | (manifest.role == "shadow"))
+    if cfg.sources:
+        keep &= manifest.source.isin(cfg.sources)
+    return manifest[keep].reset_index(drop=True)
 
 
 def selection_rows(profile: Profile) -> pd.DataFrame:
@@ -111,9 +118,10 @@ def build_twin(profile: dict, row: dict, progress: bool = False) -> str:
     return row["path"]
 
 
-def train_and_query(profile: Profile, rows: pd.DataFrame, desc: str, progress: bool = True) -> pd.DataFrame:
-    """Train every twin of ``rows`` and ask it every key (stage 04's query, cached per model); the
-    per-sample RD rows of all of them."""
+def train_and_query(profile: Profile, rows: pd.DataFrame, desc: str, progress: bool = True
+                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train every twin of ``rows`` and ask it every key (stage 04's query, cached per model).
+    Returns (``rows`` with stage 04's watermark columns, the per-sample RD rows of all of them)."""
     records = rows.to_dict("records")
     run_jobs("genlineage.experiments.lora_ablation.build_twin", [{"profile": profile, "row": r} for r in records],
              profile.run.parallel_jobs, profile.run.threads_per_job, desc=f"LoRA {desc}" if progress else None,
@@ -122,7 +130,9 @@ def train_and_query(profile: Profile, rows: pd.DataFrame, desc: str, progress: b
                        [{"profile": profile, "row": r} for r in records], profile.run.parallel_jobs,
                        profile.run.threads_per_job, desc=f"queries of {desc}" if progress else None,
                        executor=executor_for(profile.run))
-    return pd.concat([pd.read_csv(a["per_model"]) for a in answers], ignore_index=True)
+    watermark = pd.DataFrame([{k: v for k, v in a.items() if k != "per_model"} for a in answers])
+    models = pd.concat([rows.reset_index(drop=True), watermark], axis=1)
+    return models, pd.concat([pd.read_csv(a["per_model"]) for a in answers], ignore_index=True)
 
 
 def mean_rds(models: pd.DataFrame, per_sample: pd.DataFrame, strategy: str, n_keys: int) -> pd.DataFrame:
@@ -140,25 +150,32 @@ def write_twins(profile: Profile, twins: pd.DataFrame) -> Path:
     return path
 
 
-def paired_gaps(models: pd.DataFrame) -> pd.DataFrame:
-    """Per (source, rho): LoRA minus full mean RD, over the pairs of twins (a negative gap: the
-    LoRA twin comes closer to the keys), with its Welch interval over models."""
-    lora = models[models.finetune == "lora"]
-    full = models.loc[models.finetune == "full", ["name", "mean_rd"]].rename(columns={"name": "twin_of",
-                                                                                      "mean_rd": "mean_rd_full"})
+def paired_gaps(confs: pd.DataFrame) -> pd.DataFrame:
+    """Per (source, rho), and per rho over every source: the LoRA twin minus its full original, in mean RD and in conf, with a
+    paired t interval over the pairs of models (a negative RD gap: the LoRA twin comes closer to
+    the keys). ``confs`` is :func:`method_confs`'s table."""
+    lora = confs[confs.finetune == "lora"]
+    full = confs.loc[confs.finetune == "full", ["model", "mean_rd", "conf"]].rename(
+        columns={"model": "twin_of", "mean_rd": "mean_rd_full", "conf": "conf_full"})
     pairs = lora.merge(full, on="twin_of", how="inner")
+    pairs = pd.concat([pairs, pairs.assign(source=EVERY_SOURCE)], ignore_index=True)
     rows = []
     for (source, rho), g in pairs.groupby(["source", "rho"]):
-        iv = difference_interval(g.mean_rd, g.mean_rd_full)
-        rows.append({"source": source, "rho": rho, "pairs": len(g), "lora_minus_full": iv.mean, "low": iv.low,
-                     "high": iv.high})
+        rd, cf = t_interval(g.mean_rd - g.mean_rd_full), t_interval(g.conf - g.conf_full)
+        rows.append({"source": source, "rho": rho, "pairs": len(g), "rd_lora_minus_full": rd.mean, "rd_low": rd.low,
+                     "rd_high": rd.high, "conf_lora_minus_full": cf.mean, "conf_low": cf.low, "conf_high": cf.high})
     return pd.DataFrame(rows)
+
+
+EVERY_SOURCE = "every source"
 
 
 def conf_by_method(confs: pd.DataFrame) -> pd.DataFrame:
     """Figure 6's quantity per fine-tuning method: mean conf over the evaluated models of each
-    (finetune, source, rho) with its t interval over models."""
-    return per_group(confs, ["finetune", "source", "rho"], "conf")
+    (finetune, source, rho) with its t interval over models, and over every source's models
+    (source ``every source``: a source holds few models per replicate)."""
+    pooled = confs.assign(source=EVERY_SOURCE)
+    return per_group(pd.concat([confs, pooled], ignore_index=True), ["finetune", "source", "rho"], "conf")
 
 
 def call_rates(verdicts: pd.DataFrame) -> pd.DataFrame:
@@ -198,41 +215,97 @@ def verification_pairs(manifest: pd.DataFrame, twins: pd.DataFrame) -> list[dict
 
 def run_ablation(profile: Profile, progress: bool = True) -> dict:
     """The learning rate chosen on one replicate's LoRA shadows, then every twin trained at it and
-    queried. Returns the choice (``lr``, ``lr_gaps``: the shadows' gap per rate), the twins and
-    every model's mean RD (full and LoRA) with the per-sample RD of the twins."""
+    queried. Returns the choice (``lr``, ``lr_gaps``: the shadows' gap per rate, ``selection``:
+    the selection twins' mean RDs), the ``twins`` (with stage 04's watermark columns) and their
+    ``per_sample`` RD rows."""
     att = profile.attribution
-    strategy, n_keys = att.main_strategy, att.n_keys
-    selection = selection_rows(profile)
-    chosen_by = mean_rds(selection, train_and_query(profile, selection, "lr selection", progress), strategy, n_keys)
+    selection, selection_rd = train_and_query(profile, selection_rows(profile), "lr selection", progress)
+    chosen_by = mean_rds(selection, selection_rd, att.main_strategy, att.n_keys)
     lr, gaps = choose_lr(chosen_by[chosen_by.role == "shadow"])
-    twins = twin_rows(profile, _ablated(profile), lr)
-    per_sample = train_and_query(profile, twins, "twins", progress)
+    twins, per_sample = train_and_query(profile, twin_rows(profile, _ablated(profile), lr), "twins", progress)
     write_twins(profile, twins)
-    return {"lr": lr, "lr_gaps": gaps, "twins": twins, "per_sample": per_sample,
-            "selection": chosen_by}
+    return {"lr": lr, "lr_gaps": gaps, "twins": twins, "per_sample": per_sample, "selection": chosen_by}
 
 
-def verify_pairs(profile: Profile, pairs: list[dict], keys_of, target_fpr: float = 0.05,
+def with_twins(models: pd.DataFrame, per_sample: pd.DataFrame, ablation: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stage 04's models (marked ``finetune`` full) and their twins in one table, and their RD rows:
+    what stage 04's conf and inheritance functions take, with ``finetune`` to tell them apart."""
+    full = models.assign(finetune="full")
+    both = pd.concat([full, ablation["twins"]], ignore_index=True)
+    return both, pd.concat([per_sample, ablation["per_sample"]], ignore_index=True)
+
+
+def method_confs(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame, delta0) -> pd.DataFrame:
+    """conf and mean RD (the main strategy, N keys) of every evaluated model that has a twin and of
+    every twin, each replicate at its delta0 (calibrated on the replicate's full shadows, the
+    owner's threshold, so that one threshold judges both methods)."""
+    twinned = set(models.loc[models.finetune == "lora", "twin_of"])
+    keep = models[(models.finetune == "lora") | models.name.isin(twinned)]
+    confs = evaluated_confs(profile, keep, per_sample[per_sample.model.isin(keep.name)], delta0)
+    confs = confs[confs.strategy == profile.attribution.main_strategy]
+    return confs.merge(keep[["name", "finetune", "twin_of"]].rename(columns={"name": "model"}), on="model", how="left")
+
+
+def inheritance_by_method(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame, delta0) -> pd.DataFrame:
+    """Stage 04's inheritance test (innocent minus rho = 1 infringing mean RD, over models) per
+    fine-tuning method, each on the same models' twins or originals."""
+    twinned = set(models.loc[models.finetune == "lora", "twin_of"])
+    parts = []
+    for method in ("full", "lora"):
+        own = models[(models.finetune == method) & ((models.finetune == "lora") | models.name.isin(twinned))]
+        table = inheritance(profile, own, per_sample[per_sample.model.isin(own.name)], delta0)
+        parts.append(table.assign(finetune=method))
+    return pd.concat(parts, ignore_index=True)
+
+
+def verdicts_result(profile: Profile, pairs: list[dict], keys_of, target_fpr: float) -> Result:
+    """The ablation's verdict table: made from every model's weights (suspects and shadows), the
+    sources, the content of the key sets and every setting verify uses."""
+    paths = sorted({p["path"] for p in pairs} | {s for p in pairs for s in p["innocent_shadows"] + p["infringing_shadows"]})
+    sources = sorted({(p["source"], p["source_path"]) for p in pairs})
+    return Result(layout.results_dir(profile, STAGE) / "verdicts.csv", {
+        "models": {path: fingerprint(path) for path in paths},
+        "sources": {s: fingerprint(path) for s, path in sources},
+        "keys": {s: content_id(keys_of(s)) for s, _ in sources},
+        "pairs": [{k: v for k, v in p.items() if k not in ("path", "source_path")} for p in pairs],
+        "attribution": profile.attribution.as_dict(), "statistical": profile.statistical.as_dict(),
+        "generation": profile.generation.as_dict(), "target_fpr": target_fpr, "format": 1},
+        made_by=f"notebook {STAGE}_ablation")
+
+
+def main_keys_of(profile: Profile):
+    """A source's stored key set of the main strategy (stage 04's), as verify takes it."""
+    return lambda source: keys_dir(profile, source, profile.attribution.main_strategy)
+
+
+def verify_pairs(profile: Profile, pairs: list[dict], keys_of=None, target_fpr: float = 0.05,
                  progress: bool = True) -> pd.DataFrame:
     """``genlineage verify`` on every pairing of :func:`verification_pairs`; one row each with the
     verdict (``refused`` with the reason when the null cannot reach ``target_fpr``). ``keys_of``
-    maps a source to its stored key set folder. Generations are shared with the other stages'
-    cache, so a model asked before costs nothing."""
+    maps a source to its stored key set folder (default: stage 04's main strategy). Generations are shared with the other stages'
+    cache, so a model asked before costs nothing; the table is cached under its inputs."""
     from tqdm.auto import tqdm
 
     from ..errors import InputError
     from ..verify import verify
 
+    keys_of = keys_of or main_keys_of(profile)
+    result = verdicts_result(profile, pairs, keys_of, target_fpr)
+    if result.fresh():
+        return pd.read_csv(result.path).fillna({"reason": ""})
     rows = []
     for pair in tqdm(pairs, desc="verify", unit="pairing", disable=not progress):
         row = {k: pair[k] for k in ("model", "suspect_finetune", "shadow_finetune", "source", "rho", "label", "replicate")}
+        row["innocent shadows"] = len(pair["innocent_shadows"])
         out = layout.results_dir(profile, STAGE) / "verify" / f"{pair['model']}__{pair['shadow_finetune']}_shadows"
         try:
             v = verify(pair["source_path"], stage_model(profile, pair["path"]), keys=keys_of(pair["source"]), target_fpr=target_fpr,
                        profile=profile, out=out, progress=False, cache_dir=layout.generation_cache_dir(profile),
                        innocent_shadows=pair["innocent_shadows"], infringing_shadows=pair["infringing_shadows"])
         except InputError as err:
-            rows.append({**row, "verdict": "refused", "reason": str(err)})
+            rows.append({**row, "verdict": "refused", "p_value": float("nan"), "conf": float("nan"), "reason": str(err)})
             continue
         rows.append({**row, "verdict": v.verdict, "p_value": v.p_value, "conf": v.conf, "reason": ""})
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    result.write(lambda tmp: table.to_csv(tmp, index=False))
+    return pd.read_csv(result.path).fillna({"reason": ""})

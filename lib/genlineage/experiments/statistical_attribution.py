@@ -13,6 +13,7 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from ..cache import Result, content_id
 from ..config import Profile
@@ -41,13 +42,14 @@ def _features(per_sample: pd.DataFrame, models: pd.DataFrame, strategy: str, n: 
 
 
 def score_models(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame, classifier: str | None = None,
-                 pooled: bool = False) -> pd.DataFrame:
+                 pooled: bool = False, progress: bool = False) -> pd.DataFrame:
     """One row per evaluated model: its discriminator score and prediction, and its conf with the
     shadow-calibrated decision. Per source, the discriminator is fitted on the source's shadows of
     every replicate (one replicate's shadow set is one infringing and one innocent model per
     lineage: too few to fit a classifier on), and scores the source's evaluated models of every
     replicate; each model's conf uses its own replicate's calibrated delta0. ``pooled`` fits one
-    discriminator on every source's shadows."""
+    discriminator on every source's shadows. ``progress``: a bar over the fits (a random forest's
+    take seconds each)."""
     st, att = profile.statistical, profile.attribution
     classifier = classifier or st.classifier
     strategy, n = st.strategy or att.main_strategy, att.n_keys
@@ -56,7 +58,8 @@ def score_models(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFram
     fpr = st.target_fpr
     groups = [("all", models)] if pooled else list(models.groupby("source"))
     rows = []
-    for _, g in groups:
+    for _, g in tqdm(groups, desc=f"discriminator ({classifier}{', pooled' if pooled else ''})", unit="fit",
+                     disable=not progress):
         shadow, ev = g[g.role == "shadow"], g[g.role == "evaluated"]
         x_tr = _features(per_sample, shadow, strategy, n, delta0)
         x_ev = _features(per_sample, ev, strategy, n, delta0)
@@ -70,26 +73,28 @@ def score_models(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFram
     return pd.concat(rows, ignore_index=True)
 
 
-def table1(profile: Profile, scored: pd.DataFrame) -> pd.DataFrame:
+def table1(profile: Profile, scored: pd.DataFrame, progress: bool = False) -> pd.DataFrame:
     """Per source and score: accuracy, AUC, TPR@10%FPR, TPR@1%FPR over the source's evaluated
     models of every replicate, with 95% intervals over models: a bootstrap that resamples models,
     widened to at least an exact (Clopper-Pearson) interval: for accuracy over every model, for
     the TPRs over the infringing ones, for AUC over as many disjoint infringing-innocent pairs as
     the smaller class allows. Why: a percentile bootstrap collapses to [1, 1] when 18 of 18 models
-    are right, while 18 of 18 only shows an accuracy above 0.81."""
+    are right, while 18 of 18 only shows an accuracy above 0.81. ``progress``: a bar over the
+    (source, score) rows, each ``n_boot`` resamples."""
     st = profile.statistical
     rows = []
-    for source, g in scored.groupby("source"):
-        for score in SCORES:
-            row = summarize(g.label, g[score], predictions=g[f"{score}_pred"], n_boot=st.n_boot,
-                            seed=profile.run.seed)
-            _widen(row, "accuracy", len(g))
-            # AUC = P(infringing scores above innocent); m disjoint (infringing, innocent) pairs are
-            # m independent draws of that event, so their exact interval is a valid, cautious one
-            _widen(row, "auc", int(min(g.label.sum(), (g.label == 0).sum())))
-            for col in [c for c in row if c.startswith("tpr@") and not c.endswith(("_low", "_high"))]:
-                _widen(row, col, int(g.label.sum()))
-            rows.append({"source": source, "score": score, **row})
+    cells = [(source, g, score) for source, g in scored.groupby("source") for score in SCORES]
+    for source, g, score in tqdm(cells, desc=f"Table 1 bootstrap ({st.n_boot} resamples)", unit="row",
+                                 disable=not progress):
+        row = summarize(g.label, g[score], predictions=g[f"{score}_pred"], n_boot=st.n_boot,
+                        seed=profile.run.seed)
+        _widen(row, "accuracy", len(g))
+        # AUC = P(infringing scores above innocent); m disjoint (infringing, innocent) pairs are
+        # m independent draws of that event, so their exact interval is a valid, cautious one
+        _widen(row, "auc", int(min(g.label.sum(), (g.label == 0).sum())))
+        for col in [c for c in row if c.startswith("tpr@") and not c.endswith(("_low", "_high"))]:
+            _widen(row, col, int(g.label.sum()))
+        rows.append({"source": source, "score": score, **row})
     return pd.DataFrame(rows)
 
 
@@ -124,12 +129,13 @@ def table1_result(profile: Profile) -> Result:
         "format": 1}, made_by="notebook 05_statistical_attribution")
 
 
-def statistical_table1(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame) -> pd.DataFrame:
+def statistical_table1(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame,
+                       progress: bool = False) -> pd.DataFrame:
     """Table 1 of the profile's main classifier (``TABLE1_COLUMNS``), computed once and cached: its
     bootstrap is the slow part of stage 05, and the report reads the very table the notebook showed."""
     result = table1_result(profile)
     if not result.fresh():
-        t1 = table1(profile, score_models(profile, models, per_sample))[TABLE1_COLUMNS]
+        t1 = table1(profile, score_models(profile, models, per_sample, progress=progress), progress)[TABLE1_COLUMNS]
         result.write(lambda tmp: t1.to_csv(tmp, index=False))
     return load_table1(profile)
 

@@ -159,3 +159,22 @@ def roc_curves(profile: Profile, rocs: pd.DataFrame, tag: str):
     save_figure(fig, layout.figures_dir(profile) / f"05_roc_{tag}")
     plt.close(fig)
     return fig
+
+
+LORA_STEM = "fig_lora_conf_vs_rho_{tag}"  # notebook 10's figure, in the profile's figures_dir
+METHOD_STYLE = {"full": ("tab:red", "-"), "lora": ("tab:purple", "--")}
+
+
+def lora_figure(profile: Profile, table: pd.DataFrame, tag: str, confs: pd.DataFrame | None = None):
+    """Figure 6's quantity for LoRA twins beside their full originals: mean conf vs rho per source
+    with its 95% interval over models, one curve per fine-tuning method, dots are the models."""
+    def draw(ax, method, g):
+        method = method[0] if isinstance(method, tuple) else method
+        colour, line = METHOD_STYLE.get(method, ("tab:gray", ":"))
+        dots = _matching(confs, source=g.source.iloc[0], finetune=method)
+        _interval_curve(ax, "rho", g.sort_values("rho"), dots, "conf", color=colour, ls=line,
+                        label=f"{method} fine-tune")
+
+    return _conf_panels(profile, table, ["finetune"], draw, "rho (generated share)",
+                        f"LoRA ablation: conf vs rho ({tag}; mean and 95% interval over models)",
+                        LORA_STEM.format(tag=tag))

@@ -1,5 +1,6 @@
 """The results at a glance in the README: Figures 6 and 7 and the Table 1 summary of a committed
-run, written by notebook 09 between two markers, never by hand.
+run, written by notebook 09 between two markers, and the LoRA ablation's, written by notebook 10
+between its own; never by hand.
 
 Why generated: a reader landing on the repository should see the figures without opening a
 notebook, and a number in the README that no command wrote drifts from the run it describes.
@@ -17,14 +18,17 @@ from .. import layout
 from ..config import REPO_ROOT, Profile
 from ..io import write_text
 from ..markdown import markdown
-from .attribution_figures import FIGURE6_STEM, FIGURE7_STEM
+from .attribution_figures import FIGURE6_STEM, FIGURE7_STEM, LORA_STEM
 
 TAG = "delta0_calibrated"  # the threshold the tiny run's claims are judged at
 
 
-def markers(profile: Profile) -> tuple[str, str]:
-    return (f"<!-- genlineage:results {profile.name} (written by notebook 09; never edit by hand) -->",
-            f"<!-- genlineage:results {profile.name} end -->")
+BLOCKS = {"results": "notebook 09", "lora": "notebook 10"}  # README block -> the notebook that writes it
+
+
+def markers(profile: Profile, block: str = "results") -> tuple[str, str]:
+    return (f"<!-- genlineage:{block} {profile.name} (written by {BLOCKS[block]}; never edit by hand) -->",
+            f"<!-- genlineage:{block} {profile.name} end -->")
 
 
 def _interval(row: pd.Series, name: str) -> str:
@@ -52,14 +56,52 @@ def results_block(profile: Profile, table1: pd.DataFrame, readme_dir: Path = REP
     ])
 
 
-def write_readme_results(profile: Profile, table1: pd.DataFrame, readme: Path = REPO_ROOT / "README.md") -> Path | None:
-    """Replace the text between this profile's markers in ``readme``; None (nothing written) when
-    the README holds no such markers."""
-    start, end = markers(profile)
-    text = readme.read_text(encoding="utf-8")
-    if start not in text or end not in text:
+def _relative(folder: Path, readme_dir: Path) -> str:
+    return Path(os.path.relpath(folder, readme_dir)).as_posix()
+
+
+def lora_block(profile: Profile, lr: float, confs: pd.DataFrame, inherited: pd.DataFrame, rates: pd.DataFrame,
+               readme_dir: Path = REPO_ROOT) -> str:
+    """Markdown for notebook 10's results: the figure, conf per method over every source's models,
+    how many sources showed inheritance per method, and verify's call rates across methods."""
+    from ..experiments.lora_ablation import EVERY_SOURCE
+
+    figures, tables = _relative(layout.figures_dir(profile), readme_dir), _relative(layout.tables_dir(profile), readme_dir)
+    every = confs[confs.source == EVERY_SOURCE]
+    conf_rows = pd.DataFrame([{"fine-tune": r.finetune, "rho": f"{r.rho:g}", "models": int(r.models),
+                               "conf": f"{r['mean']:.2f} [{r.low:.2f}, {r.high:.2f}]"} for _, r in every.iterrows()])
+    shown = inherited.groupby("finetune")["shown (p < 0.05)"].agg(["sum", "count"])
+    rate_rows = pd.DataFrame([{"suspect": r.suspect, "shadows": r.shadows,
+                               "suspects": "infringing" if r.label else "innocent",
+                               "called infringing": f"{int(r['called infringing'])}/{int(r.answered)}",
+                               "rate": f"{r.rate:.2f} [{r.low:.2f}, {r.high:.2f}]"} for _, r in rates.iterrows()])
+    return "\n".join([
+        f"LoRA learning rate chosen on shadow models: {lr:g}. Inheritance shown (p < 0.05, over models) in "
+        + ", ".join(f"{int(shown.loc[m, 'sum'])}/{int(shown.loc[m, 'count'])} sources ({m})" for m in shown.index)
+        + f" ([notebook 10](notebooks/10_lora_ablation.ipynb); [`{tables}/lora_inheritance.md`]({tables}/lora_inheritance.md))", "",
+        f"![LoRA ablation]({figures}/{LORA_STEM.format(tag=TAG)}.png)", "",
+        "conf at the calibrated delta0 over every source's models (mean and 95% t interval over models):", "",
+        markdown(conf_rows).rstrip(), "",
+        "`genlineage verify` at a 5% target FPR, suspects and shadows of either method (exact 95% intervals over models; "
+        "for innocent suspects the rate is the false-positive rate):", "",
+        markdown(rate_rows).rstrip(),
+    ])
+
+
+def write_readme_block(profile: Profile, text: str, block: str = "results",
+                       readme: Path = REPO_ROOT / "README.md") -> Path | None:
+    """Replace the text between this profile's ``block`` markers in ``readme``; None (nothing
+    written) when the README holds no such markers."""
+    start, end = markers(profile, block)
+    current = readme.read_text(encoding="utf-8")
+    if start not in current or end not in current:
         return None
-    head, rest = text.split(start, 1)
+    head, rest = current.split(start, 1)
     _, tail = rest.split(end, 1)
-    write_text(readme, f"{head}{start}\n{results_block(profile, table1, readme.parent)}\n{end}{tail}")
+    write_text(readme, f"{head}{start}\n{text}\n{end}{tail}")
     return readme
+
+
+def write_readme_results(profile: Profile, table1: pd.DataFrame, readme: Path = REPO_ROOT / "README.md") -> Path | None:
+    """Notebook 09's block: the figures and Table 1 (see :func:`results_block`)."""
+    return write_readme_block(profile, results_block(profile, table1, readme.parent), "results", readme)
