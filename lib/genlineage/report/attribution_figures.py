@@ -168,12 +168,18 @@ METHOD_STYLE = {"full": ("tab:red", "-"), "lora": ("tab:purple", "--")}
 def lora_figure(profile: Profile, table: pd.DataFrame, tag: str, confs: pd.DataFrame | None = None):
     """Figure 6's quantity for LoRA twins beside their full originals: mean conf vs rho per source
     with its 95% interval over models, one curve per fine-tuning method, dots are the models."""
+    from ..experiments.lora_ablation import EVERY_SOURCE
+
     def draw(ax, method, g):
         method = method[0] if isinstance(method, tuple) else method
         colour, line = METHOD_STYLE.get(method, ("tab:gray", ":"))
-        dots = _matching(confs, source=g.source.iloc[0], finetune=method)
-        _interval_curve(ax, "rho", g.sort_values("rho"), dots, "conf", color=colour, ls=line,
-                        label=f"{method} fine-tune")
+        source = g.source.iloc[0]
+        dots = _matching(confs, finetune=method) if source == EVERY_SOURCE else _matching(confs, source=source, finetune=method)
+        shift = 0.02 if method == "lora" else -0.02  # side by side, so one method's interval cannot hide the other's
+        if dots is not None:
+            dots = dots.assign(rho=dots.rho + shift)
+        _interval_curve(ax, "rho", g.sort_values("rho").assign(rho=lambda t: t.rho + shift), dots, "conf", color=colour,
+                        ls=line, label=f"{method} fine-tune")
 
     return _conf_panels(profile, table, ["finetune"], draw, "rho (generated share)",
                         f"LoRA ablation: conf vs rho ({tag}; mean and 95% interval over models)",
