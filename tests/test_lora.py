@@ -74,6 +74,9 @@ def test_a_lora_loaded_onto_its_base_draws_what_the_trained_model_drew(trained):
     base_images = _draw(load_pipeline(trained["base"]))
     assert np.abs(base_images.astype(int) - images.astype(int)).mean() > 1, "the LoRA changed the model"
     assert fused.path is None and fused.identity == lora.lora_identity(fingerprint(trained["base"]), trained["file"])
+    from genlineage.models.pipeline_io import model_content_id
+    assert model_content_id(LoraModel(trained["file"], trained["base"])) == fused.content_id, \
+        "verify finds a LoRA's cached images without loading it"
 
 
 def test_the_file_is_diffusers_format_and_diffusers_reads_it_the_same(trained):

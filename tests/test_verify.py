@@ -827,4 +827,32 @@ def test_pipeline_suspects_load_on_the_profiles_device_and_dtype(saved_pipeline,
     P = load_profile("smoke", {"dtype": "bfloat16"})
     run = SimpleNamespace(profile=P, generation=P.generation, cache_dir=tmp_path / "cache")
     model = core._suspect(saved_pipeline, run, "innocent shadow")
-    assert seen == [("cpu", torch.bfloat16)] and model.components.unet.dtype == torch.bfloat16
+    assert seen == [], "nothing is loaded before an image is needed"
+    assert model.components.unet.dtype == torch.bfloat16 and seen == [("cpu", torch.bfloat16)]
+
+
+def test_a_suspect_whose_images_are_all_cached_is_never_loaded_and_gives_the_same_images(saved_pipeline, monkeypatch,
+                                                                                          tmp_path):
+    """The cache is keyed on the files' content, computed without loading: a shadow asked before
+    (every stage's shadows, an owner's re-check) costs no load; a new image loads it once."""
+    from types import SimpleNamespace
+
+    from genlineage.models.pipeline_io import model_content_id
+    from genlineage.verify import core, suspect as sus
+
+    loads = []
+    real = sus.load_sd_pipeline
+    monkeypatch.setattr(sus, "load_sd_pipeline", lambda *a, **k: (loads.append(a[0]), real(*a, **k))[1])
+    P = load_profile("smoke")
+    run = SimpleNamespace(profile=P, generation=P.generation, cache_dir=tmp_path / "cache")
+    prompts, seeds = ["a red star on a plain background", "a blue circle on a grassy background"], [0, 1]
+    first = core._suspect(saved_pipeline, run, "innocent shadow")
+    drawn = first.generate(prompts, seeds, 32, progress=False)
+    assert len(loads) == 1 and model_content_id(saved_pipeline) == first.components.content_id
+    again = core._suspect(saved_pipeline, run, "innocent shadow")
+    np.testing.assert_array_equal(again.generate(prompts, seeds, 32, progress=False), drawn)
+    assert len(loads) == 1, "every image was cached: the second suspect never loaded"
+    again.generate(prompts + ["a green star on a plain background"], seeds + [2], 32, progress=False)
+    assert len(loads) == 2, "a missing image loads the model"
+    with pytest.raises(InputError, match="generates 32 px images but the key samples are 64 px"):
+        core._suspect(saved_pipeline, run, "innocent shadow").generate(prompts, seeds, 64, progress=False)

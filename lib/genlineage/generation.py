@@ -109,6 +109,16 @@ class GenerationCache:
         return self.root / model_key / key[:2] / f"{key}.png"
 
 
+def cached_images(cache: GenerationCache, model_key: str, prompts: Sequence[str], seeds: Sequence[int],
+                  cfg: GenerationConfig) -> np.ndarray | None:
+    """Every image asked for, read from the cache, or None when any is missing: what lets a caller
+    that has not loaded the model yet (it keys on the files' content) skip loading it."""
+    paths = [cache.path(model_key, p, s, cfg) for p, s in zip(prompts, seeds)]
+    if not paths or not all(p.is_file() for p in paths):
+        return None
+    return np.stack([read_png(p) for p in paths])
+
+
 def generate_cached(components: SDComponents, prompts: Sequence[str], seeds: Sequence[int], cfg: GenerationConfig,
                     cache: GenerationCache | None, progress: bool = False) -> np.ndarray:
     """Like :func:`generate`, reading and writing the cache; only missing images are drawn."""

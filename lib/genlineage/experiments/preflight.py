@@ -18,7 +18,7 @@ from ..data import convert
 from ..errors import InputError
 from ..jobs import executor_for
 from ..models.gate import read_json
-from ..models.pipeline_io import OWNER, check_pipeline_folder, weights_variant
+from ..models.pipeline_io import OWNER, check_pipeline_folder, native_image_size, weights_variant
 from .cost_plan import cost_plan
 
 CUDA_TORCH_FIX = ("install the CUDA build of the pinned torch into .venv: TORCH_INDEX_URL="
@@ -94,7 +94,7 @@ def check_base(profile: Profile, name: str) -> Check:
     except (InputError, OSError, ValueError) as err:
         return Check(label, False, str(err)[:400], f"set models.bases.{name}.path to a diffusers Stable-Diffusion "
                      "folder, e.g. `huggingface-cli download REPO --local-dir DIR` (see the README)")
-    native = int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+    native = native_image_size(unet, vae)
     drawn = profile.generation.image_size or native
     detail = (f"{path}: native {native} px, generates at {drawn} px, {scheduler.get('prediction_type', 'epsilon')}, "
               f"weights {variants}")

@@ -37,6 +37,32 @@ __all__ = ["COMPONENTS", "PICKLE_SUFFIXES", "PROVENANCE", "OWNER", "SDComponents
 PROVENANCE = "genlineage.json"
 
 
+def vae_scale_factor(vae_config: Mapping) -> int:
+    """How many pixels one latent cell covers: 2 per VAE down block after the first."""
+    return 2 ** (len(vae_config["block_out_channels"]) - 1)
+
+
+def native_image_size(unet_config: Mapping, vae_config: Mapping) -> int:
+    """The side in px a pipeline draws by its own configs (UNet latent side x the VAE's factor)."""
+    return int(unet_config["sample_size"]) * vae_scale_factor(vae_config)
+
+
+def folder_image_size(model: str | Path | LoraModel) -> int:
+    """A checked model's native image side read from its configs (a LoRA: its base's), no weights
+    loaded: what a query can be checked against before anything is loaded."""
+    folder = Path(model.base if isinstance(model, LoraModel) else model)
+    return native_image_size(read_json(folder / "unet" / "config.json"), read_json(folder / "vae" / "config.json"))
+
+
+def model_content_id(model: str | Path | LoraModel) -> str:
+    """What the images of a checked model are cached under, computed from its files without loading
+    it: a folder's fingerprint, a LoRA file's identity on its base (what the loaded components'
+    ``content_id`` is)."""
+    if isinstance(model, LoraModel):
+        return lora_identity(fingerprint(model.base), model.weights)
+    return fingerprint(model)
+
+
 @dataclass
 class SDComponents:
     """The parts of a Stable-Diffusion pipeline that training and generation need."""
@@ -61,11 +87,11 @@ class SDComponents:
 
     @property
     def image_size(self) -> int:
-        return int(self.unet.config.sample_size) * self.vae_scale_factor
+        return native_image_size(self.unet.config, self.vae.config)
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return vae_scale_factor(self.vae.config)
 
     def noise_scheduler(self) -> DDPMScheduler:
         return DDPMScheduler.from_config(self.scheduler_config)
@@ -209,7 +235,7 @@ def load_lora(model: LoraModel, device: str = "cpu", dtype: torch.dtype = torch.
     base = check_pipeline_folder(model.base, base_trust)
     check = check_lora_file(model.weights, base, role)
     components = apply_lora(load_pipeline(base, device=device, dtype=dtype, trust=base_trust), check)
-    components.identity = lora_identity(fingerprint(base), model.weights)
+    components.identity = model_content_id(LoraModel(model.weights, base))
     components.provenance = {**components.provenance, "lora": str(model.weights), "lora_base": str(base)}
     components.path = None  # not a folder: a fine-tune from it must not link the base's files as its own
     return components

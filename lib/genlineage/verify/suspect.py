@@ -23,12 +23,13 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..generation import GenerationCache, GenerationConfig, generate_cached, image_size
+from ..generation import GenerationCache, GenerationConfig, cached_images, generate_cached
 from ..io import atomic_path, stable_hash
 from ..keys import to_uint8
 from ..models.gate import read_json
 from ..models.lora import LORA_WEIGHTS, LoraModel, check_lora_file, is_lora_folder, lora_folder_base
-from ..models.pipeline_io import OWNER, Trust, check_pipeline_folder, load_lora, load_pipeline, own_data_roots
+from ..models.pipeline_io import (OWNER, SDComponents, Trust, check_pipeline_folder, folder_image_size, load_lora,
+                                  load_pipeline, model_content_id, own_data_roots)
 
 SD_PIPELINES = ("StableDiffusionPipeline",)
 
@@ -125,7 +126,9 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 class PipelineSuspect:
-    """A pipeline folder, or a LoRA file on its base, loaded (LoRA fused) and queried locally."""
+    """A pipeline folder, or a LoRA file on its base, queried locally. The files pass the gate at
+    once; the weights are loaded (LoRA fused) only when an image is missing from the cache, which
+    is keyed on the files' content: a shadow or suspect asked before costs no load at all."""
 
     def __init__(self, model: str | Path | LoraModel, cfg: GenerationConfig, cache_dir: Path, role: str = "suspect",
                  device: str = "cpu", dtype: torch.dtype = torch.float32):
@@ -134,21 +137,32 @@ class PipelineSuspect:
             if _inside(cache_dir, folder):
                 raise InputError(f"{role}: the cache folder {cache_dir} lies inside the model folder {folder}; "
                                  "genlineage never writes into a suspect's folder. Pass --out elsewhere.")
-        self.components = load_sd_pipeline(self.path, role, device, dtype)
+        self.role, self.device, self.dtype = role, device, dtype
+        self._components: SDComponents | None = None
         lora = self.path if isinstance(self.path, LoraModel) else None
         self.name = f"{lora.weights.parent.name}/{lora.weights.name} on {lora.base.name}" if lora else self.path.name
         self.cfg, self.cache = cfg, GenerationCache(cache_dir)
 
+    @property
+    def components(self) -> SDComponents:
+        """The loaded pipeline (loaded on first use; a loading failure names the role)."""
+        if self._components is None:
+            self._components = load_sd_pipeline(self.path, self.role, self.device, self.dtype)
+        return self._components
+
     def check_size(self, size: int) -> None:
-        drawn = image_size(self.components, self.cfg)
+        drawn = int(self.cfg.image_size) if self.cfg.image_size is not None else folder_image_size(self.path)
         if drawn != size:
             raise InputError(f"{self.path} generates {drawn} px images but the key samples are {size} px; set "
                              f"generation.image_size: {size} in the profile (or select keys at {drawn} px).")
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int], size: int, progress: bool) -> np.ndarray:
         self.check_size(size)
-        return generate_cached(self.components, list(prompts), [int(s) for s in seeds], self.cfg, self.cache,
-                               progress=progress)
+        prompts, seeds = list(prompts), [int(s) for s in seeds]
+        cached = cached_images(self.cache, model_content_id(self.path), prompts, seeds, self.cfg)
+        if cached is not None:
+            return cached
+        return generate_cached(self.components, prompts, seeds, self.cfg, self.cache, progress=progress)
 
 
 def load_callable(spec: str) -> tuple[Callable, str]:
