@@ -5,4 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TQDM_MININTERVAL=${TQDM_MININTERVAL:-10}
-exec .venv/bin/python -m pytest "$@"
+# Two workers (pytest-xdist), one test file each at a time: the end-to-end module runs in order on
+# one of them, sharing its smoke build, while the other takes every other file. TEST_WORKERS=0 runs
+# everything in this process (e.g. for a debugger).
+workers=${TEST_WORKERS:-2}
+if [ "$workers" = 0 ]; then
+  exec .venv/bin/python -m pytest "$@"
+fi
+exec .venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"

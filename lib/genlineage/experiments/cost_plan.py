@@ -188,7 +188,7 @@ def _probe_generation(profile: Profile, folder: Path) -> float:
 def _probe_training(profile: Profile, folder: Path, steps: int) -> float:
     """Seconds a step of a suspicious model's fine-tune, on random latents of the profile's size:
     the difference between runs of ``steps`` and of 1 step, so the set-up (optimizer, text states)
-    cancels out."""
+    cancels out; where noise makes that difference vanish, the longer run's mean."""
     model = load_pipeline(folder, device=profile.run.device, dtype=torch.float32, trust=model_trust(profile, folder))
     train = profile.suspicious.train_config(profile.training.finetune)
     if train.finetune == "lora":  # a LoRA step: the adapter trains, the base is frozen
@@ -207,7 +207,11 @@ def _probe_training(profile: Profile, folder: Path, steps: int) -> float:
     with tempfile.TemporaryDirectory() as work:
         timed(1, Path(work) / "warm-up")
         one, many = timed(1, Path(work) / "one"), timed(steps, Path(work) / "many")
-    return max(many - one, 0.0) / (steps - 1)
+    if many > one:
+        return (many - one) / (steps - 1)
+    # a loaded machine's noise can outweigh a few tiny steps: then the whole run's mean, set-up
+    # included, is the estimate (too high, never zero: a plan must not call training free)
+    return many / steps
 
 
 def cost_plan(profile: Profile, costs: UnitCosts = STATED) -> tuple[pd.DataFrame, pd.DataFrame]:
