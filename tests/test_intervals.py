@@ -93,3 +93,23 @@ def test_per_group_counts_models():
     out = per_group(t, ["g"], "v").set_index("g")
     assert out.loc["a", "models"] == 3 and out.loc["a", "mean"] == pytest.approx(0.2)
     assert out.loc["b", "models"] == 1 and math.isnan(out.loc["b", "low"])
+
+
+def test_the_stratified_permutation_test_relabels_within_strata_and_pools_their_evidence():
+    from genlineage.intervals import permutation_p, stratified_permutation_p
+
+    # four sources, one infringing (b) and two innocent (a) models each, on scales of their own
+    a, a_s = [0.50, 0.52, 0.90, 0.95, 0.30, 0.31, 0.70, 0.72], ["s1", "s1", "s2", "s2", "s3", "s3", "s4", "s4"]
+    b, b_s = [0.40, 0.80, 0.20, 0.60], ["s1", "s2", "s3", "s4"]
+    assert permutation_p([0.50, 0.52], [0.40]) == pytest.approx(1 / 3), "one source alone: p >= 1/3"
+    assert stratified_permutation_p(a, a_s, b, b_s) == pytest.approx(1 / 81), "every source agrees: 1 of 3^4"
+    flipped = [0.60, 1.00, 0.40, 0.80]  # every infringing model now the farthest of its source
+    assert stratified_permutation_p(a, a_s, flipped, b_s) == pytest.approx(1.0)
+    pooled = permutation_p(a, b)
+    assert pooled > 0.05, "pooling across sources without strata drowns the effect in the sources' scales"
+    # a stratum without both kinds is left out; none with both: no test
+    assert stratified_permutation_p(a + [9.0], a_s + ["s5"], b, b_s) == pytest.approx(1 / 81)
+    assert np.isnan(stratified_permutation_p([1.0], ["x"], [0.0], ["y"]))
+    # the Monte Carlo branch agrees with the exact one
+    mc = stratified_permutation_p(a, a_s, b, b_s, max_exact=10, n_draws=20_000)
+    assert mc == pytest.approx(1 / 81, abs=0.01)

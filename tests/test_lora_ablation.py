@@ -110,3 +110,16 @@ def test_verification_pairs_ask_every_suspect_against_shadows_of_both_methods(pr
         assert p.path not in p.innocent_shadows + p.infringing_shadows, "no evaluated model is part of a null"
         kind = "suspicious_lora" if p.shadow_finetune == "lora" else "suspicious/"
         assert all(kind in s for s in p.innocent_shadows + p.infringing_shadows)
+
+
+def test_pooled_inheritance_relabels_within_sources_and_reports_the_mean_gap_over_sources():
+    rows = []
+    for i, (source, scale) in enumerate([("a", 0.3), ("b", 0.5), ("c", 0.7), ("d", 0.9)]):
+        rows += [{"source": source, "rho": 1.0, "mean_rd": scale, "conf": 0.6},
+                 {"source": source, "rho": 0.0, "mean_rd": scale + 0.05, "conf": 0.4},
+                 {"source": source, "rho": 0.0, "mean_rd": scale + 0.07, "conf": 0.2}]
+    row = la.pooled_inheritance(pd.DataFrame(rows))
+    assert row["source"] == la.EVERY_SOURCE and row["infringing models"] == 4 and row["innocent models"] == 8
+    assert row["permutation_p"] == pytest.approx(1 / 81) and row["shown (p < 0.05)"]
+    assert row["permutation_p_reverse"] == pytest.approx(1.0)
+    assert row["rd_gap"] == pytest.approx(0.06) and row["conf_gap"] == pytest.approx(0.3)

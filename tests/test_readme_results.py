@@ -59,13 +59,18 @@ def test_the_lora_block_has_its_own_markers_and_leaves_the_results_block_alone(t
     readme.write_text(f"{r_start}\nresults\n{r_end}\n{l_start}\nstale\n{l_end}\n")
     confs = pd.DataFrame([{"finetune": m, "source": s, "rho": 1.0, "mean": 0.5, "low": 0.25, "high": 0.75, "models": 4}
                           for m in ("full", "lora") for s in ("v1-celeba", EVERY_SOURCE)])
-    inherited = pd.DataFrame({"finetune": ["full", "full", "lora", "lora"], "shown (p < 0.05)": [True, True, True, False]})
+    inherited = pd.DataFrame({"finetune": ["full", "full", "lora", "lora"], "source": ["v1-celeba", EVERY_SOURCE] * 2,
+                              "shown (p < 0.05)": [True, True, False, False], "rd_gap": [0.05, 0.04, 0.01, 0.02],
+                              "rd_gap_low": [0.01, 0.02, -0.01, -0.01], "rd_gap_high": [0.09, 0.06, 0.03, 0.05],
+                              "permutation_p": [0.01, 1 / 81, 0.5, 0.3]})
     rates = pd.DataFrame([{"suspect": "lora", "shadows": "full", "label": 0, "answered": 8, "called infringing": 1,
                            "rate": 0.125, "low": 0.003, "high": 0.527}])
     write_readme_block(profile, lora_block(profile, 0.01, confs, inherited, rates, tmp_path), "lora", readme)
     text = readme.read_text()
     assert f"{r_start}\nresults\n{r_end}" in text and "stale" not in text
-    assert "2/2 sources (full), 1/2 sources (lora)" in text and "| lora | full | innocent | 1/8 | 0.12 [0.00, 0.53] |" in text
+    assert "full: gap +0.040 [+0.020, +0.060], p = 0.0123 (1/1 sources alone)" in text
+    assert "lora: gap +0.020 [-0.010, +0.050], p = 0.3 (0/1 sources alone)" in text
+    assert "| lora | full | innocent | 1/8 | 0.12 [0.00, 0.53] |" in text
     assert text.count("| full | 1 | 4 | 0.50 [0.25, 0.75] |") == 1, "the every-source rows only"
     assert "fig_lora_conf_vs_rho_delta0_calibrated.png" in text
 

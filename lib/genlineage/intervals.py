@@ -82,6 +82,18 @@ def difference_interval(a: Sequence[float], b: Sequence[float], level: float = L
     return Interval(diff, diff - half, diff + half, n)
 
 
+def _relabelled_differences(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """mean(a) - mean(b) for every relabelling of the pooled values into |x| a's and |y| b's."""
+    pooled = np.concatenate([x, y])
+    n, k, total = len(pooled), len(x), pooled.sum()
+    sums = np.array([pooled[list(c)].sum() for c in itertools.combinations(range(n), k)])
+    return sums / k - (total - sums) / (n - k)
+
+
+def _tolerance(*values: np.ndarray) -> float:
+    return 1e-12 * max(1.0, max(float(np.abs(v).max()) for v in values if len(v)))
+
+
 def permutation_p(a: Sequence[float], b: Sequence[float], max_exact: int = 200_000, n_draws: int = 20_000,
                   seed: int = 0) -> float:
     """One-sided p-value of mean(a) > mean(b): the share of relabellings of the pooled models
@@ -91,21 +103,43 @@ def permutation_p(a: Sequence[float], b: Sequence[float], max_exact: int = 200_0
     x, y = _finite(a), _finite(b)
     if not len(x) or not len(y):
         return float("nan")
-    pooled = np.concatenate([x, y])
-    n, k = len(pooled), len(x)
-    observed = x.mean() - y.mean()
-    total = pooled.sum()
-    tol = 1e-12 * max(1.0, float(np.abs(pooled).max()))
-
-    def diff(sum_a: np.ndarray) -> np.ndarray:
-        return sum_a / k - (total - sum_a) / (n - k)
-
-    if math.comb(n, k) <= max_exact:
-        sums = np.array([pooled[list(c)].sum() for c in itertools.combinations(range(n), k)])
-        return float(np.mean(diff(sums) >= observed - tol))
+    observed, tol = x.mean() - y.mean(), _tolerance(x, y)
+    if math.comb(len(x) + len(y), len(x)) <= max_exact:
+        return float(np.mean(_relabelled_differences(x, y) >= observed - tol))
+    pooled, n, k = np.concatenate([x, y]), len(x) + len(y), len(x)
     rng = np.random.default_rng(seed)
     sums = np.array([pooled[rng.permutation(n)[:k]].sum() for _ in range(n_draws)])
-    return float((np.sum(diff(sums) >= observed - tol) + 1) / (n_draws + 1))
+    diffs = sums / k - (pooled.sum() - sums) / (n - k)
+    return float((np.sum(diffs >= observed - tol) + 1) / (n_draws + 1))
+
+
+def stratified_permutation_p(a: Sequence[float], a_strata: Sequence, b: Sequence[float], b_strata: Sequence,
+                             max_exact: int = 200_000, n_draws: int = 20_000, seed: int = 0) -> float:
+    """One-sided p-value that a exceeds b within strata, pooled over them: the statistic is the sum
+    over strata of mean(a) - mean(b) within the stratum, and labels are relabelled within each
+    stratum only (a source's models are compared on its own keys, whose scale is its own). Why:
+    with few models per stratum no stratum can reach significance alone (1 vs 2 models: p >= 1/3),
+    while 4 such strata give 81 relabellings (smallest p 1/81). Strata holding only a's or only
+    b's are left out. Exact up to ``max_exact`` relabellings, else Monte Carlo."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    a_strata, b_strata = np.asarray(a_strata), np.asarray(b_strata)
+    per_stratum, observed = [], 0.0
+    for stratum in sorted(set(a_strata.tolist()) & set(b_strata.tolist()), key=str):
+        x, y = _finite(a[a_strata == stratum]), _finite(b[b_strata == stratum])
+        if len(x) and len(y):
+            per_stratum.append(_relabelled_differences(x, y))
+            observed += x.mean() - y.mean()
+    if not per_stratum:
+        return float("nan")
+    tol = _tolerance(*per_stratum) * len(per_stratum)
+    if math.prod(len(d) for d in per_stratum) <= max_exact:
+        sums = np.zeros(1)
+        for d in per_stratum:
+            sums = np.add.outer(sums, d).ravel()
+        return float(np.mean(sums >= observed - tol))
+    rng = np.random.default_rng(seed)
+    sums = sum(d[rng.integers(len(d), size=n_draws)] for d in per_stratum)
+    return float((np.sum(sums >= observed - tol) + 1) / (n_draws + 1))
 
 
 def binomial_interval(successes: int, trials: int, level: float = LEVEL) -> Interval:

@@ -27,7 +27,7 @@ import pandas as pd
 
 from .. import layout
 from ..config import Profile, as_profile
-from ..intervals import binomial_interval, per_group, t_interval
+from ..intervals import binomial_interval, per_group, stratified_permutation_p, t_interval
 from ..cache import Result, content_id
 from ..io import atomic_path
 from ..jobs import executor_for, run_jobs
@@ -246,15 +246,38 @@ def method_confs(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFram
     return confs.merge(keep[["name", "finetune", "twin_of"]].rename(columns={"name": "model"}), on="model", how="left")
 
 
+def pooled_inheritance(confs: pd.DataFrame) -> dict:
+    """Inheritance over every source at once, for one method's evaluated models (``confs``: one row
+    per model with source, rho, mean_rd and conf): innocent minus rho = 1 infringing mean RD,
+    tested by relabelling models within each source only (each source's keys have their own
+    scale), with the mean of the per-source gaps and its t interval over sources. Why: one
+    replicate gives a source 1 infringing and 2 innocent models, which alone can never show
+    anything (p >= 1/3); four sources together can (p down to 1/81)."""
+    inf, inn = confs[confs.rho == 1.0], confs[confs.rho == 0.0]
+    rd = (inn.groupby("source").mean_rd.mean() - inf.groupby("source").mean_rd.mean()).dropna()
+    cf = (inf.groupby("source").conf.mean() - inn.groupby("source").conf.mean()).dropna()
+    gap, conf_gap = t_interval(rd), t_interval(cf)
+    p = stratified_permutation_p(inn.mean_rd, inn.source, inf.mean_rd, inf.source)
+    return {"source": EVERY_SOURCE, "lineage": "same", "infringing models": len(inf), "innocent models": len(inn),
+            "rd_gap": gap.mean, "rd_gap_low": gap.low, "rd_gap_high": gap.high,
+            "conf_gap": conf_gap.mean, "conf_gap_low": conf_gap.low, "conf_gap_high": conf_gap.high,
+            "permutation_p": p,
+            "permutation_p_reverse": stratified_permutation_p(inf.mean_rd, inf.source, inn.mean_rd, inn.source),
+            "shown (p < 0.05)": bool(p < 0.05)}
+
+
 def inheritance_by_method(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame, delta0) -> pd.DataFrame:
     """Stage 04's inheritance test (innocent minus rho = 1 infringing mean RD, over models) per
-    fine-tuning method, each on the same models' twins or originals."""
+    fine-tuning method, each on the same models' twins or originals: per source, and over every
+    source (:func:`pooled_inheritance`; its gap is a mean over sources)."""
     twinned = set(models.loc[models.finetune == "lora", "twin_of"])
+    confs = method_confs(profile, models, per_sample, delta0)
     parts = []
     for method in ("full", "lora"):
         own = models[(models.finetune == method) & ((models.finetune == "lora") | models.name.isin(twinned))]
         table = inheritance(profile, own, per_sample[per_sample.model.isin(own.name)], delta0)
-        parts.append(table.assign(finetune=method))
+        pooled = pd.DataFrame([pooled_inheritance(confs[confs.finetune == method])])
+        parts.append(pd.concat([table, pooled], ignore_index=True).assign(finetune=method))
     return pd.concat(parts, ignore_index=True)
 
 

@@ -70,15 +70,22 @@ def lora_block(profile: Profile, lr: float, confs: pd.DataFrame, inherited: pd.D
     every = confs[confs.source == EVERY_SOURCE]
     conf_rows = pd.DataFrame([{"fine-tune": r.finetune, "rho": f"{r.rho:g}", "models": int(r.models),
                                "conf": f"{r['mean']:.2f} [{r.low:.2f}, {r.high:.2f}]"} for _, r in every.iterrows()])
-    shown = inherited.groupby("finetune")["shown (p < 0.05)"].agg(["sum", "count"])
+    pooled = inherited[inherited.source == EVERY_SOURCE].set_index("finetune")
+    per_source = inherited[inherited.source != EVERY_SOURCE].groupby("finetune")["shown (p < 0.05)"].agg(["sum", "count"])
+    inheritance_text = "; ".join(
+        f"{m}: gap {r.rd_gap:+.3f} [{r.rd_gap_low:+.3f}, {r.rd_gap_high:+.3f}], p = {r.permutation_p:.3g}"
+        f" ({int(per_source.loc[m, 'sum']) if m in per_source.index else 0}/"
+        f"{int(per_source.loc[m, 'count']) if m in per_source.index else 0} sources alone)"
+        for m, r in pooled.iterrows())
     rate_rows = pd.DataFrame([{"suspect": r.suspect, "shadows": r.shadows,
                                "suspects": "infringing" if r.label else "innocent",
                                "called infringing": f"{int(r['called infringing'])}/{int(r.answered)}",
                                "rate": f"{r.rate:.2f} [{r.low:.2f}, {r.high:.2f}]"} for _, r in rates.iterrows()])
     return "\n".join([
-        f"LoRA learning rate chosen on shadow models: {lr:g}. Inheritance shown (p < 0.05, over models) in "
-        + ", ".join(f"{int(shown.loc[m, 'sum'])}/{int(shown.loc[m, 'count'])} sources ({m})" for m in shown.index)
-        + f" ([notebook 10](notebooks/10_lora_ablation.ipynb); [`{tables}/lora_inheritance.md`]({tables}/lora_inheritance.md))", "",
+        f"LoRA learning rate chosen on shadow models: {lr:g}. Inheritance over every source (innocent minus "
+        f"rho = 1 infringing mean RD, mean over sources with its t interval; p relabels models within each "
+        f"source) for {inheritance_text} ([notebook 10](notebooks/10_lora_ablation.ipynb); "
+        f"[`{tables}/lora_inheritance.md`]({tables}/lora_inheritance.md))", "",
         f"![LoRA ablation]({figures}/{LORA_STEM.format(tag=TAG)}.png)", "",
         "conf at the calibrated delta0 over every source's models (mean and 95% t interval over models):", "",
         markdown(conf_rows).rstrip(), "",
