@@ -39,6 +39,7 @@ from .suspicious_models import build_training_set, plan_manifest
 
 STAGE = "10_lora"
 TWINS = "lora_manifest.csv"
+EVERY_SOURCE = "every source"  # the rows of a table pooled over sources
 
 
 def twin_name(name: str, lr: float) -> str:
@@ -151,9 +152,9 @@ def write_twins(profile: Profile, twins: pd.DataFrame) -> Path:
 
 
 def paired_gaps(confs: pd.DataFrame) -> pd.DataFrame:
-    """Per (source, rho), and per rho over every source: the LoRA twin minus its full original, in mean RD and in conf, with a
-    paired t interval over the pairs of models (a negative RD gap: the LoRA twin comes closer to
-    the keys). ``confs`` is :func:`method_confs`'s table."""
+    """Per (source, rho), and per rho over every source: the LoRA twin minus its full original, in
+    mean RD and in conf, with a paired t interval over the pairs of models (a negative RD gap: the
+    LoRA twin comes closer to the keys). ``confs`` is :func:`method_confs`'s table."""
     lora = confs[confs.finetune == "lora"]
     full = confs.loc[confs.finetune == "full", ["model", "mean_rd", "conf"]].rename(
         columns={"model": "twin_of", "mean_rd": "mean_rd_full", "conf": "conf_full"})
@@ -165,9 +166,6 @@ def paired_gaps(confs: pd.DataFrame) -> pd.DataFrame:
         rows.append({"source": source, "rho": rho, "pairs": len(g), "rd_lora_minus_full": rd.mean, "rd_low": rd.low,
                      "rd_high": rd.high, "conf_lora_minus_full": cf.mean, "conf_low": cf.low, "conf_high": cf.high})
     return pd.DataFrame(rows)
-
-
-EVERY_SOURCE = "every source"
 
 
 def conf_by_method(confs: pd.DataFrame) -> pd.DataFrame:
