@@ -108,12 +108,15 @@ class GenerationCache:
         key = stable_hash({"prompt": prompt, "seed": int(seed), "settings": cfg.key()}, length=24)
         return self.root / model_key / key[:2] / f"{key}.png"
 
+    def paths(self, model_key: str, prompts: Sequence[str], seeds: Sequence[int], cfg: GenerationConfig) -> list[Path]:
+        return [self.path(model_key, p, s, cfg) for p, s in zip(prompts, seeds)]
+
 
 def cached_images(cache: GenerationCache, model_key: str, prompts: Sequence[str], seeds: Sequence[int],
                   cfg: GenerationConfig) -> np.ndarray | None:
     """Every image asked for, read from the cache, or None when any is missing: what lets a caller
     that has not loaded the model yet (it keys on the files' content) skip loading it."""
-    paths = [cache.path(model_key, p, s, cfg) for p, s in zip(prompts, seeds)]
+    paths = cache.paths(model_key, prompts, seeds, cfg)
     if not paths or not all(p.is_file() for p in paths):
         return None
     return np.stack([read_png(p) for p in paths])
@@ -127,7 +130,7 @@ def generate_cached(components: SDComponents, prompts: Sequence[str], seeds: Seq
     model_key = components.content_id
     if model_key is None:
         raise ValueError("caching needs a model loaded from a folder or a LoRA file (its content is the cache key)")
-    paths = [cache.path(model_key, p, s, cfg) for p, s in zip(prompts, seeds)]
+    paths = cache.paths(model_key, prompts, seeds, cfg)
     missing = [i for i, p in enumerate(paths) if not p.is_file()]
     drawn: dict[int, np.ndarray] = {}
     writes: list[Future] = []

@@ -233,12 +233,18 @@ def with_twins(models: pd.DataFrame, per_sample: pd.DataFrame, ablation: dict) -
     return both, pd.concat([per_sample, ablation["per_sample"]], ignore_index=True)
 
 
+def _paired(models: pd.DataFrame, method: str | None = None) -> pd.DataFrame:
+    """The twins and the stage 04 models that have one (of ``method`` only, when given)."""
+    twinned = set(models.loc[models.finetune == "lora", "twin_of"])
+    paired = models[(models.finetune == "lora") | models.name.isin(twinned)]
+    return paired if method is None else paired[paired.finetune == method]
+
+
 def method_confs(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame, delta0) -> pd.DataFrame:
     """conf and mean RD (the main strategy, N keys) of every evaluated model that has a twin and of
     every twin, each replicate at its delta0 (calibrated on the replicate's full shadows, the
     owner's threshold, so that one threshold judges both methods)."""
-    twinned = set(models.loc[models.finetune == "lora", "twin_of"])
-    keep = models[(models.finetune == "lora") | models.name.isin(twinned)]
+    keep = _paired(models)
     confs = evaluated_confs(profile, keep, per_sample[per_sample.model.isin(keep.name)], delta0)
     confs = confs[confs.strategy == profile.attribution.main_strategy]
     return confs.merge(keep[["name", "finetune", "twin_of"]].rename(columns={"name": "model"}), on="model", how="left")
@@ -268,11 +274,10 @@ def inheritance_by_method(profile: Profile, models: pd.DataFrame, per_sample: pd
     """Stage 04's inheritance test (innocent minus rho = 1 infringing mean RD, over models) per
     fine-tuning method, each on the same models' twins or originals: per source, and over every
     source (:func:`pooled_inheritance`; its gap is a mean over sources)."""
-    twinned = set(models.loc[models.finetune == "lora", "twin_of"])
     confs = method_confs(profile, models, per_sample, delta0)
     parts = []
     for method in ("full", "lora"):
-        own = models[(models.finetune == method) & ((models.finetune == "lora") | models.name.isin(twinned))]
+        own = _paired(models, method)
         table = inheritance(profile, own, per_sample[per_sample.model.isin(own.name)], delta0)
         pooled = pd.DataFrame([pooled_inheritance(confs[confs.finetune == method])])
         parts.append(pd.concat([table, pooled], ignore_index=True).assign(finetune=method))

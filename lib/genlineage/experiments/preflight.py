@@ -18,7 +18,7 @@ from ..data import convert
 from ..errors import InputError
 from ..jobs import executor_for
 from ..models.gate import read_json
-from ..models.pipeline_io import OWNER, check_pipeline_folder, native_image_size, weights_variant
+from ..models.pipeline_io import OWNER, check_pipeline_folder, folder_image_size, weights_variant
 from .cost_plan import cost_plan
 
 CUDA_TORCH_FIX = ("install the CUDA build of the pinned torch into .venv: TORCH_INDEX_URL="
@@ -87,14 +87,12 @@ def check_base(profile: Profile, name: str) -> Check:
     path = Path(base.path)
     try:
         check_pipeline_folder(path, OWNER)
-        unet = read_json(path / "unet" / "config.json")  # bounded, like every config the gate has seen
-        vae = read_json(path / "vae" / "config.json")
+        native = folder_image_size(path)  # its configs, bounded like every config the gate has seen
         scheduler = read_json(path / "scheduler" / "scheduler_config.json")
         variants = {part: weights_variant(path / part) or "plain" for part in ("unet", "vae", "text_encoder")}
     except (InputError, OSError, ValueError) as err:
         return Check(label, False, str(err)[:400], f"set models.bases.{name}.path to a diffusers Stable-Diffusion "
                      "folder, e.g. `huggingface-cli download REPO --local-dir DIR` (see the README)")
-    native = native_image_size(unet, vae)
     drawn = profile.generation.image_size or native
     detail = (f"{path}: native {native} px, generates at {drawn} px, {scheduler.get('prediction_type', 'epsilon')}, "
               f"weights {variants}")
