@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genlineage.experiments.claims import (all_of, claim, figure6_claims, figure7_claims, inheritance_claims,
+from genlineage.experiments.claims import (UNTESTABLE, all_of, as_sensitivity, claim, untestable, figure6_claims, figure7_claims, inheritance_claims,
                                            memorisation_claims, table1_claims, table2_claims, verdict_tally)
 from genlineage.intervals import HELD, INCONCLUSIVE, NOT_HELD, NOT_JUDGED
 
@@ -27,8 +27,18 @@ def test_all_of_and_claim_rows():
     assert all_of([NOT_JUDGED, HELD]) == INCONCLUSIVE, "a cell that cannot be judged never lets a claim hold"
     with pytest.raises(ValueError):
         claim("s", "c", "o", "true")
-    t = pd.DataFrame([claim("s", "a", "o", HELD), claim("s", "b", "o", INCONCLUSIVE), claim("s", "c", "o", NOT_JUDGED)])
-    assert verdict_tally(t) == {HELD: 1, NOT_HELD: 0, INCONCLUSIVE: 1}
+    t = pd.DataFrame([claim("s", "a", "o", HELD), claim("s", "b", "o", INCONCLUSIVE), claim("s", "c", "o", NOT_JUDGED),
+                      untestable("s", "d", "a baseline at chance", "a better baseline")])
+    assert verdict_tally(t) == {HELD: 1, NOT_HELD: 0, INCONCLUSIVE: 1, UNTESTABLE: 1}
+    assert t.ours.iloc[3] == "untestable here: a baseline at chance; it would take a better baseline"
+
+
+def test_a_sensitivity_reading_says_what_it_would_be_and_is_never_counted():
+    t = as_sensitivity(pd.DataFrame([claim("Figure 6", "a", "margin +0.3", HELD), claim("Figure 6", "b", "x", NOT_JUDGED)]),
+                       "delta0 = 0.15")
+    assert verdict_tally(t) == {HELD: 0, NOT_HELD: 0, INCONCLUSIVE: 0, UNTESTABLE: 0}
+    assert t.ours.iloc[0] == "margin +0.3 (sensitivity reading at delta0 = 0.15: would be held)"
+    assert t.ours.iloc[1] == "x" and set(t.section) == {"Figure 6 (sensitivity)"}
 
 
 # --- memorisation ---
@@ -143,18 +153,19 @@ def test_inheritance_claim_needs_every_source():
     assert inheritance_claims(pd.DataFrame()).held.iloc[0] == NOT_JUDGED
 
 
-def _planted_models(gap: float, replicates=(0, 1, 2), n_keys: int = 10, seed: int = 0):
+def _planted_models(gap: float, replicates=(0, 1, 2), n_keys: int = 10, seed: int = 0, source: str = "v1-celeba",
+                    offset: float = 0.0):
     """models and per-sample tables of one source: per replicate one rho = 1 infringing model whose
-    keys sit ``gap`` closer than two innocent models', plus one shadow of each kind."""
+    keys sit ``gap`` closer than two innocent models' (at 0.2 + ``offset``), plus one shadow of each kind."""
     rng = np.random.default_rng(seed)
     models, rows = [], []
     for rep in replicates:
         plan = [("evaluated", 1.0, "i"), ("evaluated", 0.0, "a"), ("evaluated", 0.0, "b"), ("shadow", 1.0, "s"), ("shadow", 0.0, "t")]
         for role, rho, tag in plan:
-            name = f"m{tag}{rep}"
-            models.append({"name": name, "source": "v1-celeba", "role": role, "lineage": "same", "base": "v1", "rho": rho,
+            name = f"{source}-m{tag}{rep}"
+            models.append({"name": name, "source": source, "role": role, "lineage": "same", "base": "v1", "rho": rho,
                            "label": int(rho > 0), "replicate": rep, "watermark_conf": 0.0})
-            level = 0.2 - (gap if rho > 0 else 0.0)
+            level = 0.2 + offset - (gap if rho > 0 else 0.0)
             for k in range(n_keys):
                 rows.append({"model": name, "strategy": "generation", "rank": k, "rd": level + rng.normal(0, 0.005)})
     return pd.DataFrame(models), pd.DataFrame(rows)
@@ -169,29 +180,31 @@ def test_inheritance_from_planted_models_both_directions():
     from genlineage.experiments.instance_tables import inheritance
 
     models, per_sample = _planted_models(0.05)
-    inh = inheritance(Profile(PROFILE), models, per_sample, {0: 0.18, 1: 0.18, 2: 0.18})
+    inh = inheritance(Profile(PROFILE), models, per_sample, {"v1-celeba": 0.18})
     row = inh.iloc[0]
     assert row["infringing models"] == 3 and row["innocent models"] == 6
     assert row.permutation_p == pytest.approx(1 / 84) and row.rd_gap == pytest.approx(0.05, abs=0.01)
     assert inheritance_claims(inh).held.iloc[0] == HELD
     models, per_sample = _planted_models(-0.05)
-    inh = inheritance(Profile(PROFILE), models, per_sample, {0: 0.18, 1: 0.18, 2: 0.18})
+    inh = inheritance(Profile(PROFILE), models, per_sample, {"v1-celeba": 0.18})
     assert inh.permutation_p.iloc[0] == pytest.approx(1.0) and inheritance_claims(inh).held.iloc[0] == NOT_HELD
 
 
-def test_each_replicate_is_scored_at_its_own_delta0():
+def test_each_source_is_scored_at_its_own_delta0():
     from genlineage.config import Profile
     from genlineage.experiments.instance_tables import deltas, evaluated_confs
 
-    models, per_sample = _planted_models(0.05)
-    confs = evaluated_confs(Profile(PROFILE), models, per_sample, {0: 0.1, 1: 0.17, 2: 0.25})
-    inf = confs[(confs.strategy == "generation") & (confs.rho == 1.0)].set_index("replicate").conf
-    assert list(inf.sort_index()) == [0.0, 1.0, 1.0], "RD 0.15 is above delta0 0.1, below 0.17 and 0.25"
-    innocent = confs[(confs.strategy == "generation") & (confs.rho == 0.0)].groupby("replicate").conf.mean()
-    assert list(innocent.sort_index()) == [0.0, 0.0, 1.0]
+    near, near_rd = _planted_models(0.05)
+    far, far_rd = _planted_models(0.05, source="v2-cc3m", offset=0.03, seed=1)
+    models, per_sample = pd.concat([near, far], ignore_index=True), pd.concat([near_rd, far_rd], ignore_index=True)
+    confs = evaluated_confs(Profile(PROFILE), models, per_sample, {"v1-celeba": 0.1, "v2-cc3m": 0.19})
+    inf = confs[(confs.strategy == "generation") & (confs.rho == 1.0)].groupby("source").conf.mean()
+    assert dict(inf) == {"v1-celeba": 0.0, "v2-cc3m": 1.0}, "RD 0.15 is above delta0 0.1; RD 0.18 is below 0.19"
     D, curve = deltas(Profile(PROFILE), models, per_sample)
-    assert set(D["calibrated"]) == {0, 1, 2} and set(curve.replicate) == {0, 1, 2}
-    assert all(0.15 < d <= 0.2 for d in D["calibrated"].values()), "calibrated on the shadows between the two levels"
+    assert set(D["calibrated"]) == {"v1-celeba", "v2-cc3m"} == set(curve.source)
+    assert 0.15 < D["calibrated"]["v1-celeba"] <= 0.2 and 0.18 < D["calibrated"]["v2-cc3m"] <= 0.23, \
+        "each calibrated on its own shadows, between its two levels"
+    assert D["calibrated"]["v2-cc3m"] > D["calibrated"]["v1-celeba"]
 
 
 # --- Table 2 ---
@@ -215,8 +228,10 @@ TABLE2_CLAIMS = ("innocent: 73.9%", "innocent: 4.3%", "infringing: about 20%", "
 
 
 def _assert_every_table2_claim(t: pd.DataFrame, want: str) -> None:
+    """The infringing claims read ``want``; the innocent ones are untestable whatever the data
+    (their share around delta0 is set by the rule that places the calibrated delta0)."""
     for start in TABLE2_CLAIMS:
-        assert _held(t, start) == want, start
+        assert _held(t, start) == (UNTESTABLE if start.startswith("innocent") else want), start
 
 
 PAPER_INNOCENT = {"[0.10, 0.15)": 0.04, "[0.15, 0.20)": 0.74, "[0.20, inf)": 0.22}
@@ -237,7 +252,7 @@ def test_table2_claims_judge_relative_bins_not_absolute():
     t = _table2_models(PAPER_INNOCENT, PAPER_INFRINGING)
     t[[c for c in t if c.startswith("abs ")]] = 0.0
     t["abs [0.20, inf)"] = 1.0  # every absolute distance above 0.2, as on our scale
-    assert _held(table2_claims(t), "innocent: 4.3%") == HELD
+    assert _held(table2_claims(t), "infringing: about 20%") == HELD
 
 
 # --- Figure 7 ---
@@ -263,10 +278,10 @@ def test_figure7_claims_both_sides():
 
 # --- Table 1 ---
 
-def _t1(lows: dict[str, float], highs: dict[str, float]) -> pd.DataFrame:
+def _t1(lows: dict[str, float], highs: dict[str, float], n_models: int = 100, n_infringing: int = 60) -> pd.DataFrame:
     rows = []
     for source in SOURCES:
-        row = {"source": source, "score": "discriminator"}
+        row = {"source": source, "score": "discriminator", "n_models": n_models, "n_infringing": n_infringing}
         for col in ("accuracy", "auc", "tpr@10%fpr"):
             row[col], row[f"{col}_low"], row[f"{col}_high"] = (lows[col] + highs[col]) / 2, lows[col], highs[col]
         rows.append(row)
@@ -280,3 +295,22 @@ def test_table1_claims_on_intervals_over_models():
     assert set(t.held) == {NOT_HELD}
     t = table1_claims(_t1({"accuracy": 0.6, "auc": 0.6, "tpr@10%fpr": 0.5}, {"accuracy": 1.0, "auc": 1.0, "tpr@10%fpr": 1.0}))
     assert set(t.held) == {INCONCLUSIVE}
+
+
+def test_table1_bounds_that_the_models_cannot_reach_are_untestable():
+    """18 models a source (12 infringing): 18/18 correct has an exact interval from 0.815, never
+    above 0.85; 12/12 from 0.735, never above 0.8, but above 0.7."""
+    t = table1_claims(_t1({"accuracy": 0.9, "auc": 0.85, "tpr@10%fpr": 0.75}, {"accuracy": 1.0, "auc": 1.0, "tpr@10%fpr": 1.0},
+                          n_models=18, n_infringing=12)).set_index("paper's claim")
+    assert t.held["accuracy > 85% for every source"] == UNTESTABLE
+    assert "0.815" in t.ours["accuracy > 85% for every source"] and "at least 23 such models" in t.ours["accuracy > 85% for every source"]
+    assert t.held["AUC > 0.8 for every source"] == UNTESTABLE
+    assert t.held["TPR@10%FPR > 0.7 for every source"] == HELD
+
+
+def test_a_watermark_at_chance_makes_its_comparison_untestable():
+    t = figure6_claims(_confs(GOOD, INNOCENT), "calibrated", watermark_accuracy=0.51)
+    assert _held(t, "Strategy 2 within 0.1 of Baseline 1") == UNTESTABLE
+    assert "chance" in t[t["paper's claim"].str.startswith("Strategy 2 within")].ours.iloc[0]
+    t = figure6_claims(_confs(GOOD, INNOCENT), "calibrated", watermark_accuracy=0.9)
+    assert _held(t, "Strategy 2 within 0.1 of Baseline 1") != UNTESTABLE

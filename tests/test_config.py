@@ -27,7 +27,7 @@ EXTRA = {"smoke": set(), "tiny_full": set(),
                    "suspicious.train.frozen_dtype", "suspicious.train.encode_batch", "suspicious.lora.lr"}}
 EXTRA["paper_full"] = EXTRA["paper"]  # the paper's full grid: the paper profile with larger counts
 # Leaves whose kind may differ: where a profile turns a setting off with null.
-KIND_MAY_DIFFER = {"figures_dir", "tables_dir"}
+KIND_MAY_DIFFER = {"figures_dir", "tables_dir", "parallel_jobs"}  # parallel_jobs: a count or "auto"
 
 
 def test_every_profile_has_the_tiny_profiles_schema():

@@ -95,7 +95,7 @@ def test_suspicious_models_and_attribution(P):
     assert set(per_sample.model) == set(manifest.name)
     assert models.watermark_bit_accuracy.between(0, 1).all()
     D, curve = deltas(P, models, per_sample)
-    assert set(D["calibrated"]) == set(cfg["replicates"]) == set(curve.replicate)
+    assert set(D["calibrated"]) == set(manifest.source) == set(curve.source)  # a delta0 per source
     assert all(d == 0.15 for d in D["paper"].values()) and all(0 < d < 1 for d in D["calibrated"].values())
     per_model = table2_per_model(P, models, per_sample, D["calibrated"])
     assert len(per_model) == 6 * (cfg["evaluated"]["innocent"] + 1) * len(cfg["replicates"])
@@ -160,10 +160,12 @@ def test_changing_an_input_redoes_exactly_the_work_that_depends_on_it(P):
     code under test); then one change is carried through: the rebuilt key sets make every query
     stale and nothing else, and changing the setting back makes the world fresh again."""
     from genlineage.experiments.instance_attribution import build_keys
-    from genlineage.experiments.suspicious_models import plan_manifest
+    from genlineage.experiments.suspicious_models import plan_manifest, plan_null_shadows
 
     assert _stale(P) == set(), "a finished build: nothing to redo"
     M = plan_manifest(P)
+    N = plan_null_shadows(P)  # stage 03's shared innocent shadows: trained like the manifest's, never queried in 04
+    assert len(N) and set(N.label) == {0}
     ts = lambda rows: {f"suspicious_data/{n}" for n in rows.name}  # noqa: E731
     mdl = lambda rows: {f"models/suspicious/{n}" for n in rows.name}  # noqa: E731
     q = {f"results/04_attribution/per_model/{n}.csv" for n in M.name}
@@ -176,7 +178,7 @@ def test_changing_an_input_redoes_exactly_the_work_that_depends_on_it(P):
     att, sus = P["attribution"], P["suspicious"]
 
     settings = {
-        "suspicious.train.steps": (sus["train"]["steps"] + 1, mdl(M)),
+        "suspicious.train.steps": (sus["train"]["steps"] + 1, mdl(M) | mdl(N)),
         "suspicious.watermark_generated": (not sus.get("watermark_generated"), ts(generated)),
         "attribution.random_seed": (int(att.get("random_seed", 0)) + 7, keys(sources, ["random"])),
         "attribution.generation_relative_to_base": (not att.get("generation_relative_to_base", True),
@@ -197,7 +199,7 @@ def test_changing_an_input_redoes_exactly_the_work_that_depends_on_it(P):
             | {mem("v1", "celeba", "source")}, "a source's weights"
     with _edited(root / "models" / "base_v1" / "unet" / "diffusion_pytorch_model.safetensors", flip_last):
         assert _stale(P) == {"models/v1_celeba", "models/v1_cc3m"} | ts(generated[generated.source == "v1"]) \
-            | mdl(M[M.base == "v1"]) | keys(["v1"], ["detection", "generation"]) | keys(["v1-cc3m", "v1-celeba"], ["generation"]) \
+            | mdl(M[M.base == "v1"]) | mdl(N[N.base == "v1"]) | keys(["v1"], ["detection", "generation"]) | keys(["v1-cc3m", "v1-celeba"], ["generation"]) \
             | {mem("v1", "celeba", "base"), mem("v1", "cc3m", "base")}, "a base's weights"
     caption = lambda b: b.replace(b'"text": "', b'"text": "an edited ', 1)  # noqa: E731
     with _edited(root / "datasets" / "celeba_source" / "metadata.jsonl", caption):
@@ -265,7 +267,10 @@ def test_the_report_refuses_a_missing_or_stale_table(P):
     results = P.data_root / "results"
     assert (results / "08_verify" / "pools.csv").is_file(), "runs after the notebook test"
     claims = all_claims(P)
-    assert (claims.section == "model owner's tool").sum() == 3, "one row per innocent pool"
+    owner = claims[claims.section == "model owner's tool"]["paper's claim"]
+    assert owner.str.contains("null: ").sum() == 2, "one row per innocent pool (population, controls)"
+    assert owner.str.contains("false-positive rate on evaluated innocents").sum() == 3, "the 1%, 5% and 10% targets"
+    assert owner.str.contains("infringing models called at target 0.05").sum() == len(P.suspicious.rhos), "one per rho"
     table1 = results / "05_statistical" / "table1.csv"
     with _edited(table1, lambda b: b.replace(b"discriminator", b"discriminatoR", 1)):
         with pytest.raises(StaleResult, match=r"table1\.csv.*re-run notebook 05_statistical_attribution"):
@@ -334,12 +339,12 @@ def test_a_killed_run_resumes_to_the_same_tables(smoke_root, tmp_path):
 @pytest.mark.slow
 def test_verify_command_runs_on_smoke_profile_models_and_reports_what_it_decided(smoke_root, tmp_path, monkeypatch):
     """The installed console script on the pipeline's own models: a rho = 1 evaluated suspect and an
-    innocent one, the source's stored Strategy-2 keys, the domain's innocent shadows as the null (as
-    notebook 08 does). At smoke size the verdicts mean nothing (models trained 3 steps), so which
+    innocent one, the source's stored Strategy-2 keys, the innocent shadows made like them (same base,
+    same domain) as the null, as notebook 08 does. At smoke size the verdicts mean nothing (models trained 3 steps), so which
     verdict comes out is not checked; what must hold is the whole path: safe loading, querying, a
     verdict that follows from its p-value, a report that says it, the query count."""
     from genlineage.experiments.instance_attribution import keys_dir
-    from genlineage.experiments.model_owner_verify import innocent_shadow_paths
+    from genlineage.experiments.model_owner_verify import all_shadows, population_paths
 
     monkeypatch.setenv("GENLINEAGE_DATA", str(smoke_root))
     P = load_profile("smoke")
@@ -347,7 +352,8 @@ def test_verify_command_runs_on_smoke_profile_models_and_reports_what_it_decided
     m = manifest[manifest.source == "v1-celeba"]
     args = [str(Path(sys.executable).parent / "genlineage"), "verify", "--source", m.source_path.iloc[0],
             "--keys", str(keys_dir(P, "v1-celeba", "generation")), "--profile", "smoke", "--quiet"]
-    for path in innocent_shadow_paths(manifest, "v1-celeba", "domain"):
+    same = m[m.lineage == "same"].iloc[0]
+    for path in population_paths(all_shadows(P), same.base, same.domain):  # made like the suspects (notebook 08's rule)
         args += ["--innocent-shadow", path]
     for path in m[(m.role == "shadow") & (m.label == 1)].path:
         args += ["--infringing-shadow", path]

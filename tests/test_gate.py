@@ -452,6 +452,7 @@ def test_a_file_creating_pickle_is_never_unpickled(folder, tmp_path, capsys, sav
         with pytest.raises(InputError):
             call(folder)
         assert not target.exists()
+    (tmp_path / "no_keys").mkdir()  # exists (the CLI's pre-check passes), holds no key set: the suspect is refused first
     code = main(["verify", "--source", str(saved_pipeline), "--keys", str(tmp_path / "no_keys"), "--profile", "smoke",
                  "--quiet", "--out", str(tmp_path / "out"), "--suspect", str(folder)])
     assert code == 2

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from genlineage.intervals import (HELD, INCONCLUSIVE, NOT_HELD, NOT_JUDGED, binomial_interval, difference_interval,
-                                  judge, judge_p, paired_greater_p, per_group, permutation_p, t_interval)
+from genlineage.intervals import (HELD, INCONCLUSIVE, NOT_HELD, NOT_JUDGED, SHARE, binomial_interval,
+                                  difference_interval, judge, judge_p, paired_greater_p, per_group, permutation_p,
+                                  t_interval)
 
 
 def test_t_interval_matches_the_textbook_formula():
@@ -29,6 +30,49 @@ def test_t_interval_covers_its_level_on_simulated_models():
     rng = np.random.default_rng(0)
     hits = [(iv.low < 0.5 < iv.high) for iv in (t_interval(rng.normal(0.5, 0.1, 3)) for _ in range(4000))]
     assert abs(np.mean(hits) - 0.95) < 0.02
+
+
+def test_a_share_interval_stays_in_zero_one_and_still_holds_the_mean():
+    plain, share = t_interval([0.0, 0.0, 1.0]), t_interval([0.0, 0.0, 1.0], bounds=SHARE)
+    assert plain.low < 0 and plain.high > 1, "the plain t interval of three shares leaves [0, 1]"
+    assert 0.0 <= share.low <= share.mean <= share.high <= 1.0
+    assert share.mean == pytest.approx(1 / 3) and share.n == 3
+    assert (share.low, share.high) == (0.0, 1.0)
+    inside = t_interval([0.4, 0.5, 0.6], bounds=SHARE)
+    assert (inside.low, inside.high) == (t_interval([0.4, 0.5, 0.6]).low, t_interval([0.4, 0.5, 0.6]).high), \
+        "an interval already inside the bounds is unchanged"
+    assert math.isnan(t_interval([0.3], bounds=SHARE).low), "one model still gives no interval"
+    with pytest.raises(ValueError, match="outside the bounds"):
+        t_interval([0.2, 1.5], bounds=SHARE)
+
+
+def test_an_unbounded_quantity_keeps_its_t_interval():
+    gaps = [-0.05, 0.02, 0.30]  # a distance gap (innocent minus infringing mean RD): any sign
+    assert t_interval(gaps) == t_interval(gaps, bounds=None)
+    iv = t_interval(gaps)
+    half = stats.t.ppf(0.975, 2) * np.std(gaps, ddof=1) / math.sqrt(3)
+    assert iv.low == pytest.approx(np.mean(gaps) - half) and iv.low < 0
+
+
+def test_truncation_keeps_the_coverage_of_a_share():
+    rng = np.random.default_rng(1)
+    draws = [rng.binomial(10, 0.1, 3) / 10 for _ in range(3000)]  # shares near 0: plain intervals dip below it
+    truncated = [t_interval(d, bounds=SHARE) for d in draws]
+    plain = [t_interval(d) for d in draws]
+    assert any(iv.low < 0 for iv in plain)
+    assert all(0.0 <= iv.low and iv.high <= 1.0 for iv in truncated if np.isfinite(iv.low))
+    cover = lambda ivs: np.mean([iv.low <= 0.1 <= iv.high for iv in ivs])
+    assert cover(truncated) == cover(plain)
+
+
+def test_per_group_bounds_each_groups_interval():
+    import pandas as pd
+
+    t = pd.DataFrame({"g": ["a"] * 3 + ["b"] * 3, "v": [0.0, 0.0, 1.0, 0.4, 0.5, 0.6]})
+    out = per_group(t, ["g"], "v", bounds=SHARE).set_index("g")
+    assert out.loc["a", "low"] == 0.0 and out.loc["a", "high"] == 1.0
+    assert out.loc["b", "low"] == pytest.approx(per_group(t, ["g"], "v").set_index("g").loc["b", "low"])
+    assert (per_group(t, ["g"], "v").set_index("g").loc["a", "low"]) < 0, "without bounds: unchanged"
 
 
 def test_difference_interval_excludes_zero_only_when_groups_differ():

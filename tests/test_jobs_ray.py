@@ -59,7 +59,7 @@ def test_verifys_shadow_queries_on_ray_equal_the_local_ones(saved_pipeline, tmp_
 
     from genlineage.config import load_profile
     from genlineage.keys import KeySet
-    from genlineage.verify.core import VerifySettings, _query_kind
+    from genlineage.verify.core import VerifySettings, query_kind
 
     from conftest import CAPTIONS
 
@@ -72,8 +72,8 @@ def test_verifys_shadow_queries_on_ray_equal_the_local_ones(saved_pipeline, tmp_
                               distance="l2", generation=profile.generation, out=tmp_path / "out",
                               cache_dir=tmp_path / cache, progress=False)
 
-    local = _query_kind("innocent", [saved_pipeline, saved_pipeline], keys, run("local"))
+    local = query_kind("innocent", [saved_pipeline, saved_pipeline], keys, run("local"))
     monkeypatch.setenv("GENLINEAGE_EXECUTOR", "ray")
-    on_ray = _query_kind("innocent", [saved_pipeline, saved_pipeline], keys, run("ray"))
+    on_ray = query_kind("innocent", [saved_pipeline, saved_pipeline], keys, run("ray"))
     assert local.shape == (2, 3) and np.array_equal(local, on_ray)
     assert len(list((tmp_path / "ray").rglob("*.png"))) > 0, "the Ray tasks drew the images"

@@ -267,8 +267,11 @@ def test_genlineage_shadows_builds_a_lora_shadow_set_with_its_manifest(shadow_wo
     printed = json.loads(capsys.readouterr().out)
     manifest = json.loads((root / "set" / "shadows.json").read_text())
     assert printed["shadows"] == 3 and [s["role"] for s in manifest["shadows"]] == ["innocent", "innocent", "infringing"]
+    base = os.path.abspath(shadow_world["args"][shadow_world["args"].index("--base") + 1])
+    assert manifest["base"] == base, "the base as an absolute path: verify reads it from any folder"
     for s in manifest["shadows"]:
         assert (root / "set" / s["path"] / LORA_WEIGHTS).is_file() and s["finetune"] == "lora"
+        assert s["method"] == "lora" and s["base"] == base, "how each shadow was made, for verify's null check"
     origins = [json.loads(line)["origin"] for line in (root / "set" / "data" / "infringing_00_rho0.5" / "metadata.jsonl")
                .read_text().splitlines()]
     assert origins.count("generated") == 2 and origins.count("real") == 2

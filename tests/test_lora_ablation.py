@@ -97,6 +97,8 @@ def test_conf_by_method_pools_every_source_beside_each_source():
     table = la.conf_by_method(confs).set_index("source")
     assert table.loc["s", "mean"] == pytest.approx(0.3) and table.loc[la.EVERY_SOURCE, "models"] == 4
     assert table.loc[la.EVERY_SOURCE, "mean"] == pytest.approx(0.5)
+    # two models at conf 0.2 and 0.4: the plain t interval over 2 models is [-0.97, 1.57]
+    assert table.loc["s", "low"] == 0.0 and table.loc["s", "high"] == 1.0, "conf is a share: inside [0, 1]"
 
 
 def test_verification_pairs_ask_every_suspect_against_shadows_of_both_methods(profile):

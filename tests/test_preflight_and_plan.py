@@ -11,7 +11,7 @@ import torch
 
 from genlineage.config import REPO_ROOT, load_profile
 from genlineage.experiments import cost_plan, preflight
-from genlineage.experiments.suspicious_models import plan_manifest, source_table
+from genlineage.experiments.suspicious_models import plan_manifest, plan_null_shadows, source_table
 from genlineage.runner import main as run_all
 
 
@@ -43,7 +43,7 @@ def test_the_disk_plan_reads_the_unet_size_from_the_bases_headers(smoke_profile,
                                                           "v2": {"path": str(saved_pipeline)}}}})
     unet = load_pipeline_unet_params(saved_pipeline)
     disk = cost_plan.plan_disk(profile, cost_plan.plan_jobs(profile)).set_index("kind")
-    n_models = 4 + len(plan_manifest(profile))
+    n_models = 4 + len(plan_manifest(profile)) + len(plan_null_shadows(profile))  # sources, suspicious, null shadows
     assert disk.loc["fine-tuned models (UNet fp32)", "gb"] == pytest.approx(n_models * 4 * unet / 1e9)
 
 

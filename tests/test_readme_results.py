@@ -9,7 +9,7 @@ from genlineage.report.readme_results import markers, write_readme_results
 
 def _table1() -> pd.DataFrame:
     row = {"n_models": 18, "accuracy": 0.9, "accuracy_low": 0.7, "accuracy_high": 1.0, "auc": 0.95, "auc_low": 0.8,
-           "auc_high": 1.0, "tpr@1%fpr": 0.5, "tpr@1%fpr_low": 0.2, "tpr@1%fpr_high": 0.8}
+           "auc_high": 1.0, "tpr@0fp": 0.5, "tpr@0fp_low": 0.2, "tpr@0fp_high": 0.8}
     return pd.DataFrame([{"source": "v1-celeba", "score": "discriminator", **row},
                          {"source": "v1-celeba", "score": "conf", **row, "accuracy": 0.1}])
 

@@ -219,6 +219,7 @@ def test_verify_refuses_a_prebuilt_key_set_made_at_a_query_seed_before_any_query
 
     api = tmp_path / "api.py"
     api.write_text("import numpy as np\n\ndef generate(prompt, seed):\n    return np.zeros((32, 32, 3), np.uint8)\n")
+    (tmp_path / "controls").mkdir()  # exists (the CLI's pre-check passes); never read: the key set is refused first
     code = main(["verify", "--source", str(saved_pipeline), "--keys", str(made_at_query_seeds), "--profile", "smoke",
                  "--quiet", "--out", str(tmp_path / "cli"), "--controls", str(tmp_path / "controls"),
                  "--suspect-callable", f"{api}:generate"])

@@ -468,7 +468,7 @@ def test_decide_calls_a_copy_infringing_and_a_stranger_not_shown_against_shadows
     assert copy.verdict == "infringing" and copy.test.p_value == null.prediction_pvalue(0.0, means) <= 0.05
     assert copy.conf == 1.0 and copy.key_hits == 6 and copy.mean_rd == 0.0 and copy.discriminator_score is None
     assert copy.test.empirical_p_value == pytest.approx(1 / 9)
-    assert "0 of 8 innocent shadows come at least as close" in copy.warning  # rank 1/9 cannot support 0.05
+    assert "0 of 8 innocent shadows score at least as high" in copy.warning  # rank 1/9 cannot support 0.05
     stranger = decide(_answers(key_set, np.full(6, 0.9)), null_from_shadows, Threshold(0.15, "given"), shadows, run)
     assert stranger.verdict == "not shown" and stranger.test.p_value > 0.5 and stranger.warning == ""
     assert stranger.conf == 0.0 and stranger.key_hits == 0
@@ -487,9 +487,14 @@ def test_decide_with_controls_counts_hits_below_delta0(tmp_path):
     assert easy_domain.verdict == "not shown" and easy_domain.test.p_value == 1.0 and easy_domain.warning == ""
 
 
-def test_null_tests_by_hand():
+def _shadow_test(rd, innocent, tmp_path, **run):
+    key_set = _planted_keys(innocent.shape[1])
+    return shadow_null_test(_answers(key_set, rd), InnocentNull(innocent_rd=innocent), _run(tmp_path, **run))
+
+
+def test_null_tests_by_hand(tmp_path):
     innocent = np.array([[0.2, 0.4, 0.9], [0.4, 0.6, 0.9]])  # over the first 2 keys: means 0.3 and 0.5
-    test = shadow_null_test(np.array([0.1, 0.1]), innocent)
+    test = _shadow_test(np.array([0.1, 0.1]), innocent, tmp_path)
     assert test.innocent_mean_rds == pytest.approx([0.3, 0.5]) and list(test.null_rds) == [0.2, 0.4, 0.4, 0.6]
     assert test.p_value == null.prediction_pvalue(0.1, test.innocent_mean_rds)
     assert test.empirical_p_value == pytest.approx(1 / 3) and test.name.startswith("innocent shadows (2;")
@@ -506,8 +511,9 @@ def test_discriminator_scores_a_copy_above_a_stranger_and_needs_both_kinds(tmp_p
     assert discriminator_score(ShadowRDs(shadows.innocent, np.zeros((0, 6))), np.full(4, 0.02), 0.15, P) is None
 
 
-def test_warning_for_an_infringing_verdict_only_when_the_data_alone_would_not_support_it():
-    test = shadow_null_test(np.zeros(3), np.array([[0.3, 0.3, 0.3], [0.4, 0.4, 0.4], [0.5, 0.5, 0.5]]))
+def test_warning_for_an_infringing_verdict_only_when_the_data_alone_would_not_support_it(tmp_path):
+    test = _shadow_test(np.zeros(3), np.array([[0.3, 0.3, 0.3], [0.4, 0.4, 0.4], [0.5, 0.5, 0.5]]), tmp_path,
+                        target_fpr=0.01)
     assert warning_for("not shown", test, 0.01, True) == ""
     assert "0 of 3 innocent shadows" in warning_for("infringing", test, 0.01, True)  # rank 1/4 > 0.01
     assert warning_for("infringing", test, 0.3, True) == ""  # rank 1/4 <= 0.3
@@ -636,8 +642,9 @@ def _cli(world, keys, tmp_path, *extra: str, suspect: str | None = None) -> list
 def test_cli_prints_the_verdict_of_an_innocent_pipeline_and_writes_its_report(world, keys, tmp_path, capsys):
     assert main(_cli(world, keys, tmp_path)) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed["verdict"] == "not shown" and Path(printed["report"]).is_file()
-    assert "# genlineage verify: **not shown**" in Path(printed["report"]).read_text()
+    assert printed["verdict"] == "not shown" and Path(printed["report"]).name == "report.html"
+    assert "<title>genlineage verify: not shown</title>" in Path(printed["report"]).read_text()
+    assert "# genlineage verify: **not shown**" in (Path(printed["report"]).parent / "report.md").read_text()
 
 
 def test_cli_wraps_a_function_as_the_suspect(world, keys, tmp_path, capsys):

@@ -4,10 +4,182 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
+from .config import OWNER_STATISTICS
 from .errors import InputError
+
+PROFILE_DIR = Path(__file__).resolve().parent / "profiles"  # the named profiles (as config.PROFILE_DIR)
+DEFAULT_PROFILE = "tiny"
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions and epilogs as written; every option that has a default ends its help with it.
+    Options without one (None), flags (False) and repeatable options (an empty list) say in their
+    own words what happens when they are left out."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        d = action.default
+        if d is None or d is False or d is argparse.SUPPRESS or (isinstance(d, list) and not d):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+class _Unset(str):
+    """A default the user did not type: ``--profile`` left out is ``_Unset("tiny")``, so the
+    command can say which profile it chose for them (argparse keeps a default of type str as it is)."""
+
+
+def _profile_notice(command: str, profile: str, what: str) -> None:
+    """One line on stderr when --profile was left out: which profile is used and how to choose another."""
+    if isinstance(profile, _Unset):
+        names = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
+        print(f"genlineage {command}: no --profile given: using the {profile} profile ({what}); choose another "
+              f"with --profile NAME ({names}) or --profile path/to/your.yaml", file=sys.stderr)
+
+
+# --- checks before the heavy imports ------------------------------------------------------------------
+# Existence, type and range only, with pathlib alone: a typo is refused in well under a second,
+# before torch and diffusers load. The library checks everything again (and much more) itself.
+
+def _folder(flag: str, value: str | None, fix: str) -> str | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.exists():
+        return f"{flag} {value} does not exist; {fix}."
+    if not path.is_dir():
+        return f"{flag} {value} is not a folder; {fix}."
+    return None
+
+
+def _file(flag: str, value: str | None, fix: str) -> str | None:
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.exists():
+        return f"{flag} {value} does not exist; {fix}."
+    if not path.is_file():
+        return f"{flag} {value} is not a file; {fix}."
+    return None
+
+
+def _model(flag: str, value: str, fix: str) -> str | None:
+    """A model given by path (a pipeline folder or a LoRA shadow's folder): it must exist; the gate
+    decides the rest."""
+    return None if Path(value).exists() else f"{flag} {value} does not exist; {fix}."
+
+
+def _out_folder(value: str, fix: str) -> str | None:
+    """--out is a folder to create or reuse: refused when it, or the nearest of its parents that
+    exists, is not a folder."""
+    path = Path(value)
+    if path.exists():
+        return None if path.is_dir() else f"--out {value} is an existing file, not a folder; {fix}."
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                return f"--out {value}: {parent} is a file, so no folder can be made inside it; {fix}."
+            return None
+    return None
+
+
+def _profile(value: str) -> str | None:
+    names = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
+    path = Path(value)
+    if path.suffix in {".yaml", ".yml"}:
+        return None if path.is_file() else (f"--profile {value}: the YAML file does not exist; pass an existing "
+                                            f"profile file or a profile name ({names}).")
+    if (PROFILE_DIR / f"{value}.yaml").is_file() and path.name == value:
+        return None
+    return f"--profile {value}: no such profile; choose one of {names}, or pass a YAML file path."
+
+
+def _positive(flag: str, value: float | int | None, what: str) -> str | None:
+    if value is None or (math.isfinite(value) and value > 0):
+        return None
+    return f"{flag} {value}: {what}."
+
+
+def precheck_verify(args: argparse.Namespace) -> list[str]:
+    """What is wrong with ``genlineage verify``'s arguments that a look at the file system shows
+    (every folder and file given exists and is of its kind, --out can be a folder, the profile
+    exists, the numbers lie in their ranges): one message per problem, naming the argument and the
+    fix; empty when nothing is. Uses pathlib only: it runs before torch is imported."""
+    problems = [
+        _folder("--source", args.source, "pass the source model folder that StableDiffusionPipeline.save_pretrained "
+                                         "wrote (it holds model_index.json)"),
+        _folder("--keys", args.keys, "pass a key set folder (a previous verify's OUT/keys, or one written by "
+                                     "KeySet.save), or select keys now with --key-data"),
+        _folder("--key-data", args.key_data, "pass the source's training pairs: an image folder with metadata.jsonl"),
+        _folder("--base", args.base, "pass the pipeline folder of the base the source was fine-tuned from"),
+        _model("--suspect", args.suspect, "pass the suspect's diffusers pipeline folder (it holds model_index.json)")
+        if args.suspect else None,
+        _file("--suspect-lora", args.suspect_lora, "pass the LoRA's weights file (pytorch_lora_weights.safetensors)"),
+        _folder("--suspect-base", args.suspect_base, "pass the pipeline folder the LoRA was trained on"),
+        _folder("--controls", args.controls, "pass pairs of the source's domain it never trained on: an image folder "
+                                             "with metadata.jsonl"),
+    ]
+    if args.suspect_callable and ":" in args.suspect_callable:
+        where = args.suspect_callable.rsplit(":", 1)[0]
+        if where.endswith(".py") and not Path(where).is_file():
+            problems.append(f"--suspect-callable {args.suspect_callable}: the file {where} does not exist; write it as "
+                            "path/to/file.py:function or module:function.")
+    for flag, models in (("--innocent-shadow", args.innocent_shadow), ("--infringing-shadow", args.infringing_shadow)):
+        problems += [_model(flag, m, "pass a shadow model's folder (as genlineage shadows wrote it)") for m in models]
+    if not 0 < args.target_fpr < 1:  # NaN fails too
+        problems.append(f"--target-fpr {args.target_fpr}: the target FPR must lie strictly between 0 and 1 "
+                        "(e.g. 0.01 for 1%).")
+    problems += [_positive("--n-keys", args.n_keys, "ask for at least 1 key sample"),
+                 _positive("--budget", args.budget, "the query budget must be a positive number of images"),
+                 _positive("--delta0", args.delta0, "the distance threshold must be a positive number (e.g. 0.15)"),
+                 _profile(args.profile),
+                 _out_folder(args.out, "name a folder for the report (a new one, or one a previous verify wrote), "
+                                       "e.g. --out verify_report")]
+    return [p for p in problems if p]
+
+
+def _parse_rhos(text: str) -> list[float] | None:
+    try:
+        return [float(r) for r in text.split(",") if r.strip()]
+    except ValueError:
+        return None
+
+
+def precheck_shadows(args: argparse.Namespace) -> list[str]:
+    """``genlineage shadows``' counterpart of :func:`precheck_verify` (pathlib only)."""
+    problems = [
+        _folder("--base", args.base, "pass your copy of the suspect's base as a pipeline folder (it holds "
+                                     "model_index.json)"),
+        _folder("--data", args.data, "pass real pairs of the source's domain: an image folder with metadata.jsonl"),
+        _folder("--source-data", args.source_data, "pass the source's training pairs: an image folder with "
+                                                   "metadata.jsonl"),
+        _folder("--source", args.source, "pass the source model folder that StableDiffusionPipeline.save_pretrained "
+                                         "wrote (it holds model_index.json)"),
+    ]
+    rhos = _parse_rhos(args.rhos)
+    if rhos is None:
+        problems.append(f"--rhos {args.rhos!r}: write numbers separated by commas, e.g. 0.5,1.")
+    elif any(not 0 < r <= 1 for r in rhos):
+        problems.append(f"--rhos {args.rhos}: each share of generated pairs must lie in (0, 1], e.g. 0.5,1.")
+    if args.innocent < 0 or args.infringing < 0 or args.innocent + args.infringing == 0:
+        problems.append(f"--innocent {args.innocent} --infringing {args.infringing}: ask for at least one shadow, "
+                        "and no negative count.")
+    problems += [_positive("--n-samples", args.n_samples, "each shadow needs at least 1 training pair"),
+                 _positive("--lora-rank", args.lora_rank, "the LoRA rank must be a positive integer"),
+                 _profile(args.profile),
+                 _out_folder(args.out, "name a folder for the shadow set (a new one, or one a previous "
+                                       "genlineage shadows wrote)")]
+    return [p for p in problems if p]
+
+
+def _refuse(command: str, problems: list[str]) -> int:
+    for problem in problems:
+        print(f"genlineage {command}: {problem}", file=sys.stderr)
+    return 2
+
 
 VERIFY_DESCRIPTION = """\
 Decide whether SUSPECT was fine-tuned on images generated by SOURCE, at a false-positive rate you
@@ -38,8 +210,10 @@ suspect too.
 
 VERIFY_EPILOG = """\
 output (in --out):
-  report.md         the verdict, a plain-language summary, key samples beside the suspect's best
-                    reconstructions, the distance histogram against the null, the settings
+  report.html       the verdict, a plain-language summary, key samples beside the suspect's best
+                    reconstructions, the distance histogram against the null, the settings (one
+                    page, every image embedded: open it in a browser)
+  report.md         the same for a markdown viewer
   verdict.json      the same for machines
   keys/             the key samples selected (with --key-data); reuse them with --keys
   cache/            every image generated (a re-run asks the suspect nothing twice)
@@ -77,14 +251,14 @@ examples:
 def _verify_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="give one suspicious model a calibrated verdict",
                        description=VERIFY_DESCRIPTION, epilog=VERIFY_EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=_HelpFormatter)
     src = p.add_argument_group("source and key samples")
     src.add_argument("--source", required=True, metavar="DIR", help="the owner's model: a diffusers pipeline folder")
     src.add_argument("--keys", metavar="DIR", help="a saved key set (image folder + _keys.json from KeySet.save)")
     src.add_argument("--key-data", metavar="DIR",
                      help="or: the source's training pairs (image folder with metadata.jsonl) to select keys from")
     src.add_argument("--strategy", default="generation", choices=["generation", "detection", "random"],
-                     help="key selection with --key-data: generation (Strategy 2, default), detection (Strategy 1), random")
+                     help="key selection with --key-data: generation (Strategy 2), detection (Strategy 1), random")
     src.add_argument("--base", metavar="DIR", help="the base the source was tuned from (Strategy 2 scores keys relative to it)")
     src.add_argument("--n-keys", type=int, metavar="N",
                      help="key samples to use (default: every saved key with --keys; the profile's number with --key-data)")
@@ -95,7 +269,8 @@ def _verify_parser(sub) -> argparse.ArgumentParser:
     sus.add_argument("--suspect-base", metavar="DIR",
                      help="the pipeline folder the --suspect-lora was trained on (e.g. SD-v1.5)")
     sus.add_argument("--suspect-callable", metavar="MODULE:FUNC",
-                     help="or a function generate(prompt, seed) -> image, as module:function or file.py:function")
+                     help="or a function generate(prompt, seed) -> image, as module:function or file.py:function. This "
+                          "imports and runs the named Python code with your user's rights; use only code you trust")
     nul = p.add_argument_group("the innocent null (2+ innocent shadows, or controls)")
     nul.add_argument("--innocent-shadow", action="append", default=[], metavar="DIR",
                      help="an innocent shadow model you fine-tuned on data the source never generated (repeatable; "
@@ -104,12 +279,21 @@ def _verify_parser(sub) -> argparse.ArgumentParser:
                      help="an infringing shadow model (repeatable): calibrates delta0, enables the discriminator")
     nul.add_argument("--controls", metavar="DIR",
                      help="pairs of the source's domain it never trained on (image folder); the null when fewer than 2 innocent shadows are given")
+    nul.add_argument("--allow-mismatched-null", action="store_true",
+                     help="accept innocent shadows made from another base or by another method (full/LoRA) than the "
+                          "suspect (refused by default: such a null misstates the false-positive rate); the report says so")
     dec = p.add_argument_group("decision")
-    dec.add_argument("--target-fpr", type=float, default=0.01, metavar="A", help="false-positive rate, in (0, 1) (default 0.01)")
-    dec.add_argument("--budget", type=int, metavar="Q", help="most images to ask of the suspect (refused if too small for A)")
+    dec.add_argument("--target-fpr", type=float, default=0.01, metavar="A", help="false-positive rate, in (0, 1)")
+    dec.add_argument("--statistic", metavar="NAME", choices=list(OWNER_STATISTICS),
+                     help="what the innocent shadows' null compares: " + ", ".join(OWNER_STATISTICS) +
+                          " (default: the profile's verify.statistic; key_control_contrast needs --controls; "
+                          "docs/method.md says what each measures)")
+    dec.add_argument("--budget", type=int, metavar="Q", help="most images to ask of the suspect (default: no cap; refused if too small for A)")
     dec.add_argument("--delta0", type=float, help="distance threshold (default: calibrated on shadows, else the profile's)")
-    dec.add_argument("--profile", default="tiny", help="settings: key and query seeds, sampler, distance, delta0 (tiny, smoke, paper, a YAML)")
-    p.add_argument("--out", default="verify_report", metavar="DIR", help="report folder (default ./verify_report)")
+    dec.add_argument("--profile", default=_Unset(DEFAULT_PROFILE), metavar="NAME|YAML",
+                     help="settings: key and query seeds, sampler, distance, delta0; a profile name (tiny: the artifact's "
+                          "CPU models; paper, paper_full: SD-v1.5/2.1; smoke: the tests) or a YAML path")
+    p.add_argument("--out", default="verify_report", metavar="DIR", help="report folder (created; a re-run reuses its cache)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -126,7 +310,8 @@ shadows (19 at 0.05); fewer work, with the Student-t null verify states.
 
 SHADOWS_EPILOG = """\
 output (in --out):
-  shadows.json      the manifest: every shadow with role, label, rho, seed and folder
+  shadows.json      the manifest: every shadow with role, label, rho, seed, folder, base and method
+                    (full/lora): verify checks them against the suspect's
   <name>/           each shadow (a pipeline folder, or a LoRA folder on --base)
   data/<name>/      each shadow's training pairs; cache/ the source's generations; work/ checkpoints
 
@@ -139,7 +324,7 @@ example:
 def _shadows_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("shadows", help="build the owner's innocent (and infringing) shadow models",
                        description=SHADOWS_DESCRIPTION, epilog=SHADOWS_EPILOG,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
+                       formatter_class=_HelpFormatter)
     p.add_argument("--base", required=True, metavar="DIR",
                    help="the base to fine-tune: your own copy of the suspect's base (e.g. SD-v1.5; trusted as yours)")
     p.add_argument("--data", required=True, metavar="DIR",
@@ -147,31 +332,33 @@ def _shadows_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--source-data", required=True, metavar="DIR",
                    help="the source's training pairs: --data may not share an image with them")
     p.add_argument("--source", metavar="DIR", help="the owner's model, whose generations infringing shadows train on")
-    p.add_argument("--innocent", type=int, default=4, metavar="N", help="innocent shadows (default 4)")
-    p.add_argument("--infringing", type=int, default=0, metavar="N", help="infringing shadows (default 0; needs --source)")
-    p.add_argument("--rhos", default="1", metavar="R,R", help="shares of generated pairs, cycled over infringing shadows (default 1)")
+    p.add_argument("--innocent", type=int, default=4, metavar="N", help="innocent shadows")
+    p.add_argument("--infringing", type=int, default=0, metavar="N", help="infringing shadows (needs --source)")
+    p.add_argument("--rhos", default="1", metavar="R,R", help="shares of generated pairs, each in (0, 1], cycled over infringing shadows")
     p.add_argument("--n-samples", type=int, metavar="N", help="pairs per shadow (default: the profile's suspicious.n_samples)")
     p.add_argument("--finetune", choices=["full", "lora"], help="full fine-tunes or LoRA (default: the profile's)")
     p.add_argument("--lora-rank", type=int, metavar="R", help="LoRA rank (default: the profile's)")
     p.add_argument("--seed", type=int, default=0, help="master seed: each shadow's seed derives from it and its name")
-    p.add_argument("--profile", default="tiny", help="training and generation settings (tiny, smoke, paper, a YAML)")
+    p.add_argument("--profile", default=_Unset(DEFAULT_PROFILE), metavar="NAME|YAML",
+                   help="training and generation settings; a profile name (tiny: the artifact's CPU models; paper, "
+                        "paper_full: SD-v1.5/2.1; smoke: the tests) or a YAML path")
     p.add_argument("--out", required=True, metavar="DIR", help="the shadow set's folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
 def _run_shadows(args) -> int:
-    from .verify.shadows import build_shadows, verify_arguments
+    problems = precheck_shadows(args)
+    if problems:
+        return _refuse("shadows", problems)
+    _profile_notice("shadows", args.profile, "its training and generation settings")
+    from .verify.shadows import build_shadows, verify_arguments  # torch and diffusers load here
 
-    try:
-        rhos = [float(r) for r in args.rhos.split(",") if r.strip()]
-    except ValueError:
-        print(f"genlineage shadows: --rhos {args.rhos!r}: write numbers separated by commas, e.g. 0.5,1", file=sys.stderr)
-        return 2
+    rhos = _parse_rhos(args.rhos)
     try:
         table = build_shadows(args.base, args.data, args.source_data, args.out, source=args.source,
                               innocent=args.innocent, infringing=args.infringing, rhos=rhos, n_samples=args.n_samples,
-                              finetune=args.finetune, lora_rank=args.lora_rank, seed=args.seed, profile=args.profile,
+                              finetune=args.finetune, lora_rank=args.lora_rank, seed=args.seed, profile=str(args.profile),
                               progress=not args.quiet)
     except InputError as err:
         print(f"genlineage shadows: {err}", file=sys.stderr)
@@ -181,11 +368,16 @@ def _run_shadows(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The ``genlineage`` parser and its commands' parsers, by name."""
     parser = argparse.ArgumentParser(prog="genlineage", description="Training-data attribution for text-to-image diffusion.")
     sub = parser.add_subparsers(dest="command", required=True)
-    verify_parser = _verify_parser(sub)
-    _shadows_parser(sub)
+    return parser, {"verify": _verify_parser(sub), "shadows": _shadows_parser(sub)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, commands = build_parser()
+    verify_parser = commands["verify"]
     args = parser.parse_args(argv)
     if args.command == "shadows":
         return _run_shadows(args)
@@ -198,7 +390,11 @@ def main(argv: list[str] | None = None) -> int:
                                 "on the base it was trained on")
         if bool(args.keys) == bool(args.key_data):
             verify_parser.error("give exactly one of --keys DIR or --key-data DIR")
-        from .models.lora import LoraModel
+        problems = precheck_verify(args)
+        if problems:
+            return _refuse("verify", problems)
+        _profile_notice("verify", args.profile, "its key and query seeds, sampler, distance and delta0")
+        from .models.lora import LoraModel  # torch and diffusers load here
         from .verify import verify, write_report
         from .verify.suspect import load_callable
 
@@ -211,16 +407,18 @@ def main(argv: list[str] | None = None) -> int:
                              base=args.base, innocent_shadows=args.innocent_shadow,
                              infringing_shadows=args.infringing_shadow, controls=args.controls,
                              target_fpr=args.target_fpr, budget=args.budget, n_keys=args.n_keys, delta0=args.delta0,
-                             profile=args.profile, out=args.out, progress=not args.quiet, suspect_name=name)
+                             profile=str(args.profile), out=args.out, progress=not args.quiet, suspect_name=name,
+                             allow_mismatched_null=args.allow_mismatched_null, statistic=args.statistic)
         except InputError as err:
             print(f"genlineage verify: {err}", file=sys.stderr)
             return 2
-        report = write_report(verdict, args.out)
+        write_report(verdict, args.out)
         if verdict.warning:
             print(f"genlineage verify: warning: {verdict.warning}", file=sys.stderr)
+        # the report a person opens (report.md and verdict.json lie beside it)
         print(json.dumps({"verdict": verdict.verdict, "p_value": verdict.p_value, "conf": verdict.conf,
                           "discriminator_score": verdict.discriminator_score, "queries": verdict.queries,
-                          "report": str(report)}, indent=2))
+                          "report": str(Path(args.out) / "report.html")}, indent=2))
     return 0
 
 

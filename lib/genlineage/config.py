@@ -361,6 +361,11 @@ class SuspiciousSettings(Section):
     rhos: tuple[float, ...]
     evaluated: ModelCounts
     shadow: ModelCounts
+    # Innocent shadows per source shared by every replicate: the owner's test's null (stage 08) is
+    # every innocent shadow made like the suspect (the source's base, the profile's fine-tune, the
+    # source's domain), these and each replicate's own. Enough of them let the rank test alone
+    # support the target rate (19 for 5%).
+    null_shadows: int = 0
     train: dict[str, Any] = field(default_factory=dict)  # overrides training.finetune
     replicates: tuple[int, ...] = (0,)
     lineages: tuple[str, ...] = ("same",)
@@ -461,6 +466,37 @@ class StatisticalSettings(Section):
     CHOICES: ClassVar[dict[str, tuple]] = {"classifier": ("logistic", "random_forest"), "delta0": ("calibrated", "paper")}
 
 
+OWNER_STATISTICS = ("mean_rd", "lowest_k_rd", "conf", "key_control_contrast", "discriminator", "per_key_z")
+
+
+@dataclass(frozen=True)
+class OwnerTestSettings(Section):
+    """The owner's test (``genlineage verify`` and stage 08): the statistic it compares with the
+    innocent shadows' and the candidates stage 08 chooses it among, on shadow models only, by the
+    rule written in ``genlineage.verify.statistics.SELECTION_RULE`` at ``selection_fpr``."""
+    statistic: str = "mean_rd"               # verify's default; stage 08 uses the one its rule chooses
+    candidates: tuple[str, ...] = OWNER_STATISTICS
+    selection_fpr: float = 0.05              # the target rate the leave-one-shadow-out TPR is counted at
+    target_fpr: float = 0.05                 # stage 08's verdicts (its table adds 0.01 and 0.1)
+    k_smallest: int = 5                      # lowest_k_rd: the closest keys averaged
+    variance_prior: float = 4.0              # per_key_z: weight, in shadows, of the pooled key variance
+    n_controls: int = 30                     # control pairs asked of every model when a statistic needs them
+
+    @classmethod
+    def parse(cls, raw: Mapping | None, where: str) -> "OwnerTestSettings":
+        out = super().parse(raw, where)
+        for name in (out.statistic, *out.candidates):
+            if name not in OWNER_STATISTICS:
+                raise InputError(f"profile key {where}: {name!r} is not a test statistic; choose among "
+                                 f"{', '.join(OWNER_STATISTICS)}.")
+        for key in ("selection_fpr", "target_fpr"):
+            if not 0 < getattr(out, key) < 1:
+                raise InputError(f"profile key {where}.{key} must lie strictly between 0 and 1.")
+        if out.k_smallest < 1 or out.n_controls < 1 or out.variance_prior < 0:
+            raise InputError(f"profile key {where}: k_smallest and n_controls must be at least 1, variance_prior >= 0.")
+        return out
+
+
 @dataclass(frozen=True)
 class RunSettings(Section):
     """The top level: what runs where, and where committed outputs go."""
@@ -468,7 +504,11 @@ class RunSettings(Section):
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
-    parallel_jobs: int = 1
+    # Independent jobs side by side: a number, or "auto": as many as the machine has usable cores
+    # (its CPU affinity), within memory (``memory_per_job_gb`` each). Results are the same at any
+    # count (every job is seeded and single-threaded; tests/test_runner.py compares 1, 2 and 3).
+    parallel_jobs: Any = 1
+    memory_per_job_gb: float = 2.0
     threads_per_job: int = 1
     figures_dir: str | None = None   # committed figures, relative to the repository (None: beside the data)
     tables_dir: str | None = None    # committed tables, likewise
@@ -484,10 +524,35 @@ class RunSettings(Section):
     CHOICES: ClassVar[dict[str, tuple]] = {"dtype": ("float32", "float16", "bfloat16"), "executor": ("local", "ray")}
 
 
+    @classmethod
+    def parse(cls, raw: Mapping | None, where: str) -> "RunSettings":
+        out = super().parse(raw, where)
+        jobs = out.parallel_jobs
+        if jobs == "auto":
+            return dataclasses.replace(out, parallel_jobs=auto_jobs(out.memory_per_job_gb, out.threads_per_job))
+        if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+            raise InputError(f"profile key parallel_jobs is {jobs!r}; give a number of jobs (1 or more) or \"auto\" "
+                             "(as many as this machine's usable cores, within memory).")
+        return out
+
+
+def auto_jobs(memory_per_job_gb: float, threads_per_job: int = 1) -> int:
+    """How many jobs of ``threads_per_job`` threads this machine runs side by side: its usable
+    cores (the process's CPU affinity, which a container or ``taskset`` may narrow), no more than
+    its memory holds at ``memory_per_job_gb`` each, and at least one."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        memory_gb = float("inf")
+    by_memory = int(memory_gb // memory_per_job_gb) if memory_per_job_gb > 0 else cores
+    return max(1, min(cores // max(threads_per_job, 1), by_memory))
+
+
 SECTIONS: dict[str, type[Section]] = {
     "data": DataSettings, "models": ModelsSettings, "training": TrainingSettings, "generation": GenerationConfig,
     "memorisation": MemorisationSettings, "suspicious": SuspiciousSettings, "attribution": AttributionSettings,
-    "statistical": StatisticalSettings,
+    "statistical": StatisticalSettings, "verify": OwnerTestSettings,
 }
 
 
@@ -519,6 +584,7 @@ class Profile(dict):
     suspicious = property(lambda self: self._section("suspicious"), doc="``SuspiciousSettings``.")
     attribution = property(lambda self: self._section("attribution"), doc="``AttributionSettings``.")
     statistical = property(lambda self: self._section("statistical"), doc="``StatisticalSettings``.")
+    verify = property(lambda self: self._section("verify"), doc="``OwnerTestSettings``.")
 
     @property
     def name(self) -> str:

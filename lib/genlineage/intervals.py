@@ -6,7 +6,8 @@ models must resample models, not keys. Everything here works on one number per m
 mean RD, a verdict) and knows nothing of pipelines.
 
 * :func:`t_interval`: mean over models with a 95% Student-t interval (honest at 3 models, where
-  a bootstrap over 3 values has only 10 distinct resamples and covers far less than 95%).
+  a bootstrap over 3 values has only 10 distinct resamples and covers far less than 95%),
+  truncated to [0, 1] for a share, a rate or an AUC (``bounds=SHARE``).
 * :func:`difference_interval`: Welch interval of mean(a) - mean(b) for two groups of models.
 * :func:`permutation_p`: exact one-sided permutation test of mean(a) > mean(b) over models.
 * :func:`binomial_interval`: Clopper-Pearson interval of a rate over models (verdicts).
@@ -50,18 +51,38 @@ def _finite(values: Sequence[float]) -> np.ndarray:
     return a[np.isfinite(a)]
 
 
-def t_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
+SHARE = (0.0, 1.0)  # the bounds of a share, a rate or an AUC: pass as ``bounds``
+
+
+def t_interval(values: Sequence[float], level: float = LEVEL, bounds: tuple[float, float] | None = None) -> Interval:
     """Mean of per-model values with a Student-t interval (n - 1 degrees of freedom).
-    One model gives no interval (nan bounds); identical models give a zero-width one."""
+    One model gives no interval (nan bounds); identical models give a zero-width one.
+
+    ``bounds`` (e.g. :data:`SHARE`, for a conf, a bin share, a rate or an AUC) truncates the
+    interval to the range the quantity can take. Why: with 3 models the t interval of shares
+    0, 0, 1 is [-1.1, 1.8], a statement about impossible values. Why it stays valid: the true
+    mean of values in [0, 1] lies in [0, 1], so whenever the t interval covers it, its
+    intersection with [0, 1] does too; the coverage is unchanged. A mean difference of two
+    shares or a distance gap is not bounded this way: leave ``bounds`` None there."""
     a = _finite(values)
     n = len(a)
     if n == 0:
         return Interval(float("nan"), float("nan"), float("nan"), 0)
+    if bounds is not None:
+        lo_bound, hi_bound = bounds
+        if not lo_bound <= hi_bound:
+            raise ValueError(f"bounds must be (low, high) with low <= high, got {bounds}")
+        if a.min() < lo_bound or a.max() > hi_bound:
+            raise ValueError(f"values outside the bounds {bounds} they are said to lie in: "
+                             f"{a.min():g} to {a.max():g}")
     mean = float(a.mean())
     if n == 1:
         return Interval(mean, float("nan"), float("nan"), 1)
     half = float(stats.t.ppf(0.5 + level / 2, n - 1) * a.std(ddof=1) / math.sqrt(n))
-    return Interval(mean, mean - half, mean + half, n)
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, float(bounds[0])), min(high, float(bounds[1]))
+    return Interval(mean, low, high, n)
 
 
 def difference_interval(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Interval:
@@ -183,12 +204,13 @@ def judge_p(p_value: float, alpha: float = 1 - LEVEL) -> str:
     return HELD if p_value < alpha else NOT_HELD
 
 
-def per_group(table: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
+def per_group(table: pd.DataFrame, by: list[str], value: str,
+              bounds: tuple[float, float] | None = None) -> pd.DataFrame:
     """Mean of ``value`` over the models of each group with its t interval (columns mean, low,
-    high, models)."""
+    high, models); ``bounds`` as in :func:`t_interval` (``SHARE`` for a conf or a bin share)."""
     rows = []
     for key, g in table.groupby(by, sort=True):
         key = key if isinstance(key, tuple) else (key,)
-        iv = t_interval(g[value])
+        iv = t_interval(g[value], bounds=bounds)
         rows.append({**dict(zip(by, key)), "mean": iv.mean, "low": iv.low, "high": iv.high, "models": iv.n})
     return pd.DataFrame(rows, columns=[*by, "mean", "low", "high", "models"])

@@ -14,6 +14,12 @@ Rules every claim here follows:
   models sit far from at their scale (a conf of 0.4, a share of keys below 0.1), ours is the
   excess over innocent models on the same keys, or the bin relative to the calibrated delta0.
 * **Memorisation against the base**, on the same captions, not against a target we chose.
+* **Judged once, and only where this world can test it.** Each claim is judged at the primary
+  delta0 (calibrated on each source's shadows); the paper's 0.15 gives *sensitivity* rows that
+  say what they would have read and are not counted. A claim this world cannot test (a baseline
+  that sits at chance, a bound the number of models cannot reach even with a perfect score, a
+  share set by the calibration rule itself) is **untestable here**, with its reason and what would
+  test it, and is counted apart from held, not held and inconclusive.
 
 Every function takes tables (what notebooks 02-07 print) and returns rows of
 ``section, paper's claim, ours, held``.
@@ -25,17 +31,37 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from ..intervals import (HELD, INCONCLUSIVE, NOT_HELD, NOT_JUDGED, difference_interval, judge,
+from ..intervals import (HELD, INCONCLUSIVE, NOT_HELD, NOT_JUDGED, binomial_interval, difference_interval, judge,
                          t_interval)
 
 COLUMNS = ["section", "paper's claim", "ours", "held"]
+UNTESTABLE = "untestable here"
+PRIMARY_DELTA0 = "calibrated"   # the delta0 claims are judged at; the paper's 0.15 is the sensitivity reading
+WATERMARK_CHANCE = (0.45, 0.55)  # mean bit accuracy in this band: the watermark carries no signal here
 
 
 def claim(section: str, text: str, ours: str, held: str) -> dict:
-    """One row of the claims table; ``held`` is one of held / not held / inconclusive / n/a."""
-    if held not in (HELD, NOT_HELD, INCONCLUSIVE, NOT_JUDGED):
+    """One row of the claims table; ``held`` is held / not held / inconclusive / untestable here / n/a."""
+    if held not in (HELD, NOT_HELD, INCONCLUSIVE, UNTESTABLE, NOT_JUDGED):
         raise ValueError(f"unknown verdict {held!r}")
     return {"section": section, "paper's claim": text, "ours": ours, "held": held}
+
+
+def untestable(section: str, text: str, reason: str, would_test: str) -> dict:
+    """A claim this world cannot test: why, and what would test it."""
+    return claim(section, text, f"untestable here: {reason}; it would take {would_test}", UNTESTABLE)
+
+
+def as_sensitivity(rows: pd.DataFrame, reading: str) -> pd.DataFrame:
+    """The same claims read at a second setting (e.g. the paper's delta0): shown with what they
+    would have read, counted in no tally (one claim, one vote)."""
+    out = rows.copy()
+    judged = out.held.isin([HELD, NOT_HELD, INCONCLUSIVE, UNTESTABLE])
+    out.loc[judged, "ours"] = out.loc[judged, "ours"] + " (sensitivity reading at " + reading + ": would be " + \
+        out.loc[judged, "held"] + ")"
+    out["held"] = NOT_JUDGED
+    out["section"] = out.section + " (sensitivity)"
+    return out
 
 
 def all_of(verdicts: Iterable[str]) -> str:
@@ -93,14 +119,17 @@ def _per_model(confs: pd.DataFrame) -> pd.DataFrame:
     return own.pivot_table(index=["model", "source", "rho"], columns="strategy", values="conf").reset_index()
 
 
-def figure6_claims(confs: pd.DataFrame, tag: str) -> pd.DataFrame:
+def figure6_claims(confs: pd.DataFrame, tag: str, watermark_accuracy: float | None = None) -> pd.DataFrame:
     """Figure 6's claims on per-model confs (:func:`instance.evaluated_confs` at one delta0).
 
     Per rho the models of every source are pooled (18 at the tiny profile: 6 sources x 3 seeds),
     so each interval is over models. Margins are paired within a model (the same model queried
     with both key sets). Levels the paper states for infringing models ("conf > 0.6", "about
     0.4") are judged as the excess over the innocent models' conf on the same keys, since at the
-    paper's scale innocent models score near 0 and at ours they need not."""
+    paper's scale innocent models score near 0 and at ours they need not. ``watermark_accuracy``
+    (the mean bit accuracy of Baseline 1's decoder on the infringing models' outputs) within
+    ``WATERMARK_CHANCE`` makes the comparison with Baseline 1 untestable: a baseline at chance
+    cannot be matched or beaten in a way that says anything about the paper's claim."""
     section = f"Figure 6 (delta0 {tag})"
     wide = _per_model(confs)
     inf, inn = wide[wide.rho > 0], wide[wide.rho == 0]
@@ -114,9 +143,16 @@ def figure6_claims(confs: pd.DataFrame, tag: str) -> pd.DataFrame:
             worst = min(cells.items(), key=lambda kv: kv[1].mean)
             rows.append(claim(section, f"{name} beats Baseline 2 by > 0.2 conf at every rho",
                               f"smallest mean margin over models at rho = {worst[0]:g}: {worst[1].text(signed=True)}", verdict))
-    if {"generation", "watermark"} <= set(wide.columns) and len(inf):
+    text = "Strategy 2 within 0.1 of Baseline 1 (watermark)"
+    at_chance = watermark_accuracy is not None and WATERMARK_CHANCE[0] <= watermark_accuracy <= WATERMARK_CHANCE[1]
+    if at_chance and len(inf):
+        rows.append(untestable(section, text, f"Baseline 1's watermark is at chance here (mean bit accuracy "
+                               f"{watermark_accuracy:.2f}; chance 0.50): marks do not survive generate, fine-tune and "
+                               "generate again through this VAE", "a watermark that survives fine-tuning (decoded "
+                               "well above chance from the infringing models' outputs)"))
+    elif {"generation", "watermark"} <= set(wide.columns) and len(inf):
         iv = t_interval(inf["watermark"] - inf["generation"])
-        rows.append(claim(section, "Strategy 2 within 0.1 of Baseline 1 (watermark)",
+        rows.append(claim(section, text,
                           f"Baseline 1 minus Strategy 2 over every infringing model: {iv.text(signed=True)}",
                           judge(iv.low, iv.high, below=0.1)))
     at03 = inf[np.isclose(inf.rho, 0.3)]
@@ -174,15 +210,18 @@ def table2_claims(per_model: pd.DataFrame) -> pd.DataFrame:
     inn, inf = per_model[per_model.kind == "innocent"], per_model[per_model.kind == "infringing"]
     below15 = ["[0.00, 0.05)", "[0.05, 0.10)", "[0.10, 0.15)"]
     rows = []
-    if len(inn):
+    if len(inn):  # where innocent keys fall relative to delta0 is what the calibration rule chose delta0 by
         iv = t_interval(inn["rel [0.15, 0.20)"])
-        rows.append(claim(section, "innocent: 73.9% of keys in [0.15, 0.2) (ours: [1, 4/3) delta0, at least 60%)",
-                          f"{iv.text()}; absolute [0.15, 0.20): {inn['abs [0.15, 0.20)'].mean():.0%}",
-                          judge(iv.low, iv.high, above=0.6)))
+        reason = ("the calibrated delta0 is placed by the rule that separates the innocent shadows from the infringing "
+                  "ones, so the share of innocent keys around it is set by the rule, not measured")
+        would = "a delta0 fixed before any model is seen (the paper's 0.15 at the paper's scale)"
+        rows.append(untestable(section, "innocent: 73.9% of keys in [0.15, 0.2) (ours: [1, 4/3) delta0, at least 60%)",
+                               f"{reason} (measured {iv.text()}; absolute [0.15, 0.20): "
+                               f"{inn['abs [0.15, 0.20)'].mean():.0%})", would))
         iv = t_interval(_bin_share(inn, "rel", below15))
-        rows.append(claim(section, "innocent: 4.3% of keys below 0.15 (ours: below delta0, under 10%)",
-                          f"{iv.text()}; absolute below 0.15: {_bin_share(inn, 'abs', below15).mean():.0%}",
-                          judge(iv.low, iv.high, below=0.1)))
+        rows.append(untestable(section, "innocent: 4.3% of keys below 0.15 (ours: below delta0, under 10%)",
+                               f"{reason} (measured {iv.text()}; absolute below 0.15: "
+                               f"{_bin_share(inn, 'abs', below15).mean():.0%})", would))
     if len(inf):
         iv = t_interval(_bin_share(inf, "rel", below15[:2]))
         rows.append(claim(section, "infringing: about 20% of keys below 0.1 (ours: below 2/3 delta0, 10-30%)",
@@ -220,11 +259,21 @@ def figure7_claims(per_model: pd.DataFrame) -> pd.DataFrame:
 
 def table1_claims(t1: pd.DataFrame) -> pd.DataFrame:
     """The discriminator's accuracy, AUC and TPR@10%FPR for every source, each judged on its 95%
-    interval over the source's evaluated models (bootstrap that resamples models)."""
+    interval over the source's evaluated models (bootstrap that resamples models). A bound that
+    even a perfect score could not establish with this many models (the exact interval of n
+    successes in n trials starts below it: 18 models give 0.815 < 0.85) is untestable here."""
     d = t1[t1.score == "discriminator"]
     rows = []
-    for col, bound, text in (("accuracy", 0.85, "accuracy > 85% for every source"), ("auc", 0.8, "AUC > 0.8 for every source"),
-                             ("tpr@10%fpr", 0.7, "TPR@10%FPR > 0.7 for every source")):
+    for col, bound, text, count in (("accuracy", 0.85, "accuracy > 85% for every source", "n_models"),
+                                    ("auc", 0.8, "AUC > 0.8 for every source", "n_infringing"),
+                                    ("tpr@10%fpr", 0.7, "TPR@10%FPR > 0.7 for every source", "n_infringing")):
+        n = int(d[count].min()) if len(d) else 0
+        best = binomial_interval(n, n).low if n else float("nan")
+        if n and best <= bound:
+            rows.append(untestable("Table 1", text, f"with {n} models a source ({count.replace('n_', '')}), even a "
+                                   f"perfect score's exact 95% interval starts at {best:.3f}, not above {bound:g}",
+                                   f"at least {_models_for(bound)} such models a source"))
+            continue
         verdicts = [judge(lo, hi, above=bound) for lo, hi in zip(d[f"{col}_low"], d[f"{col}_high"])]
         vals = d[col].to_numpy(dtype=float)
         ours = (f"lowest {np.nanmin(vals):.2f} over {len(vals)} sources; interval above {bound:g} for "
@@ -233,7 +282,16 @@ def table1_claims(t1: pd.DataFrame) -> pd.DataFrame:
     return _table(rows)
 
 
+def _models_for(bound: float) -> int:
+    """The fewest models whose perfect score's exact 95% interval starts above ``bound``."""
+    n = 1
+    while binomial_interval(n, n).low <= bound:
+        n += 1
+    return n
+
+
 def verdict_tally(claims: pd.DataFrame) -> dict[str, int]:
-    """How many claims were held, not held, inconclusive (n/a rows are not judged)."""
+    """How many claims were held, not held, inconclusive, and untestable here (n/a and
+    sensitivity rows are not judged)."""
     counts = claims.held.value_counts()
-    return {k: int(counts.get(k, 0)) for k in (HELD, NOT_HELD, INCONCLUSIVE)}
+    return {k: int(counts.get(k, 0)) for k in (HELD, NOT_HELD, INCONCLUSIVE, UNTESTABLE)}

@@ -32,7 +32,8 @@ from ..models.pipeline_io import VARIANT_WEIGHTS, load_model, load_pipeline, mod
 from ..training.encode import EncodedDataset, tokenize
 from ..training.sd import train_sd
 from .memorisation import memorisation_jobs
-from .suspicious_models import plan_manifest, source_table
+from ..verify.statistics import get_statistic
+from .suspicious_models import plan_manifest, plan_null_shadows, source_table
 
 MB = 1e6
 
@@ -100,6 +101,15 @@ def plan_jobs(profile: Profile) -> pd.DataFrame:
         {"stage": "04", "kind": "queries (3 strategies)", "jobs": len(manifest),
          "steps": 0, "images": len(manifest) * 3 * n_keys * query_seeds},
     ]
+    null_shadows = plan_null_shadows(profile)
+    asks_controls = any(get_statistic(name).needs_controls for name in (*profile.verify.candidates, profile.verify.statistic))
+    n_controls = profile.verify.n_controls if asks_controls else 0
+    rows += [{"stage": "03", "kind": "shared innocent null shadows (fine-tunes)", "jobs": len(null_shadows),
+              "steps": len(null_shadows) * suspicious.steps, "images": 0},
+             {"stage": "08", "kind": "null shadows' keys and (if a statistic asks them) every shadow's control pairs",
+              "jobs": len(null_shadows) + int((manifest.role == "shadow").sum()), "steps": 0,
+              "images": (len(null_shadows) * (profile.attribution.n_keys + n_controls)
+                         + int((manifest.role == "shadow").sum()) * n_controls) * query_seeds}]
     lora = lora_twin_count(profile) if profile.suspicious.lora_ablation.enabled else 0
     rows += [{"stage": "10", "kind": "LoRA twins (adapters; a step costed as a full one's)", "jobs": lora,
               "steps": lora * suspicious.steps, "images": 0},
@@ -153,7 +163,8 @@ def plan_disk(profile: Profile, jobs: pd.DataFrame) -> pd.DataFrame:
     png = 0.4 * MB * (size / 512) ** 2
     unet = _unet_bytes_fp32(profile)
     models = int(jobs.loc[jobs.kind.str.contains("fine-tunes"), "jobs"].sum())
-    training_sets = int(jobs.loc[jobs.kind.str.startswith("suspicious"), "jobs"].sum()) * profile.suspicious.n_samples
+    suspicious = jobs.kind.str.startswith("suspicious") | jobs.kind.str.startswith("shared innocent null shadows")
+    training_sets = int(jobs.loc[suspicious, "jobs"].sum()) * profile.suspicious.n_samples
     rows = [
         {"kind": "fine-tuned models (UNet fp32)", "gb": None if unet is None else models * unet / 1e9},
         {"kind": "checkpoints in flight", "gb": None if unet is None else 3 * unet * profile.run.parallel_jobs / 1e9},

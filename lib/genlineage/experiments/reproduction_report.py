@@ -11,12 +11,12 @@ import pandas as pd
 
 from .. import runner
 from ..config import Profile
-from .claims import (COLUMNS, figure6_claims, figure7_claims, inheritance_claims, memorisation_claims,
+from .claims import (COLUMNS, PRIMARY_DELTA0, as_sensitivity, figure6_claims, figure7_claims, inheritance_claims, memorisation_claims,
                      table1_claims, table2_claims)
 from .instance_attribution import load_results
 from .instance_tables import deltas, evaluated_confs, figure7_per_model, inheritance, table2_per_model
 from .memorisation import load_memorisation, memorisation_checks
-from .model_owner_verify import load_pools
+from .model_owner_verify import false_positive_rates, load_pools, load_verdicts, true_positive_rates
 from .statistical_attribution import load_table1
 
 
@@ -27,25 +27,55 @@ def all_claims(profile: Profile) -> pd.DataFrame:
     D, _ = deltas(profile, models, per_sample)
     summary, per_image = load_memorisation(profile)
     parts = [memorisation_claims(memorisation_checks(summary, per_image))]
-    for tag in ("paper", "calibrated"):
-        parts.append(figure6_claims(evaluated_confs(profile, models, per_sample, D[tag]), tag))
+    accuracy = watermark_accuracy(models)
+    parts.append(figure6_claims(evaluated_confs(profile, models, per_sample, D[PRIMARY_DELTA0]), PRIMARY_DELTA0, accuracy))
     parts.append(inheritance_claims(inheritance(profile, models, per_sample, D["calibrated"]),
                                     sorted(models[models.role == "evaluated"].source.unique())))
     parts.append(table2_claims(table2_per_model(profile, models, per_sample, D["calibrated"])))
     parts.append(figure7_claims(figure7_per_model(profile, models, per_sample, D["calibrated"])))
     parts.append(table1_claims(load_table1(profile)))  # notebook 05's table, refused if stale: never recomputed here
+    parts.append(as_sensitivity(figure6_claims(evaluated_confs(profile, models, per_sample, D["paper"]), "paper", accuracy),
+                                "the paper's delta0 = 0.15"))
     rows = []
     for r in load_pools(profile).to_dict("records"):  # notebook 08's comparison of the tool's innocent nulls
         rows.append({
             "section": "model owner's tool",
             "paper's claim": f"(beyond the paper) `genlineage verify` at target FPR {r['target FPR']:g}, one suspect at "
-                             f"a time, innocent shadows: {r['innocent pool']} ({r['innocent shadows per source']} per source)",
+                             f"a time, null: {r['innocent pool']} ({r['innocent shadows per suspect']} innocent shadows "
+                             f"per suspect; statistic {r['statistic']})",
             "ours": f"called infringing: {r['infringing called']} infringing (TPR {r['TPR']:.2f} [{r['TPR_low']:.2f}, "
                     f"{r['TPR_high']:.2f}]), {r['innocent called']} innocent (FPR {r['FPR']:.2f} [{r['FPR_low']:.2f}, "
                     f"{r['FPR_high']:.2f}]); refused {r['refused']}",
             "held": "n/a"})
+    rows += owner_test_rows(load_verdicts(profile, "population"))
     parts.append(pd.DataFrame(rows, columns=COLUMNS))
     return pd.concat(parts, ignore_index=True)[COLUMNS]
+
+
+def watermark_accuracy(models: pd.DataFrame) -> float | None:
+    """Baseline 1's mean bit accuracy over the evaluated infringing models (None: not measured)."""
+    column = "watermark_bit_accuracy"
+    inf = models[(models.role == "evaluated") & (models.label == 1)] if column in models else models.iloc[0:0]
+    return float(inf[column].mean()) if len(inf) and inf[column].notna().any() else None
+
+
+def owner_test_rows(table: pd.DataFrame) -> list[dict]:
+    """The owner's test on evaluated models it never saw: the realised false-positive rate at each
+    target and the true-positive rate per rho at 5%, each with its exact interval over models."""
+    rows = []
+    for r in false_positive_rates(table).to_dict("records"):
+        rows.append({"section": "model owner's tool",
+                     "paper's claim": f"(beyond the paper) false-positive rate on evaluated innocents at target {r['target FPR']:g}",
+                     "ours": f"{r['innocent called']} called: {r['FPR']:.3f} [{r['FPR_low']:.3f}, {r['FPR_high']:.3f}]"
+                             f"{'' if r['target within interval'] else ' (the target lies outside this interval)'}",
+                     "held": "n/a"})
+    tpr = true_positive_rates(table, "rho")
+    for r in tpr[tpr["target FPR"] == 0.05].to_dict("records"):
+        rows.append({"section": "model owner's tool",
+                     "paper's claim": f"(beyond the paper) infringing models called at target 0.05, rho = {r['rho']:g}",
+                     "ours": f"{r['infringing called']}: {r['TPR']:.2f} [{r['TPR_low']:.2f}, {r['TPR_high']:.2f}]",
+                     "held": "n/a"})
+    return rows
 
 
 def timing_table(profile: Profile) -> pd.DataFrame:

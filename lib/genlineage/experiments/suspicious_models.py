@@ -31,6 +31,7 @@ from .source_models import source_models
 from .training_sets import write_training_set
 
 MANIFEST = "manifest.csv"
+NULL_SHADOWS = "null_shadows.csv"
 
 
 def source_table(profile: Profile) -> pd.DataFrame:
@@ -71,6 +72,36 @@ def plan_manifest(profile: Profile) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+NULL_SHADOW_REPLICATE = -1  # the replicate column of the shared null shadows: none of 0, 1, 2, ...
+
+
+def plan_null_shadows(profile: Profile) -> pd.DataFrame:
+    """Each source's shared innocent shadows (``suspicious.null_shadows``): fine-tuned from the
+    source's own base on real pairs of its domain's shadow pool, one draw serving every replicate
+    (replicate -1). They sit in their own table (``null_shadows.csv``), not the manifest, so the
+    per-replicate stages (04's delta0, 05's discriminator, 10's LoRA twins) never see them; stage
+    08's null takes them with each replicate's own innocent shadows."""
+    rows = [_row(profile, src, "shadow", "same", src.base, 0.0, 200 + rep, NULL_SHADOW_REPLICATE)
+            for _, src in source_table(profile).iterrows() for rep in range(profile.suspicious.null_shadows)]
+    return pd.DataFrame(rows)
+
+
+def _row(profile: Profile, src, role: str, lineage: str, base: str, rho: float, rep: int, replicate: int) -> dict:
+    """One model's manifest row: its name carries every choice, and its seed derives from the name."""
+    cfg = profile.suspicious
+    tag = "shared" if replicate == NULL_SHADOW_REPLICATE else f"s{replicate}"
+    name = f"{src.source}__{role}__{lineage}__rho{rho:g}__r{rep}__{tag}"
+    return {
+        "name": name, "source": src.source, "source_path": src.path, "source_base": src.base,
+        "domain": src.pool_domain, "role": role, "lineage": lineage, "base": base,
+        "base_path": str(layout.base_dir(profile, base)), "rho": rho, "label": int(rho > 0),
+        "replicate": int(replicate), "n_samples": cfg.n_samples,
+        "seed": derive_seed(profile.run.seed, "suspicious", name),
+        "pool": f"{src.pool_domain}_{'suspicious_pool' if role == 'evaluated' else 'shadow_pool'}",
+        "path": str(layout.models_dir(profile) / "suspicious" / name),
+    }
+
+
 def _cell_rows(profile: Profile, src, lineage: str, replicate: int, rhos: list[float]) -> list[dict]:
     """The models of one (source, lineage, replicate): evaluated infringers per rho and innocents,
     then the shadow set."""
@@ -81,23 +112,11 @@ def _cell_rows(profile: Profile, src, lineage: str, replicate: int, rhos: list[f
     rng = np.random.default_rng(derive_seed(profile.run.seed, "shadow-rho", src.source, lineage, replicate))
     plan += [("shadow", float(rng.choice(rhos)), rep) for rep in range(cfg.shadow.infringing)]
     plan += [("shadow", 0.0, 100 + rep) for rep in range(cfg.shadow.innocent)]
-    rows = []
-    for role, rho, rep in plan:
-        name = f"{src.source}__{role}__{lineage}__rho{rho:g}__r{rep}__s{replicate}"
-        rows.append({
-            "name": name, "source": src.source, "source_path": src.path, "source_base": src.base,
-            "domain": src.pool_domain, "role": role, "lineage": lineage, "base": base,
-            "base_path": str(layout.base_dir(profile, base)), "rho": rho, "label": int(rho > 0),
-            "replicate": int(replicate), "n_samples": cfg.n_samples,
-            "seed": derive_seed(profile.run.seed, "suspicious", name),
-            "pool": f"{src.pool_domain}_{'suspicious_pool' if role == 'evaluated' else 'shadow_pool'}",
-            "path": str(layout.models_dir(profile) / "suspicious" / name),
-        })
-    return rows
+    return [_row(profile, src, role, lineage, base, rho, rep, replicate) for role, rho, rep in plan]
 
 
-def write_manifest(profile: Profile, manifest: pd.DataFrame) -> Path:
-    path = profile.data_root / MANIFEST
+def write_manifest(profile: Profile, manifest: pd.DataFrame, name: str = MANIFEST) -> Path:
+    path = profile.data_root / name
     with atomic_path(path) as tmp:
         manifest.to_csv(tmp, index=False)
     return path
@@ -105,6 +124,18 @@ def write_manifest(profile: Profile, manifest: pd.DataFrame) -> Path:
 
 def read_manifest(profile: Profile) -> pd.DataFrame:
     path = profile.data_root / MANIFEST
+    if not path.is_file():
+        from ..errors import InputError
+
+        raise InputError(f"{path} does not exist; run notebook 03 (build_suspicious_models) for profile {profile.name!r} first.")
+    return pd.read_csv(path)
+
+
+def read_null_shadows(profile: Profile) -> pd.DataFrame:
+    """The shared innocent shadows stage 03 trained (empty when the profile asks for none)."""
+    path = profile.data_root / NULL_SHADOWS
+    if profile.suspicious.null_shadows == 0:
+        return plan_null_shadows(profile)
     if not path.is_file():
         from ..errors import InputError
 
@@ -184,15 +215,17 @@ def build_suspicious_model(profile: dict, row: dict, progress: bool = False) -> 
 def stage_results(profile: Profile) -> list[Result]:
     """Every cached result of stage 03 as a run would judge it now: each model's training set and
     the model (the invalidation tests compare these)."""
-    rows = plan_manifest(profile).to_dict("records")
+    rows = plan_manifest(profile).to_dict("records") + plan_null_shadows(profile).to_dict("records")
     return [training_set_result(profile, r) for r in rows] + [model_result(profile, r) for r in rows]
 
 
 def build_suspicious_models(profile: Profile, progress: bool = True) -> pd.DataFrame:
     """Plan, write the manifest, and train every suspicious model (parallel single-thread jobs)."""
-    manifest = plan_manifest(profile)
+    manifest, null_shadows = plan_manifest(profile), plan_null_shadows(profile)
     write_manifest(profile, manifest)
-    jobs = [{"profile": profile, "row": row} for row in manifest.to_dict("records")]
+    write_manifest(profile, null_shadows, NULL_SHADOWS)
+    rows = manifest.to_dict("records") + null_shadows.to_dict("records")
+    jobs = [{"profile": profile, "row": row} for row in rows]
     run_jobs("genlineage.experiments.suspicious_models.build_suspicious_model", jobs, profile.run.parallel_jobs,
              profile.run.threads_per_job, desc="suspicious models" if progress else None,
              executor=executor_for(profile.run))

@@ -35,12 +35,15 @@ def _interval(row: pd.Series, name: str) -> str:
     return f"{row[name]:.2f} [{row[f'{name}_low']:.2f}, {row[f'{name}_high']:.2f}]"
 
 
-def results_block(profile: Profile, table1: pd.DataFrame, readme_dir: Path = REPO_ROOT) -> str:
-    """Markdown: the two figures (paths relative to the README) and the discriminator's rows of
-    Table 1, each linked to the notebook that makes it."""
+def results_block(profile: Profile, table1: pd.DataFrame, readme_dir: Path = REPO_ROOT,
+                  owner_test: pd.DataFrame | None = None) -> str:
+    """Markdown: the two figures (paths relative to the README), the discriminator's rows of
+    Table 1, and the owner's test on innocents it never saw (``owner_test``: the rows of
+    ``experiments.model_owner_verify.owner_test_summary``), each linked to the notebook that makes it."""
     figures = Path(os.path.relpath(layout.figures_dir(profile), readme_dir)).as_posix()
     summary = pd.DataFrame([{"source": r.source, "models": int(r.n_models), "accuracy": _interval(r, "accuracy"),
-                             "AUC": _interval(r, "auc"), "TPR at 1% FPR": _interval(r, "tpr@1%fpr")}
+                             "AUC": _interval(r, "auc"),
+                             "TPR at zero false positives": _interval(r, "tpr@0fp")}
                             for _, r in table1[table1.score == "discriminator"].iterrows()])
     return "\n".join([
         f"**Figure 6** (conf vs rho at the calibrated delta0; mean and 95% interval over models, dots = models; "
@@ -53,6 +56,11 @@ def results_block(profile: Profile, table1: pd.DataFrame, readme_dir: Path = REP
         f"[`{Path(os.path.relpath(layout.tables_dir(profile), readme_dir)).as_posix()}/table1_statistical.md`]"
         f"({Path(os.path.relpath(layout.tables_dir(profile), readme_dir)).as_posix()}/table1_statistical.md))", "",
         markdown(summary).rstrip(),
+        *(["", "**The owner's test** (`genlineage verify` on every evaluated model, each judged against the innocent "
+            "shadows made like it, with the statistic chosen on shadow models only; none of the evaluated models took "
+            "part in the choice or the null; exact 95% intervals over models; "
+            "[notebook 08](notebooks/08_model_owner_verify.ipynb))", "", markdown(owner_test).rstrip()]
+          if owner_test is not None and len(owner_test) else []),
     ])
 
 
@@ -109,6 +117,7 @@ def write_readme_block(profile: Profile, text: str, block: str = "results",
     return readme
 
 
-def write_readme_results(profile: Profile, table1: pd.DataFrame, readme: Path = REPO_ROOT / "README.md") -> Path | None:
-    """Notebook 09's block: the figures and Table 1 (see :func:`results_block`)."""
-    return write_readme_block(profile, results_block(profile, table1, readme.parent), "results", readme)
+def write_readme_results(profile: Profile, table1: pd.DataFrame, readme: Path = REPO_ROOT / "README.md",
+                         owner_test: pd.DataFrame | None = None) -> Path | None:
+    """Notebook 09's block: the figures, Table 1 and the owner's test (see :func:`results_block`)."""
+    return write_readme_block(profile, results_block(profile, table1, readme.parent, owner_test), "results", readme)

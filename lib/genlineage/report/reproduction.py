@@ -32,14 +32,16 @@ def spread_text(profile: Profile) -> str:
             "key sets are shared. Every interval is a 95% interval over **models** (Student-t over per-model values; "
             "Welch for a difference of two groups; exact permutation tests over models for inheritance; bootstrap "
             "resampling models for Table 1; Clopper-Pearson for the tool's rates). A claim is *held* when its whole "
-            "interval lies on the paper's side, *not held* when none of it does, *inconclusive* when it straddles.")
+            "interval lies on the paper's side, *not held* when none of it does, *inconclusive* when it straddles. "
+            "Models of one source share its key set and delta0, and models of one replicate its shadow set: the "
+            "intervals above treat models as independent, which they are only within those clusters.")
 
 
 def build_report(profile: Profile, claims: pd.DataFrame, times: pd.DataFrame) -> str:
     """The report's markdown from the claims table and the timing table of notebook 09's stage
     (``experiments.reproduction_report``); it draws and writes only what it is given."""
     tally = verdict_tally(claims)
-    judged = sum(tally.values())
+    judged = tally["held"] + tally["not held"] + tally["inconclusive"]
     lines = [
         f"# Reproduction report: profile `{profile.name}`",
         "",
@@ -47,8 +49,9 @@ def build_report(profile: Profile, claims: pd.DataFrame, times: pd.DataFrame) ->
         f"{profile.name}`) from the cached results of stages 02-08. Every figure below is what the pipeline "
         "measured; nothing is tuned on the evaluated models (delta0 and the discriminator come from shadow models).",
         "",
-        f"**Of {judged} judged claims: {tally['held']} held, {tally['not held']} not held, {tally['inconclusive']} "
-        f"inconclusive.** The paper's numbers are for SD-v1.5/v2.1 at 512 px; "
+        f"**The fair tally: of {judged} claims this world can test, {tally['held']} held, {tally['not held']} not held, "
+        f"{tally['inconclusive']} inconclusive; {tally['untestable here']} more are untestable here** (each says why and "
+        "what would test it; the sensitivity rows, read at the paper's delta0, are not counted). The paper's numbers are for SD-v1.5/v2.1 at 512 px; "
         f"this profile is `{profile.name}` (see `lib/genlineage/profiles/{profile.name}.yaml`).",
         "",
         spread_text(profile),

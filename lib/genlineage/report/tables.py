@@ -1,7 +1,7 @@
 """Tables written beside the figures: CSV for machines, markdown for readers; and how the
 notebooks print a table so that its committed output is what another machine reproduces: paths
 relative to the checkout (``layout.shown_path``), trained-model figures at the precision their
-seed-to-seed interval supports (``round_to_interval``)."""
+seed-to-seed interval supports, shares at two decimals at least (``round_to_interval``)."""
 from __future__ import annotations
 
 import math
@@ -39,22 +39,45 @@ def interval_half_width(table: pd.DataFrame, low: str, high: str) -> float:
     return float(widths.max()) if widths.notna().any() else float("nan")
 
 
+SHARE_DECIMALS = 2  # the fewest decimals a column of values in [0, 1] is printed with
+
+
+def _in_unit_range(table: pd.DataFrame, columns: list[str]) -> bool:
+    """Every finite value of ``columns`` lies in [0, 1] (a share, a rate, an AUC, an accuracy)."""
+    values = pd.concat([table[c].astype(float) for c in columns], ignore_index=True)
+    values = values[values.notna()]
+    return bool(len(values)) and bool(((values >= 0) & (values <= 1)).all())
+
+
 def round_to_interval(table: pd.DataFrame, intervals: Mapping[str, float | tuple[str, str]],
-                      most: int = 4) -> pd.DataFrame:
+                      most: int = 4, least_for_shares: int = SHARE_DECIMALS) -> pd.DataFrame:
     """A copy of ``table`` with each named metric column rounded to what its seed-to-seed 95%
     interval supports (``interval_decimals``). ``intervals`` maps a column to its half-width, or to
     the names of its (low, high) interval columns, which are then rounded with it. Columns not
     named are left exact: counts, ids and data figures reproduce to the last digit. The decimals
-    used are in ``attrs["decimals"]`` so a notebook can print them beside the table."""
+    used are in ``attrs["decimals"]`` so a notebook can print them beside the table.
+
+    The floor: a column whose values (and interval bounds) all lie in [0, 1] (a share, a rate, an
+    AUC) keeps at least ``least_for_shares`` decimals (2), however wide its interval. Why: with few
+    models a share's interval is wide (half-width above 0.1 gives 0 decimals), and the interval
+    rule alone printed a TPR of 0.125 [0.047, 0.252] as "0.0 [0.0, 0.0]", hiding the value and
+    its interval both. Two decimals say what was measured; the interval beside the value says how
+    little of it is certain. A column outside [0, 1] (a distance gap, a count) follows the interval
+    rule alone."""
     out = table.copy()
     decimals: dict[str, int] = {}
     for column, interval in intervals.items():
         if isinstance(interval, tuple):
             low, high = interval
             d = interval_decimals(interval_half_width(table, low, high), most)
+            if _in_unit_range(table, [column, low, high]):
+                d = max(d, min(least_for_shares, most))
             decimals.update({column: d, low: d, high: d})
         else:
-            decimals[column] = interval_decimals(float(interval), most)
+            d = interval_decimals(float(interval), most)
+            if _in_unit_range(table, [column]):
+                d = max(d, min(least_for_shares, most))
+            decimals[column] = d
     for column, d in decimals.items():
         out[column] = out[column].astype(float).round(d) + 0.0  # + 0.0: no -0.0 printed for a tiny negative
     out.attrs["decimals"] = decimals

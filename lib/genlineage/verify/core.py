@@ -42,7 +42,8 @@ from ..reconstruction import reconstruct_with
 from ..keys import (KeySet, check_seeds_apart, detection_keys, generation_keys, profile_seeds, random_keys,
                     reference_seeds, to_uint8)
 from ..models.lora import LoraModel
-from . import null
+from . import null, statistics
+from .population import describe_null
 from .suspect import (CallableSuspect, PipelineSuspect, Suspect, check_sd_model, check_sd_pipeline, load_sd_pipeline,
                       model_folders, model_identity)
 
@@ -73,6 +74,27 @@ class Verdict:
     innocent_mean_rds: list[float] | None  # the same statistic for each innocent shadow
     settings: dict
     warning: str
+    # The test statistic (:mod:`.statistics`): higher = more like an infringer. ``score`` is the
+    # suspect's, ``innocent_scores`` each innocent shadow's (each scored against the others, as the
+    # suspect is against all of them), ``effect`` the suspect's distance from their mean in units of
+    # their standard deviation. ``rank_p_value`` is the assumption-free rank among them (it cannot go
+    # below 1 / (shadows + 1)); ``parametric_p_value`` a Student-t prediction from their mean and
+    # spread; ``p_from`` says which of the two is ``p_value`` ("rank" when the shadows are enough
+    # for the target rate, else "parametric"); ``normality_p`` is a Shapiro-Wilk test of the
+    # shadows' scores (small: the parametric p is doubtful). None/empty under the controls null.
+    statistic: str = "mean_rd"
+    statistic_label: str = "mean reconstruction distance over the keys"
+    score: float | None = None
+    innocent_scores: list[float] | None = None
+    effect: float | None = None
+    rank_p_value: float | None = None
+    parametric_p_value: float | None = None
+    p_from: str = "parametric"
+    normality_p: float | None = None
+    # How the innocent null was made beside the suspect (``population.NullPopulation.summary()``):
+    # count, bases and methods of the innocent shadows, what is known of the suspect's, and any
+    # mismatch the owner accepted (``allow_mismatched_null``).
+    null_population: dict = field(default_factory=dict)
     keys: pd.DataFrame = field(repr=False)          # per key: prompt, rd, best seed
     null_rds: np.ndarray = field(repr=False)        # RDs of the null (shadows' keys, or the suspect's controls)
     reconstructions: np.ndarray = field(repr=False)  # the suspect's best image per key
@@ -80,9 +102,15 @@ class Verdict:
 
     def to_json(self) -> dict:
         skip = {"keys", "null_rds", "reconstructions", "references"}
-        out = {k: v for k, v in asdict(self).items() if k not in skip}
+        out = {k: _finite_or_none(v) for k, v in asdict(self).items() if k not in skip}
         out["keys"] = self.keys.to_dict("records")
         return out
+
+
+def _finite_or_none(value):
+    """JSON has no NaN: a number that is not finite (e.g. the effect when the shadows' scores do
+    not vary) is written as null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 # --- what the steps pass on --------------------------------------------------------------------------
@@ -103,6 +131,9 @@ class VerifySettings:
     out: Path
     cache_dir: Path
     progress: bool
+    statistic: statistics.Statistic = statistics.STATISTICS["mean_rd"]  # what the shadows' null compares
+    stat_settings: statistics.StatisticSettings = statistics.StatisticSettings()
+    n_controls: int = 30                 # control pairs asked of every model when the statistic needs them
 
     @property
     def n_seeds(self) -> int:
@@ -135,6 +166,8 @@ class ShadowRDs:
 
     innocent: np.ndarray
     infringing: np.ndarray
+    innocent_controls: np.ndarray | None = None    # [shadows, controls], when the statistic asks controls
+    infringing_controls: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +186,10 @@ class InnocentNull:
     innocent_rd: np.ndarray                # [innocent shadows, keys]
     controls: ImageFolder | None = None    # the control pairs (None: the shadows are the null)
     control_rows: list[int] = field(default_factory=list)  # the folder's distinct pairs, in order
+    infringing_rd: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # the statistic's references
+    shadow_controls: np.ndarray | None = None       # [innocent shadows, controls] (shadow null, control statistic)
+    infringing_controls: np.ndarray | None = None
+    control_keys: KeySet | None = None              # the control pairs every model is asked (shadow null)
 
     @property
     def from_shadows(self) -> bool:
@@ -191,7 +228,9 @@ class NullTest:
     p_value: float
     null_rds: np.ndarray                        # the null's distances (shadows' keys, or the suspect's controls)
     empirical_p_value: float | None = None      # the shadows' assumption-free rank (shadow null only)
-    innocent_mean_rds: np.ndarray | None = None  # each innocent shadow's statistic (shadow null only)
+    innocent_mean_rds: np.ndarray | None = None  # each innocent shadow's mean distance (shadow null only)
+    conformal: statistics.ConformalTest | None = None  # the statistic against the shadows' (shadow null only)
+    p_from: str = "fisher"                      # "rank" | "parametric" (shadow null) | "fisher" (controls)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,7 +249,8 @@ class Decision:
 # --- 1. the inputs --------------------------------------------------------------------------------
 
 def check_settings(*, target_fpr: float, budget: int | None, n_keys: int | None, delta0: float | None,
-                   profile: str | Profile, out: str | Path, cache_dir: str | Path | None, progress: bool) -> VerifySettings:
+                   profile: str | Profile, out: str | Path, cache_dir: str | Path | None, progress: bool,
+                   statistic: str | None = None) -> VerifySettings:
     """Nonsense numbers refused with the fix, and the profile resolved: first, because they cost
     nothing to check and a run that would fail on them should load no model."""
     alpha = _check_fpr(target_fpr)
@@ -221,17 +261,31 @@ def check_settings(*, target_fpr: float, budget: int | None, n_keys: int | None,
     if budget is not None and int(budget) < 1:
         raise InputError(f"--budget {budget}: the query budget must be a positive number of images.")
     P = profile if isinstance(profile, Profile) else load_profile(profile)
+    name = statistic or P.verify.statistic
+    if name not in statistics.STATISTICS:
+        raise InputError(f"--statistic {name!r}: choose one of {', '.join(statistics.STATISTICS)}.")
     _, query_seeds = profile_seeds(P)
     out = Path(out)
     return VerifySettings(profile=P, alpha=alpha, budget=budget, n_keys=n_keys,
                        delta0=None if delta0 is None else float(delta0), query_seeds=query_seeds,
                        distance=P.attribution.distance, generation=P.generation, out=out,
-                       cache_dir=Path(cache_dir) if cache_dir is not None else out / "cache", progress=progress)
+                       cache_dir=Path(cache_dir) if cache_dir is not None else out / "cache", progress=progress,
+                       statistic=statistics.get_statistic(name), stat_settings=statistic_settings(P),
+                       n_controls=P.verify.n_controls)
+
+
+def statistic_settings(P: Profile, delta0: float | None = None) -> statistics.StatisticSettings:
+    """The statistics' settings from the profile (its ``verify`` and ``attribution`` sections)."""
+    grid = P.attribution.delta0_grid
+    return statistics.StatisticSettings(k_smallest=P.verify.k_smallest, variance_prior=P.verify.variance_prior,
+                                        delta0=P.attribution.delta0 if delta0 is None else delta0,
+                                        delta0_grid=(grid.start, grid.stop, grid.step),
+                                        classifier=P.statistical.classifier, seed=P.run.seed)
 
 
 def check_models(*, source: str | Path, suspect: ModelSpec, suspect_name: str | None,
                  innocent_shadows: Sequence[ModelSpec], infringing_shadows: Sequence[ModelSpec],
-                 controls: str | Path | None, out: Path) -> Models:
+                 controls: str | Path | None, out: Path, statistic: statistics.Statistic | None = None) -> Models:
     """Every model folder checked (a safe Stable-Diffusion pipeline, apart from ``out``, none given
     twice) and an innocent null available, before anything is loaded or written: a bad suspect or
     a missing null then costs no shadow query."""
@@ -242,6 +296,9 @@ def check_models(*, source: str | Path, suspect: ModelSpec, suspect_name: str | 
     _check_apart_from_out([folder for model in checked for folder in model_folders(model)], out)
     _check_each_given_once([model_identity(model) for model in checked])
     _check_null_available(len(innocent_shadows), controls)
+    if statistic is not None and statistic.needs_controls and len(innocent_shadows) >= 2 and controls is None:
+        raise InputError(f"the {statistic.name} statistic compares each model's keys with control pairs: pass --controls "
+                         "(pairs of the source's domain it never trained on), or choose another --statistic.")
     return Models(source=source, suspect=suspect, suspect_name=suspect_name, innocent_shadows=tuple(innocent_shadows),
                   infringing_shadows=tuple(infringing_shadows), controls=controls)
 
@@ -295,14 +352,36 @@ def open_suspect(models: Models, key_set: KeySet, run: VerifySettings) -> Suspec
 
 # --- 2. the shadows --------------------------------------------------------------------------------
 
-def query_shadows(models: Models, key_set: KeySet, run: VerifySettings) -> ShadowRDs:
-    """Every shadow asked every key, before the suspect: the shadows fix delta0 and the null (and
-    may refuse the run) before the suspect costs a single query."""
-    return ShadowRDs(_query_kind("innocent", models.innocent_shadows, key_set, run),
-                     _query_kind("infringing", models.infringing_shadows, key_set, run))
+def query_shadows(models: Models, key_set: KeySet, run: VerifySettings, controls: KeySet | None = None) -> ShadowRDs:
+    """Every shadow asked every key (and, when the statistic needs them, the control pairs), before
+    the suspect: the shadows fix delta0 and the null (and may refuse the run) before the suspect
+    costs a single query."""
+    innocent = query_kind("innocent", models.innocent_shadows, key_set, run)
+    infringing = query_kind("infringing", models.infringing_shadows, key_set, run)
+    if controls is None:
+        return ShadowRDs(innocent, infringing)
+    return ShadowRDs(innocent, infringing, query_kind("innocent", models.innocent_shadows, controls, run),
+                     query_kind("infringing", models.infringing_shadows, controls, run))
 
 
-def _query_kind(kind: str, shadows: Sequence[ModelSpec], key_set: KeySet, run: VerifySettings) -> np.ndarray:
+def read_controls(models: Models, key_set: KeySet, run: VerifySettings) -> KeySet | None:
+    """The control pairs every model is asked when the innocent shadows' statistic compares keys
+    with controls (None otherwise; the Fisher null reads its own in :func:`build_null`)."""
+    if not (run.statistic.needs_controls and len(models.innocent_shadows) >= 2):
+        return None
+    return control_key_set(models.controls, key_set.references.shape[1], run.n_controls)
+
+
+def control_key_set(controls: str | Path, size: int, n_controls: int) -> KeySet:
+    """The first ``n_controls`` distinct pairs of an image folder of control pairs (pairs of the
+    source's domain it never trained on), as a key set: prompts and reference images."""
+    folder = read_imagefolder(controls, size=size)
+    rows = folder.distinct_indices()[:n_controls]
+    return KeySet(strategy="controls", prompts=[folder.records[i]["text"] for i in rows],
+                  references=to_uint8(folder.load_images(rows=rows)), indices=rows, scores=np.full(len(rows), np.nan))
+
+
+def query_kind(kind: str, shadows: Sequence[ModelSpec], key_set: KeySet, run: VerifySettings) -> np.ndarray:
     """[shadows, keys]: the distances of one kind of shadow, each shadow checked for finite values.
 
     Shadow folders are independent jobs of the profile's executor: on Ray each is a task (a GPU
@@ -328,7 +407,7 @@ def _query_kind(kind: str, shadows: Sequence[ModelSpec], key_set: KeySet, run: V
 
 def shadow_distances(shadow: ModelSpec, role: str, key_set: KeySet, run: VerifySettings) -> np.ndarray:
     """One shadow's distance to every key (min over the query seeds), checked for finite values:
-    one job of :func:`_query_kind`."""
+    one job of :func:`query_kind`."""
     model = _suspect(shadow, run, role)
     distances = _rd(model, key_set.prompts, key_set.references, run.query_seeds, run.distance, run.progress)[0]
     return _check_distances(distances, role)
@@ -357,7 +436,8 @@ def _in_name_order(rd: np.ndarray) -> np.ndarray:
     return rd[sorted(range(len(rd)), key=str)]
 
 
-def build_null(shadows: ShadowRDs, controls: str | Path | None, key_set: KeySet) -> InnocentNull:
+def build_null(shadows: ShadowRDs, controls: str | Path | None, key_set: KeySet,
+               control_keys: KeySet | None = None) -> InnocentNull:
     """The innocent null: the innocent shadows when there are two or more (their spread is the
     null's), else the control pairs, read now so that a bad folder costs no suspect query. Two
     innocent shadows that come exactly as close to every key are one model given twice: refused,
@@ -367,7 +447,9 @@ def build_null(shadows: ShadowRDs, controls: str | Path | None, key_set: KeySet)
         raise InputError("two innocent shadows come exactly as close to every key: they look like one model given "
                          "twice (a copy, or the same callable); pass different innocent shadows.")
     if len(innocent) >= 2 or controls is None:
-        return InnocentNull(innocent_rd=innocent)
+        return InnocentNull(innocent_rd=innocent, infringing_rd=shadows.infringing,
+                            shadow_controls=shadows.innocent_controls, infringing_controls=shadows.infringing_controls,
+                            control_keys=control_keys)
     folder = read_imagefolder(controls, size=key_set.references.shape[1])
     return InnocentNull(innocent_rd=innocent, controls=folder, control_rows=folder.distinct_indices())
 
@@ -378,33 +460,62 @@ def plan_budget(innocent_null: InnocentNull, n_keys: int, run: VerifySettings) -
     """How many keys (and controls) to ask, fixed before the suspect is asked anything; a budget or
     a null that cannot reach the target false-positive rate is refused here, with what would do."""
     if innocent_null.from_shadows:
-        n_use = shadow_key_count(innocent_null.innocent_rd, run.alpha, n_keys, run.n_seeds, run.budget)
-        return QueryPlan(n_keys=n_use, n_controls=0, n_seeds=run.n_seeds)
+        n_ctrl = 0 if innocent_null.shadow_controls is None else innocent_null.shadow_controls.shape[1]
+        if run.budget is not None and n_ctrl:
+            n_ctrl = min(n_ctrl, int(run.budget) // run.n_seeds // 2)
+        n_use = shadow_key_count(innocent_null.innocent_rd, run.alpha, n_keys, run.n_seeds, run.budget,
+                                 statistic=run.statistic, settings=run.stat_settings, n_controls=n_ctrl,
+                                 infringing=innocent_null.infringing_rd, innocent_controls=innocent_null.shadow_controls,
+                                 infringing_controls=innocent_null.infringing_controls)
+        return QueryPlan(n_keys=n_use, n_controls=n_ctrl, n_seeds=run.n_seeds)
     n_use, m_use = fisher_split(run.alpha, n_keys, len(innocent_null.control_rows), run.n_seeds, run.budget)
     return QueryPlan(n_keys=n_use, n_controls=m_use, n_seeds=run.n_seeds)
 
 
-def shadow_key_count(innocent: np.ndarray, alpha: float, n_keys: int, n_seeds: int, budget: int | None) -> int:
+def shadow_key_count(innocent: np.ndarray, alpha: float, n_keys: int, n_seeds: int, budget: int | None, *,
+                     statistic: statistics.Statistic | None = None, settings: statistics.StatisticSettings | None = None,
+                     n_controls: int = 0, infringing: np.ndarray | None = None,
+                     innocent_controls: np.ndarray | None = None, infringing_controls: np.ndarray | None = None) -> int:
     """How many keys to ask: every key the budget allows (fixed before looking at the shadows:
     choosing the count where the shadows happen to agree would shrink their spread and the p-value
-    with it). Refused before any query of the suspect when even a perfect copy (distance 0) could
-    not beat the shadows' null over those keys at alpha; the only other count a refusal suggests is
-    all the keys, which does not depend on the shadows either."""
-    def floor(n: int) -> float:
-        stats = innocent[:, :n].mean(axis=1)
-        return null.prediction_floor(stats) if np.ptp(stats) > 0 else 1.0
+    with it). Refused before any query of the suspect when even a perfect copy (distance 0 to
+    every key) could not beat the shadows' null over those keys at alpha with ``statistic``
+    (default: the mean distance); the only other count a refusal suggests is all the keys, which
+    does not depend on the shadows either."""
+    statistic = statistic or statistics.get_statistic("mean_rd")
+    settings = settings or statistics.StatisticSettings()
+    infringing = np.zeros((0, innocent.shape[1])) if infringing is None else infringing
 
-    cap = n_keys if budget is None else min(n_keys, int(budget) // n_seeds)
+    def floor(n: int) -> float:
+        units = shadow_units(innocent, innocent_controls, n, n_controls)
+        refs = shadow_units(infringing, infringing_controls, n, n_controls)
+        try:
+            test = statistics.conformal_test(statistic, statistics.ideal_unit(units), units, refs, settings)
+        except ValueError:
+            return 1.0
+        return statistics.primary_p(test.rank_p, test.parametric_p, len(units), alpha)[0]
+
+    cap = n_keys if budget is None else min(n_keys, int(budget) // n_seeds - n_controls)
     if cap >= 1 and floor(cap) <= alpha:
         return cap
     if cap < n_keys and floor(n_keys) <= alpha:
+        controls = f" + {n_controls} controls" if n_controls else ""
         raise InputError(f"query budget {budget} is too small for a {alpha:g} false-positive rate against these shadows: "
-                         f"all {n_keys} keys would do, a budget of {n_keys * n_seeds} ({n_keys} keys x {n_seeds} seeds).")
-    stats = innocent[:, :max(cap, 1)].mean(axis=1)
-    raise InputError(f"{len(innocent)} innocent shadows cannot support a {alpha:g} false-positive rate over {max(cap, 1)} "
-                     f"keys: their mean distances ({', '.join(f'{x:.3f}' for x in stats)}) are too spread for even a "
-                     f"perfect copy to stand out (smallest p-value {floor(max(cap, 1)):.2g}). Add innocent shadows, "
-                     "or raise --target-fpr.")
+                         f"all {n_keys} keys would do, a budget of {(n_keys + n_controls) * n_seeds} ({n_keys} keys"
+                         f"{controls} x {n_seeds} seeds).")
+    k, n = len(innocent), max(cap, 1)
+    raise InputError(f"{k} innocent shadows cannot support a {alpha:g} false-positive rate over {n} keys with the "
+                     f"{statistic.name} statistic: their scores are too spread for even a perfect copy to stand out "
+                     f"(smallest p-value {floor(n):.2g}; by rank alone {statistics.rank_floor(k):.2g}). Add innocent "
+                     f"shadows (at least {statistics.shadows_needed(alpha)} for a rank test at this rate), or raise "
+                     "--target-fpr.")
+
+
+def shadow_units(keys: np.ndarray, controls: np.ndarray | None, n_keys: int, n_controls: int) -> list[statistics.Unit]:
+    """Each shadow's answers as the statistics' unit: its first ``n_keys`` key distances and first
+    ``n_controls`` control distances (what the suspect is asked)."""
+    return [statistics.Unit(keys[i, :n_keys], None if controls is None else controls[i, :n_controls])
+            for i in range(len(keys))]
 
 
 # Without a budget, at most this many controls per key: the controls' hit rate is then known to half
@@ -445,7 +556,14 @@ def query_suspect(suspect: Suspect, key_set: KeySet, innocent_null: InnocentNull
     rd, best_seed, reconstructions = _rd(suspect, keys_used.prompts, keys_used.references, run.query_seeds,
                                          run.distance, run.progress)
     _check_distances(rd, "suspect")
-    control_rd = None if innocent_null.from_shadows else _control_rd(suspect, innocent_null, plan.n_controls, run)
+    if innocent_null.from_shadows:
+        control_rd = None
+        if plan.n_controls:
+            asked = innocent_null.control_keys.subset(plan.n_controls)
+            control_rd = _check_distances(_rd(suspect, asked.prompts, asked.references, run.query_seeds, run.distance,
+                                              run.progress)[0], "suspect (control pairs)")
+    else:
+        control_rd = _control_rd(suspect, innocent_null, plan.n_controls, run)
     return SuspectAnswers(keys=keys_used, rd=rd, best_seed=best_seed, reconstructions=reconstructions,
                           control_rd=control_rd)
 
@@ -464,7 +582,7 @@ def decide(answers: SuspectAnswers, innocent_null: InnocentNull, threshold: Thre
     """The suspect's distances against the innocent null: a p-value, the verdict at the target
     false-positive rate, conf and hits at delta0, the discriminator's score and any warning."""
     rd, delta0 = answers.rd, threshold.delta0
-    test = (shadow_null_test(rd, innocent_null.innocent_rd) if innocent_null.from_shadows
+    test = (shadow_null_test(answers, innocent_null, run) if innocent_null.from_shadows
             else controls_null_test(rd, answers.control_rd, delta0))
     verdict = "infringing" if test.p_value <= run.alpha else "not shown"
     return Decision(verdict=verdict, test=test, mean_rd=null.model_statistic(rd), conf=conf(rd, delta0),
@@ -473,14 +591,24 @@ def decide(answers: SuspectAnswers, innocent_null: InnocentNull, threshold: Thre
                     warning=warning_for(verdict, test, run.alpha, innocent_null.from_shadows))
 
 
-def shadow_null_test(rd: np.ndarray, innocent_rd: np.ndarray) -> NullTest:
-    """The suspect's mean distance over the keys asked against each innocent shadow's over the same
-    keys (a t prediction, see :mod:`.null`), with the assumption-free rank beside it."""
-    n_keys = len(rd)
-    statistic, innocent_means = null.model_statistic(rd), innocent_rd[:, :n_keys].mean(axis=1)
-    return NullTest(name=f"innocent shadows ({len(innocent_rd)}; t prediction on the mean distance)",
-                    p_value=null.prediction_pvalue(statistic, innocent_means), null_rds=innocent_rd[:, :n_keys].ravel(),
-                    empirical_p_value=null.empirical_pvalue(statistic, innocent_means), innocent_mean_rds=innocent_means)
+def shadow_null_test(answers: SuspectAnswers, innocent_null: InnocentNull, run: VerifySettings) -> NullTest:
+    """The suspect's statistic over the keys (and controls) asked against each innocent shadow's,
+    calibrated with the model as the unit (:mod:`.statistics`): the rank p when the shadows are
+    enough for the target rate, else the t prediction."""
+    n_keys, n_ctrl = len(answers.rd), 0 if answers.control_rd is None else len(answers.control_rd)
+    units = shadow_units(innocent_null.innocent_rd, innocent_null.shadow_controls, n_keys, n_ctrl)
+    refs = shadow_units(innocent_null.infringing_rd, innocent_null.infringing_controls, n_keys, n_ctrl)
+    suspect = statistics.Unit(answers.rd, answers.control_rd)
+    try:
+        test = statistics.conformal_test(run.statistic, suspect, units, refs, run.stat_settings)
+    except ValueError as err:
+        raise InputError(f"the {run.statistic.name} statistic cannot be computed on these models: {err}.") from err
+    p_value, how = statistics.primary_p(test.rank_p, test.parametric_p, len(units), run.alpha)
+    innocent_means = innocent_null.innocent_rd[:, :n_keys].mean(axis=1)
+    way = "rank among them" if how == "rank" else "t prediction from their spread"
+    return NullTest(name=f"innocent shadows ({len(units)}; {run.statistic.name}, {way})", p_value=p_value,
+                    null_rds=innocent_null.innocent_rd[:, :n_keys].ravel(), empirical_p_value=test.rank_p,
+                    innocent_mean_rds=innocent_means, conformal=test, p_from=how)
 
 
 def controls_null_test(rd: np.ndarray, control_rd: np.ndarray, delta0: float) -> NullTest:
@@ -516,13 +644,17 @@ def warning_for(verdict: str, test: NullTest, alpha: float, from_shadows: bool) 
                 "innocent models infringing). Confirm with innocent shadow models (at least 2) before relying on "
                 "this verdict.")
     empirical, n_innocent = test.empirical_p_value, len(test.innocent_mean_rds)
-    if empirical <= alpha:
+    if empirical <= alpha:  # the rank alone supports it (always so when the rank is the primary p)
         return ""
+    doubt = ""
+    if test.conformal is not None and test.conformal.normality_p is not None and test.conformal.normality_p < 0.05:
+        doubt = (f" The shadows' scores do not look normally spread (Shapiro-Wilk p {test.conformal.normality_p:.2g}), "
+                 "so that assumption is doubtful here.")
     closer = int(round(empirical * (n_innocent + 1))) - 1
-    return (f"The verdict rests on the null's assumption that innocent models' mean distance is normally spread: "
-            f"{closer} of {n_innocent} innocent shadows come at least as close as the suspect, and their rank "
-            f"alone cannot support a {alpha:g} false-positive rate (empirical p {empirical:.2g}). Add innocent "
-            f"shadows (at least {math.ceil(1 / alpha) - 1} for a test with no assumption at this rate) before "
+    return (f"The verdict rests on the null's assumption that innocent models' statistic is normally spread: "
+            f"{closer} of {n_innocent} innocent shadows score at least as high as the suspect, and their rank "
+            f"alone cannot support a {alpha:g} false-positive rate (rank p {empirical:.2g}).{doubt} Add innocent "
+            f"shadows (at least {statistics.shadows_needed(alpha)} for a test with no assumption at this rate) before "
             "relying on this verdict.")
 
 
@@ -537,12 +669,13 @@ def run_record(run: VerifySettings, models: Models, keys: Keys, suspect: Suspect
             "generation": run.generation.key(),
             "innocent_shadows": [_name(p) for p in models.innocent_shadows],
             "infringing_shadows": [_name(p) for p in models.infringing_shadows],
-            "controls": None if innocent_null.from_shadows else str(models.controls),
-            "n_controls": plan.n_controls, "budget": run.budget}
+            "controls": None if models.controls is None or not plan.n_controls else str(models.controls),
+            "n_controls": plan.n_controls, "budget": run.budget, "statistic": run.statistic.name,
+            "statistic_settings": asdict(run.stat_settings)}
 
 
 def assemble_verdict(decision: Decision, answers: SuspectAnswers, threshold: Threshold, plan: QueryPlan,
-                     run: VerifySettings, settings: dict) -> Verdict:
+                     run: VerifySettings, settings: dict, population: dict | None = None) -> Verdict:
     """The Verdict: the decision with the evidence behind it (per-key table, the null's distances,
     the suspect's closest images beside the references)."""
     test = decision.test
@@ -553,9 +686,22 @@ def assemble_verdict(decision: Decision, answers: SuspectAnswers, threshold: Thr
                    conf=decision.conf, delta0=threshold.delta0, delta0_from=threshold.chosen_by, n_keys=plan.n_keys,
                    key_hits=decision.key_hits, queries=plan.queries, discriminator_score=decision.discriminator_score,
                    empirical_p_value=test.empirical_p_value, mean_rd=decision.mean_rd, innocent_mean_rds=innocent_means,
-                   settings=settings, warning=decision.warning, keys=table,
+                   settings=settings, warning=decision.warning, keys=table, **_statistic_fields(test, run),
+                   null_population=population or {},
                    null_rds=np.asarray(test.null_rds, dtype=float), reconstructions=answers.reconstructions,
                    references=answers.keys.references)
+
+
+def _statistic_fields(test: NullTest, run: VerifySettings) -> dict:
+    """The Verdict's fields on the test statistic (empty under the controls null)."""
+    c = test.conformal
+    if c is None:
+        return {"statistic": "fisher", "statistic_label": "key hits against control hits below delta0",
+                "p_from": test.p_from}
+    return {"statistic": run.statistic.name, "statistic_label": run.statistic.label, "score": float(c.score),
+            "innocent_scores": [float(x) for x in c.innocent_scores], "effect": float(c.effect),
+            "rank_p_value": float(c.rank_p), "parametric_p_value": float(c.parametric_p), "p_from": test.p_from,
+            "normality_p": c.normality_p}
 
 
 # --- the tool ---------------------------------------------------------------------------------------
@@ -566,7 +712,8 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
            controls: str | Path | None = None, target_fpr: float = 0.01, budget: int | None = None,
            n_keys: int | None = None, delta0: float | None = None, profile: str | Profile = "tiny",
            out: str | Path = "verify_report", progress: bool = True, cache_dir: str | Path | None = None,
-           suspect_name: str | None = None) -> Verdict:
+           suspect_name: str | None = None, statistic: str | None = None,
+           allow_mismatched_null: bool = False) -> Verdict:
     """Is ``suspect`` fine-tuned on ``source``'s outputs? Query it with the owner's key samples and
     decide at ``target_fpr`` against the innocent null (innocent shadow models, else controls).
 
@@ -581,9 +728,10 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
     kinds are given) sets conf, the hits and the discriminator's features. With controls only, the
     Fisher test counts hits below delta0. The report says which null was used."""
     run = check_settings(target_fpr=target_fpr, budget=budget, n_keys=n_keys, delta0=delta0, profile=profile, out=out,
-                         cache_dir=cache_dir, progress=progress)
+                         cache_dir=cache_dir, progress=progress, statistic=statistic)
     models = check_models(source=source, suspect=suspect, suspect_name=suspect_name, innocent_shadows=innocent_shadows,
-                          infringing_shadows=infringing_shadows, controls=controls, out=run.out)
+                          infringing_shadows=infringing_shadows, controls=controls, out=run.out, statistic=run.statistic)
+    population = describe_null(models.suspect, models.innocent_shadows, allow_mismatched_null)
     run.out.mkdir(parents=True, exist_ok=True)  # the first write: every check that costs nothing has passed
     owner_keys = check_keys(keys, key_data, strategy, base, models.source, run)
     suspect_model = open_suspect(models, owner_keys.key_set, run)
@@ -591,9 +739,10 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
     if n_shadows:
         _say(run, f"asking {n_shadows} shadow model(s) {len(owner_keys.key_set)} keys x {run.n_seeds} query seeds "
                   f"each: {n_shadows * len(owner_keys.key_set) * run.n_seeds} images of your own models")
-    shadows = query_shadows(models, owner_keys.key_set, run)
+    control_keys = read_controls(models, owner_keys.key_set, run)
+    shadows = query_shadows(models, owner_keys.key_set, run, control_keys)
     threshold = choose_delta0(shadows, run)
-    innocent_null = build_null(shadows, models.controls, owner_keys.key_set)
+    innocent_null = build_null(shadows, models.controls, owner_keys.key_set, control_keys)
     plan = plan_budget(innocent_null, len(owner_keys.key_set), run)
     controls = f" and {plan.n_controls} controls" if plan.n_controls else ""
     _say(run, f"the suspect will be asked {plan.queries} images: {plan.n_keys} keys{controls} x {plan.n_seeds} "
@@ -601,7 +750,7 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
     answers = query_suspect(suspect_model, owner_keys.key_set, innocent_null, plan, run)
     decision = decide(answers, innocent_null, threshold, shadows, run)
     settings = run_record(run, models, owner_keys, suspect_model, plan, innocent_null)
-    return assemble_verdict(decision, answers, threshold, plan, run, settings)
+    return assemble_verdict(decision, answers, threshold, plan, run, settings, population.summary())
 
 
 def select_keys(source: str | Path, key_data: str | Path, strategy: str = "generation", n_keys: int | None = None,

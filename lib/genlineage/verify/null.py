@@ -2,23 +2,26 @@
 source's outputs comes this close to the source's key samples?
 
 The unit of the null is the *model*, not the key. Measured on the tiny profile (notebook 08), models
-differ in how close they come to *every* key: an innocent model fine-tuned from the source's own
-base sits closer to all keys than one from another base. Hits within one model are therefore
+differ in how close they come to *every* key (76-85% of the spread of innocent models' mean distance
+is an offset all keys of a model share), and innocent models of another base sit systematically
+farther from the keys for some sources and closer for others. Hits within one model are therefore
 correlated, and a per-key null (keys hit independently at the innocent shadows' pooled rate, a
 binomial tail) called 8 of 24 innocent tiny models infringing at a 5% target. The nulls below are
-what replaced it.
+what replaced it; the shadows that make one must be made like the suspect
+(:mod:`.population`).
 
-* **From innocent shadow models** (preferred; at least two). The statistic is the suspect's mean
-  reconstruction distance over the keys (lower = closer copies). Each innocent shadow, queried with
-  the same keys and seeds, gives one draw of that statistic for an innocent model. Assumption: the
-  statistic is normally spread over innocent models. Then a new innocent model's statistic X
-  satisfies (X - mean) / (s * sqrt(1 + 1/k)) ~ Student t with k - 1 degrees of freedom (a
-  prediction interval: mean and s from the k shadows), and ``prediction_pvalue`` is its lower tail
-  at the suspect's statistic. The t's heavy tails are the price of estimating the spread from few
-  shadows; ``prediction_floor`` is the smallest p-value a perfect copy (distance 0) could get, so
-  shadows too few or too spread to reach the target are refused before any query.
-  ``empirical_pvalue`` gives the assumption-free rank of the suspect among the shadows (exact, but
-  it cannot go below 1 / (k + 1)); the verdict warns whenever it alone would not support the call.
+* **From innocent shadow models** (preferred; at least two). One statistic per model
+  (:mod:`.statistics`: the mean distance over the keys and the other candidates), computed for the
+  suspect and each innocent shadow alike. The p-value is the suspect's rank among them
+  (``empirical_pvalue``: exact under exchangeability, no assumption on the spread, but it cannot go
+  below 1 / (k + 1)) when the shadows are enough for the target rate, else a Student-t prediction:
+  if the statistic is normally spread over innocent models, a new innocent model's statistic X
+  satisfies (X - mean) / (s * sqrt(1 + 1/k)) ~ Student t with k - 1 degrees of freedom (mean and s
+  from the k shadows), and ``prediction_pvalue`` is its tail at the suspect's statistic. The t's
+  heavy tails are the price of estimating the spread from few shadows; ``prediction_floor`` is the
+  smallest p-value a perfect copy (distance 0) could get on the mean distance. The functions here
+  take "lower = closer" statistics (distances); :mod:`.statistics` passes its "higher = closer"
+  scores negated.
 * **From control samples**, when there are fewer than two innocent shadows: pairs of the source's domain that the
   source never trained on, asked of the suspect itself. Comparing a model with itself cancels how
   close it comes to everything, so a one-sided Fisher exact test on (key hits, control hits) gives

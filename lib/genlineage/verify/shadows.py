@@ -10,7 +10,9 @@ seeded, cached and resumable (a re-run trains only what is missing), on the proj
 
 Layout of ``--out``::
 
-    shadows.json            the manifest: every shadow with its role, label, rho, seed, folder
+    shadows.json            the manifest: every shadow with its role, label, rho, seed, folder, and how
+                            it was made (its base, method "full" or "lora"): what verify reads to
+                            check that the shadows were made the way the suspect was
     innocent_00/ ...        the models (pipeline folders, or LoRA folders on the base)
     infringing_00_rho1/ ...
     data/<name>/            each shadow's training pairs (image folder with metadata.jsonl)
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -142,7 +145,7 @@ def build_shadows(base: str | Path, data: str | Path, source_data: str | Path, o
     how = finetune or P.suspicious.finetune
     if how not in ("full", "lora"):
         raise InputError(f"--finetune {how!r}: choose full or lora.")
-    base = check_sd_pipeline(base, "base")
+    base = Path(os.path.abspath(check_sd_pipeline(base, "base")))  # recorded as it is: a relative path means nothing later
     if infringing and source is None:
         raise InputError("infringing shadows are fine-tuned on the source's generations: pass --source DIR.")
     source = check_sd_pipeline(source, "source model") if source is not None else None
@@ -162,14 +165,17 @@ def build_shadows(base: str | Path, data: str | Path, source_data: str | Path, o
     jobs = [{"row": row, "settings": settings} for row in rows]
     paths = run_jobs("genlineage.verify.shadows.build_shadow", jobs, P.run.parallel_jobs, P.run.threads_per_job,
                      desc="shadows" if progress else None, executor=executor_for(P.run))
-    table = pd.DataFrame(rows).assign(path=paths)
+    table = pd.DataFrame(rows).assign(path=paths, method=how, base=str(base))
     write_manifest(out, table, {"base": str(base), "source": settings["source"], "data": str(data),
                                 "source_data": str(source_data), "profile": P.name, "seed": int(seed)})
     return table
 
 
 def write_manifest(out: Path, table: pd.DataFrame, inputs: dict) -> Path:
-    """``shadows.json``: what the set was built from and every shadow with its role and folder."""
+    """``shadows.json``: what the set was built from and every shadow with its role and folder,
+    and how it was made (``method`` "full" or "lora", and the absolute path of its ``base``), so
+    that ``verify`` can tell the null was made from the suspect's base by the suspect's method
+    (:mod:`genlineage.verify.population`) without trusting anything but the owner's own record."""
     shadows = [{**row, "path": str(Path(row["path"]).relative_to(out))} for row in table.to_dict("records")]
     with atomic_path(out / MANIFEST) as tmp:
         tmp.write_text(json.dumps({**inputs, "shadows": shadows}, indent=2) + "\n")
