@@ -44,26 +44,25 @@ def _profile_notice(command: str, profile: str, what: str) -> None:
 # Existence, type and range only, with pathlib alone: a typo is refused in well under a second,
 # before torch and diffusers load. The library checks everything again (and much more) itself.
 
-def _folder(flag: str, value: str | None, fix: str) -> str | None:
+def _path(flag: str, value: str | None, fix: str, kind: str) -> str | None:
+    """The refusal for a ``kind`` ("folder" or "file") given as ``flag`` that is missing or of the
+    other kind; None when it is fine or was not given."""
     if value is None:
         return None
     path = Path(value)
     if not path.exists():
         return f"{flag} {value} does not exist; {fix}."
-    if not path.is_dir():
-        return f"{flag} {value} is not a folder; {fix}."
+    if not (path.is_dir() if kind == "folder" else path.is_file()):
+        return f"{flag} {value} is not a {kind}; {fix}."
     return None
+
+
+def _folder(flag: str, value: str | None, fix: str) -> str | None:
+    return _path(flag, value, fix, "folder")
 
 
 def _file(flag: str, value: str | None, fix: str) -> str | None:
-    if value is None:
-        return None
-    path = Path(value)
-    if not path.exists():
-        return f"{flag} {value} does not exist; {fix}."
-    if not path.is_file():
-        return f"{flag} {value} is not a file; {fix}."
-    return None
+    return _path(flag, value, fix, "file")
 
 
 def _model(flag: str, value: str, fix: str) -> str | None:

@@ -105,7 +105,7 @@ def selection_result(profile: Profile) -> Result:
         made_by="notebook 08_model_owner_verify")
 
 
-def shadow_units(profile: Profile, source_row: pd.Series, shadows: pd.DataFrame, progress: bool = False
+def source_shadow_units(profile: Profile, source_row: pd.Series, shadows: pd.DataFrame, progress: bool = False
                  ) -> tuple[list[statistics.Unit], list[statistics.Unit]]:
     """One source's shadows as the statistics' units (keys and control pairs asked, through the
     tool's own query code and the pipeline's generation cache): (innocent population, infringing)."""
@@ -133,7 +133,7 @@ def statistic_selection(profile: Profile, progress: bool = True) -> tuple[pd.Dat
         shadows = all_shadows(profile)
         manifest = read_manifest(profile)
         sources = manifest[manifest.lineage == "same"].drop_duplicates("source").sort_values("source")
-        per_source = {r.source: shadow_units(profile, r, shadows)
+        per_source = {r.source: source_shadow_units(profile, r, shadows)
                       for _, r in tqdm(list(sources.iterrows()), desc="shadows asked", unit="source",
                                        disable=not progress)}
         table = statistics.selection_table(per_source, candidates, alpha, statistic_settings(profile))

@@ -44,13 +44,12 @@ from ..keys import (KeySet, check_seeds_apart, detection_keys, generation_keys, 
 from ..models.lora import LoraModel
 from . import null, statistics
 from .population import describe_null
-from .suspect import (CallableSuspect, PipelineSuspect, Suspect, check_sd_model, check_sd_pipeline, load_sd_pipeline,
+from .suspect import (LOCAL, CallableSuspect, PipelineSuspect, Suspect, check_sd_model, check_sd_pipeline, load_sd_pipeline,
                       model_folders, model_identity)
 
 STRATEGIES = ("generation", "detection", "random")
 # a pipeline folder, a LoRA file on its base, a callable (prompt, seed) -> image, or a Suspect
 ModelSpec = Union[str, Path, LoraModel, Callable, Suspect]
-LOCAL = (str, Path, LoraModel)  # the specs that are files genlineage checks and loads itself
 
 
 @dataclass(kw_only=True)

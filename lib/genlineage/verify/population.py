@@ -50,7 +50,7 @@ from ..models.gate import (VARIANT_WEIGHTS, check_safetensors_header, read_bound
                            weights_variant)
 from ..models.lora import PROVENANCE, LoraModel
 from ..untrusted import open_regular, parse_json
-from .suspect import check_sd_model, check_sd_pipeline, role_trust
+from .suspect import LOCAL, check_sd_model, check_sd_pipeline, role_trust
 
 if TYPE_CHECKING:  # core imports this module: its names are for the type hints only
     from .core import ModelSpec
@@ -58,7 +58,6 @@ if TYPE_CHECKING:  # core imports this module: its names are for the type hints 
 __all__ = ["BASE_MIN_CORRELATION", "Make", "NullPopulation", "UNetComparison", "compare_unets", "describe_model",
            "describe_null", "find_mismatch", "recorded_base", "unet_distances"]
 
-LOCAL = (str, Path, LoraModel)  # the specs that are files (as core.LOCAL)
 METHODS = ("full", "lora")
 UNKNOWN = "unknown"
 # The least correlation (Pearson's r of the UNet weights, each tensor centred) a model keeps with

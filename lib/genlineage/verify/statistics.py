@@ -106,7 +106,10 @@ def _contrast(u: Unit, ref: Reference, s: StatisticSettings) -> float:
 
 def calibrated_delta0(ref: Reference, s: StatisticSettings) -> float:
     """The delta of the grid where the reference's infringing units' mean conf most exceeds its
-    innocent units' (the first on ties); the profile's delta0 without infringing units."""
+    innocent units' (the first on ties); the profile's delta0 without infringing units. The rule of
+    ``conf.calibrate_delta0``, on arrays: a verdict refits it once per shadow (and the choice among
+    statistics once per shadow left out), where the pipeline's table-building version is too slow;
+    a test checks the two agree."""
     inf, inn = ref.keys("infringing"), ref.keys("innocent")
     if not len(inf) or not len(inn):
         return float(s.delta0)

@@ -69,6 +69,7 @@ def check_sd_pipeline(path: str | Path, role: str, trust: Trust | None = None) -
 
 
 ModelPath = Path | LoraModel  # a pipeline folder, or a LoRA file on its base
+LOCAL = (str, Path, LoraModel)  # the model specs that are files genlineage checks and loads itself
 
 
 def check_sd_model(model: str | Path | LoraModel, role: str) -> ModelPath:
