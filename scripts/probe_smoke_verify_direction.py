@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from conftest import CAPTIONS, make_components  # noqa: E402
 from genlineage.config import load_profile  # noqa: E402
 from genlineage.data.imagefolder import write_imagefolder  # noqa: E402
-from genlineage.generation import GenerationConfig, generate_cached  # noqa: E402
+from genlineage.generation import generate_cached  # noqa: E402
 from genlineage.models.pipeline_io import load_pipeline, save_pipeline  # noqa: E402
 from genlineage.training.finetune import finetune_folder  # noqa: E402
 from genlineage.training.sd import TrainConfig  # noqa: E402

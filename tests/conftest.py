@@ -68,3 +68,19 @@ def snapshot(where: Path) -> dict:
             st = os.lstat(os.path.join(dirpath, name))
             out[os.path.relpath(os.path.join(dirpath, name), where)] = (st.st_mode, st.st_size, st.st_mtime_ns)
     return out
+
+
+def verify_inputs(where: Path, n_keys: int = 6, n_controls: int = 8, size: int = 32) -> tuple[Path, Path]:
+    """A random key set and a folder of control pairs at ``size`` px, made without any model: what
+    a ``verify`` run with the controls null needs beside its models (the hostile batteries' runs)."""
+    from genlineage.data.imagefolder import write_imagefolder
+    from genlineage.keys import KeySet
+
+    rng = np.random.default_rng(7)
+    references = rng.integers(0, 256, (n_keys, size, size, 3), dtype=np.uint8)
+    keys = KeySet("random", CAPTIONS[:n_keys], references, list(range(n_keys)), np.full(n_keys, np.nan))
+    keys.save(where / "keys")
+    controls = rng.integers(0, 256, (n_controls, size, size, 3), dtype=np.uint8)
+    write_imagefolder(where / "controls", [(img, CAPTIONS[(n_keys + i) % len(CAPTIONS)] + f" #{i}", {})
+                                           for i, img in enumerate(controls)])
+    return where / "keys", where / "controls"

@@ -134,6 +134,18 @@ def test_figure6_noisy_margin_is_inconclusive():
     assert _held(t, "Strategy 2 beats Baseline 2") == INCONCLUSIVE
 
 
+def test_a_level_the_worlds_coverage_caps_is_untestable_and_a_covered_one_is_judged():
+    """Infringers that saw near-copies of a tenth of their keys cannot show conf 0.6 over innocents."""
+    def coverage(share: float) -> pd.DataFrame:
+        return pd.DataFrame({"rho": [0.3] * 4 + [1.0] * 4, "covered_keys": [share, share + 0.02, share - 0.02, share, 1, 1, 1, 1]})
+
+    capped = figure6_claims(_confs(GOOD, INNOCENT), "calibrated", key_coverage=coverage(0.1))
+    assert _held(capped, "Strategy 2 conf > 0.6") == UNTESTABLE
+    assert "saw near-copies" in capped.set_index("paper's claim").ours.filter(like="conf > 0.6").iloc[0]
+    covered = figure6_claims(_confs(GOOD, INNOCENT), "calibrated", key_coverage=coverage(0.9))
+    assert _held(covered, "Strategy 2 conf > 0.6") == HELD
+
+
 # --- inheritance ---
 
 def _inheritance(verdicts: list[str]) -> pd.DataFrame:

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from genlineage import cli
 from genlineage.cli import build_parser, main, precheck_shadows, precheck_verify
 
 REPO = Path(__file__).resolve().parents[1]

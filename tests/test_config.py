@@ -20,12 +20,14 @@ def schema(node, prefix: str = "") -> dict[str, str]:
 # What a profile may have beyond the tiny profile's schema: the paper's local folders, and the
 # training settings its suspicious models override (``suspicious.train`` overrides
 # ``training.finetune`` key by key), the size SD-2.1 must generate at.
-EXTRA = {"smoke": set(), "tiny_full": set(),
+EXTRA = {"smoke": {"about"}, "tiny_full": set(), "tyres": {"about"},
          "paper": {"data.domains.celeba.root", "data.domains.cc3m.root", "models.bases.v1.path", "models.bases.v2.path",
                    "suspicious.train.mixed_precision", "suspicious.train.gradient_checkpointing",
                    "generation.image_size", "training.finetune.frozen_dtype", "training.finetune.encode_batch",
                    "suspicious.train.frozen_dtype", "suspicious.train.encode_batch", "suspicious.lora.lr"}}
 EXTRA["paper_full"] = EXTRA["paper"]  # the paper's full grid: the paper profile with larger counts
+# What a profile drops with a null (a base, a domain): every key below it may be absent.
+DROPPED = {"tyres": ("models.bases.v1.", "data.domains.celeba.")}
 # Leaves whose kind may differ: where a profile turns a setting off with null.
 KIND_MAY_DIFFER = {"figures_dir", "tables_dir", "parallel_jobs"}  # parallel_jobs: a count or "auto"
 
@@ -33,13 +35,14 @@ KIND_MAY_DIFFER = {"figures_dir", "tables_dir", "parallel_jobs"}  # parallel_job
 def test_every_profile_has_the_tiny_profiles_schema():
     """Whole schemas: every key of the tiny profile in every profile, with the same kind of value,
     and nothing more than the stated extras (a misspelled key in a profile fails here)."""
-    assert {"smoke", "tiny", "paper", "paper_full", "tiny_full"} == set(available_profiles())
+    assert {"smoke", "tiny", "paper", "paper_full", "tiny_full", "tyres"} == set(available_profiles())
     tiny = schema(dict(load_profile("tiny")))
     for name, extra in EXTRA.items():
         other = schema(dict(load_profile(name)))
         assert set(other) - set(tiny) == extra, name
-        assert set(tiny) - set(other) == set(), name
-        differ = {k for k in tiny if tiny[k] != other[k] and other[k] != "none"} - KIND_MAY_DIFFER
+        missing = {k for k in set(tiny) - set(other) if not k.startswith(DROPPED.get(name, ()))}
+        assert missing == set(), name
+        differ = {k for k in tiny if k in other and tiny[k] != other[k] and other[k] != "none"} - KIND_MAY_DIFFER
         assert differ == set(), f"{name}: {sorted(differ)} hold another kind of value than in tiny"
 
 
@@ -95,3 +98,12 @@ def test_a_profile_extending_another_gets_its_own_name_and_data_folder(tmp_path,
     p = load_profile(tmp_path / "mine.yaml")
     assert p.name == "mine" and p.data_root == tmp_path / "data" / "mine"
     assert load_profile("smoke").name == "smoke"
+
+
+def test_a_profile_drops_a_base_or_a_domain_with_null_and_keeps_null_values(tmp_path):
+    """tyres extends tiny without one base and one domain; a null over a plain value stays a value."""
+    tyres = load_profile("tyres")
+    assert sorted(tyres.models.bases) == ["v2"] and sorted(tyres.data.domains) == ["cc3m"]
+    assert tyres.run.figures_dir is None and "not the reproduction" in tyres.run.about
+    assert sorted(load_profile("tiny").models.bases) == ["v1", "v2"], "the parent is untouched"
+    assert "tests only" in load_profile("smoke").run.about and load_profile("tiny").run.about is None

@@ -26,6 +26,8 @@ from genlineage.experiments.instance_attribution import run_attribution
 from genlineage.experiments.instance_tables import deltas, table2, table2_per_model
 from genlineage.experiments.statistical_attribution import score_models, table1
 from genlineage.experiments.suspicious_models import build_suspicious_models
+from genlineage.experiments.world_grid import choose_world
+from genlineage.config import WORLD_FILE
 from genlineage.models.pipeline_io import load_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,6 +71,10 @@ def test_stages_build_six_sources_and_measure_them(P):
 
 @pytest.mark.slow
 def test_suspicious_models_and_attribution(P):
+    P, grid, cells = choose_world(P, progress=False)  # stage 03 chooses the world on shadows first
+    assert cells.chosen.sum() == 1 and (P.data_root / WORLD_FILE).is_file()
+    assert P.suspicious.n_samples == int(cells[cells.chosen].n_samples.iloc[0]) == 6, "the world reaches the manifest"
+    assert grid.pool.str.endswith("_shadow_pool").all() and grid[["mean_rd", "own_rd", "nearest_own"]].notna().all().all()
     manifest = build_suspicious_models(P, progress=False)
     cfg = P["suspicious"]
     per_lineage = len(cfg["rhos"]) * cfg["evaluated"]["infringing"] + cfg["evaluated"]["innocent"] \
@@ -326,7 +332,7 @@ def test_a_killed_run_resumes_to_the_same_tables(smoke_root, tmp_path):
                            capture_output=True, text=True, cwd=REPO)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     made = sorted((killed / "smoke" / "tables").glob("*.csv"))
-    assert {p.name for p in made} == {"table1_statistical.csv"}
+    assert {p.name for p in made} == {"table1_statistical.csv", "world_grid.csv", "coverage.csv"}
     for table in made:
         pd.testing.assert_frame_equal(pd.read_csv(table), pd.read_csv(complete / "tables" / table.name))
     for name in ("per_sample.csv", "models.csv"):

@@ -190,6 +190,13 @@ def sparse_vocab(folder, tmp):
     return file
 
 
+def sparse_unknown_suffix(folder, tmp):  # no loader reads it, but the fingerprint would hash all 64 GB
+    file = folder / "unet" / "notes.md"
+    with open(file, "wb") as fh:
+        fh.truncate(64 * GB)
+    return file
+
+
 def sparse_merges(folder, tmp):
     file = folder / "tokenizer" / "merges.txt"
     with open(file, "wb") as fh:
@@ -343,10 +350,21 @@ HOSTILE = [
     pytest.param(sparse_model_index, "refused unread", id="sparse-8GB-model-index"),
     pytest.param(sparse_vocab, "refused unread", id="sparse-4GB-tokenizer-vocab"),
     pytest.param(sparse_merges, "refused unread", id="sparse-tokenizer-merges"),
+    pytest.param(sparse_unknown_suffix, "refused unread", id="sparse-64GB-file-of-unknown-kind"),
     pytest.param(_set("unet/config.json", "auto_map", {"AutoModel": "evil.Model"}), "remote or custom code", id="remote-auto-map"),
     pytest.param(_set("text_encoder/config.json", "trust_remote_code", True), "remote or custom code", id="remote-trust-remote-code"),
     pytest.param(_set("model_index.json", "custom_pipeline", "evil_pipeline"), "remote or custom code", id="remote-custom-pipeline"),
     pytest.param(remote_code_padded, "remote or custom code", id="remote-code-padded-past-1MB"),
+    pytest.param(_set("tokenizer/tokenizer_config.json", "fast_tokenizer_files", ["../../elsewhere/tokenizer.1.json"]),
+                 "not a file of", id="tokenizer-file-dotdot"),
+    pytest.param(_set("tokenizer/tokenizer_config.json", "fast_tokenizer_files", ["/etc/tokenizer.1.json"]),
+                 "not a file of", id="tokenizer-file-absolute"),
+    pytest.param(_set("tokenizer/tokenizer_config.json", "vocab_file", "sub/../../vocab.json"), "not a file of",
+                 id="tokenizer-vocab-file-path"),
+    pytest.param(_set("text_encoder/config.json", "attn_implementation", "kernels-community/flash-attn"),
+                 "not one of transformers' own attention", id="attention-kernel-from-the-hub"),
+    pytest.param(_set("text_encoder/config.json", "_attn_implementation", "my_kernel"),
+                 "not one of transformers' own attention", id="attention-unknown-private-key"),
     pytest.param(remote_code_escaped, "remote or custom code", id="remote-code-unicode-escaped-key"),
     pytest.param(_set("model_index.json", "_class_name", "MyEvilPipeline"), "'MyEvilPipeline', not a Stable-Diffusion", id="custom-pipeline-class"),
     pytest.param(_set("model_index.json", "unet", ["evil_library", "UNet"]), "from another library", id="component-other-library"),
@@ -638,3 +656,110 @@ def test_bounds_admit_the_published_values_with_room():
                     low, high = gate.CONFIG_BOUNDS[key]
                     for v in (value if isinstance(value, list) else [value]):
                         assert low <= v and 2 * v <= high, (name, key, v)
+
+
+# --- finite or refused (issue 26.1) -------------------------------------------------------------
+
+def _non_finite_json(file: str, key: str, text: str) -> Callable[[Path, Path], Path]:
+    """An edit that writes ``"key": <text>`` into the JSON ``file`` as raw text: ``NaN``,
+    ``Infinity`` and ``1e999`` are what Python's reader turns into non-finite floats."""
+    def edit(folder, tmp):
+        path = _edit_json(folder / file, lambda d: d.__setitem__(key, "<raw>"))
+        path.write_text(path.read_text().replace('"<raw>"', text))
+        return path
+    return edit
+
+
+NON_FINITE_CONFIGS = [
+    pytest.param(_non_finite_json("vae/config.json", "scaling_factor", "NaN"), id="vae-scaling-factor-NaN"),
+    pytest.param(_non_finite_json("unet/config.json", "norm_eps", "Infinity"), id="unet-norm-eps-Infinity"),
+    pytest.param(_non_finite_json("scheduler/scheduler_config.json", "trained_betas", "[0.001, NaN, 0.002]"),
+                 id="scheduler-trained-betas-NaN-in-a-list"),
+    pytest.param(_non_finite_json("text_encoder/config.json", "layer_norm_eps", "1e999"), id="overflowing-literal"),
+    pytest.param(_non_finite_json("unet/config.json", "extra", '{"nested": -Infinity}'), id="nested-minus-Infinity"),
+]
+
+
+@pytest.mark.parametrize("edit", NON_FINITE_CONFIGS)
+def test_a_config_number_that_is_not_finite_is_refused_naming_the_file(folder, tmp_path, edit):
+    culprit = edit(folder, tmp_path)
+    with pytest.raises(InputError, match="not a finite number") as info:
+        check_pipeline_folder(folder)
+    assert str(culprit) in str(info.value)
+
+
+def _poison(file: Path, value: float, dtype: torch.dtype = torch.float32) -> Path:
+    """The safetensors ``file`` rewritten with one value of its largest tensor set to ``value``, in ``dtype``."""
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(file))
+    name = max(tensors, key=lambda k: tensors[k].numel())
+    tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+    tensors[name].view(-1)[tensors[name].numel() // 2] = value
+    save_file(tensors, str(file))
+    return file
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_the_streaming_pass_finds_a_single_non_finite_weight_in_every_float_dtype(tmp_path, dtype, value):
+    good = torch.linspace(-3e4, 3e4, 5000).to(dtype)  # large finite values: exponents near, never at, the top
+    save_file({"a": torch.zeros(3, dtype=torch.int64), "w": good, "z": torch.ones(7, dtype=dtype)},
+              str(tmp_path / "good.safetensors"))
+    gate.check_finite_weights(tmp_path / "good.safetensors")
+    bad = good.clone()
+    bad[4321] = value
+    save_file({"a": torch.zeros(3, dtype=torch.int64), "w": bad}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(InputError, match="tensor 'w' holds values that are not finite"):
+        gate.check_finite_weights(tmp_path / "bad.safetensors")
+
+
+def test_the_streaming_pass_reads_in_bounded_chunks(tmp_path, monkeypatch):
+    """A tensor larger than the chunk is read in pieces, and a NaN in its last piece is still found."""
+    monkeypatch.setattr(gate, "FINITE_CHUNK_BYTES", 4096)
+    values = torch.zeros(10_000)
+    values[-1] = float("nan")
+    save_file({"w": values}, str(tmp_path / "w.safetensors"))
+    with pytest.raises(InputError, match="not finite"):
+        gate.check_finite_weights(tmp_path / "w.safetensors")
+
+
+@pytest.mark.parametrize("weights", [UNET_WEIGHTS, VAE_WEIGHTS, "text_encoder/model.safetensors"])
+def test_a_model_with_a_nan_weight_is_refused_at_load_naming_the_file(folder, weights):
+    _poison(folder / weights, float("nan"))
+    with pytest.raises(InputError, match="not finite") as info:
+        load_pipeline(folder)
+    assert str(folder / weights) in str(info.value)
+
+
+def test_a_nan_suspect_is_refused_by_verify_with_exit_2(folder, saved_pipeline, tmp_path, capsys):
+    from conftest import verify_inputs
+
+    _poison(folder / UNET_WEIGHTS, float("nan"))
+    keys, controls = verify_inputs(tmp_path)
+    code = main(["verify", "--source", str(saved_pipeline), "--keys", str(keys), "--controls", str(controls),
+                 "--profile", "smoke", "--quiet", "--out", str(tmp_path / "out"), "--suspect", str(folder)])
+    err = capsys.readouterr().err
+    assert code == 2 and "suspect:" in err and "not finite" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists(), "a refused run leaves no --out"
+
+
+def test_file_keys_naming_the_folders_own_files_and_builtin_attention_pass(folder):
+    _edit_json(folder / "tokenizer" / "tokenizer_config.json",
+               lambda d: d.update(special_tokens_map_file="./special_tokens_map.json", tokenizer_file="tokenizer.json"))
+    _edit_json(folder / "text_encoder" / "config.json", lambda d: d.update(attn_implementation="sdpa"))
+    assert check_pipeline_folder(folder) == folder
+
+
+def test_a_lora_with_a_nan_factor_is_refused_at_load_naming_its_file(saved_pipeline, tmp_path):
+    from genlineage.models.lora import DEFAULT_TARGETS, LoraModel, add_lora, write_lora_weights
+    from genlineage.models.pipeline_io import load_lora
+
+    unet = load_pipeline(saved_pipeline).unet
+    add_lora(unet, 2, None, DEFAULT_TARGETS)
+    lora = write_lora_weights(unet, tmp_path / "lora", 2, None, DEFAULT_TARGETS)
+    load_lora(LoraModel(lora, saved_pipeline))  # the intact file loads
+    _poison(lora, float("nan"))
+    with pytest.raises(InputError, match="not finite") as info:
+        load_lora(LoraModel(lora, saved_pipeline))
+    assert str(lora) in str(info.value)

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import struct
+import textwrap
 import zlib
 from pathlib import Path
 from typing import Any, Callable
@@ -242,6 +245,8 @@ IMAGE_FOLDER_CASES = [
     pytest.param(_raw_line(GOOD_ROW[:-1] + b', "text": "another caption"}'), "'text' twice", id="row-key-twice"),
     pytest.param(_set_row(1, text=""), "line 2 .*empty caption", id="caption-empty"),
     pytest.param(_set_row(1, text=" \t "), "line 2 .*empty caption", id="caption-whitespace"),
+    pytest.param(_set_row(1, text="a red star " * 2_000_000), "line 2 .*above the 8,192-character bound",
+                 id="caption-22-million-characters"),
     pytest.param(_set_row(1, text=...), "line 2 .*no caption", id="caption-missing"),
     pytest.param(_set_row(1, text=None), "line 2 .*no caption", id="caption-null"),
     pytest.param(_set_row(1, text=7), "line 2 .*is a int, not a string", id="caption-number"),
@@ -323,6 +328,7 @@ def test_a_byte_order_mark_is_not_an_error(images):
 
 def test_bounds_are_what_the_docs_say():
     assert MAX_IMAGE_PIXELS == 8192 * 8192 and METADATA_MAX_BYTES == 64 << 20 and KEYS_MAX_BYTES == 1 << 20
+    assert imagefolder.MAX_CAPTION_CHARS == 8192
 
 
 # --- key sets -----------------------------------------------------------------------------------
@@ -469,3 +475,284 @@ def test_the_untouched_key_set_loads(keys):
     back = KeySet.load(keys)
     assert len(back) == 3 and back.references.shape == (3, 16, 16, 3)
     assert back.meta["per_key"]["best_seed"] == [1000, 1001, 1000]
+
+
+# --- whole runs: models that are broken or hostile, and the owner's files (issue 26) ---------------
+
+from conftest import CAPTIONS, verify_inputs  # noqa: E402
+from genlineage.cli import main  # noqa: E402
+from genlineage.outdir import MARKER  # noqa: E402
+
+
+def _api(tmp_path: Path, body: str, name: str = "api.py") -> str:
+    """A ``--suspect-callable`` file whose ``generate(prompt, seed)`` runs ``body``; its spec."""
+    (tmp_path / name).write_text("import numpy as np\n\ndef generate(prompt, seed):\n" + textwrap.indent(body, "    ") + "\n")
+    return f"{tmp_path / name}:generate"
+
+
+STRANGER = "return np.full((32, 32, 3), (seed * 40 + len(prompt)) % 256, np.uint8)"
+
+
+def _verify(saved_pipeline: Path, tmp_path: Path, *extra: str, suspect: str | None = None,
+            out: Path | None = None) -> list[str]:
+    """``genlineage verify`` on the controls null with a random key set (no model draws them) and a
+    callable suspect (default: one that draws pictures of its own)."""
+    keys, controls = (tmp_path / "keys", tmp_path / "controls") if (tmp_path / "keys").is_dir() else verify_inputs(tmp_path)
+    return ["verify", "--source", str(saved_pipeline), "--keys", str(keys), "--controls", str(controls), "--profile",
+            "smoke", "--quiet", "--delta0", "0.05", "--out", str(out or tmp_path / "out"),
+            "--suspect-callable", suspect or _api(tmp_path, STRANGER), *extra]
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str]:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+@pytest.mark.parametrize("body, match", [
+    ("return np.full((32, 32, 3), np.nan)", "not finite"),
+    ("img = np.zeros((32, 32, 3)); img[3, 4, 1] = np.inf\nreturn img", "not finite"),
+    ("raise RuntimeError('the API is down')", "raised RuntimeError .*the API is down"),
+    ("return np.zeros((9000, 9000, 3), np.uint8)", "above the .*-pixel bound"),
+])
+def test_a_callable_suspect_that_returns_nan_raises_or_floods_is_refused_with_exit_2(saved_pipeline, tmp_path, capsys,
+                                                                                       body, match):
+    """NaN pixels were rounded to black and judged (against dark keys: 'infringing'); an exception
+    was a traceback; a huge image had no bound. Each is now a message naming the callable."""
+    code, err = _run(_verify(saved_pipeline, tmp_path, suspect=_api(tmp_path, body)), capsys)
+    assert code == 2 and re.search(match, err) and "suspect callable" in err
+    assert not (tmp_path / "out").exists(), "a refused run leaves no --out"
+
+
+def test_a_pipeline_that_draws_nan_from_finite_weights_is_refused_naming_it(saved_pipeline, tmp_path, capsys):
+    """Finite weights and configs within the bounds can still draw NaN (a VAE scaling factor of 0
+    divides the latents by zero): the images are refused before they become pixels."""
+    suspect = tmp_path / "suspect"
+    shutil.copytree(saved_pipeline, suspect)
+    config = json.loads((suspect / "vae" / "config.json").read_text())
+    (suspect / "vae" / "config.json").write_text(json.dumps({**config, "scaling_factor": 0.0}))
+    argv = _verify(saved_pipeline, tmp_path)
+    i = argv.index("--suspect-callable")
+    argv[i:i + 2] = ["--suspect", str(suspect)]
+    code, err = _run(argv, capsys)
+    assert code == 2 and "suspect:" in err and str(suspect) in err and "not finite" in err
+
+
+def _earlier_output(saved_pipeline: Path, tmp_path: Path, capsys) -> Path:
+    """An --out written by a successful verify run, with the marker that says so."""
+    code, _ = _run(_verify(saved_pipeline, tmp_path), capsys)
+    assert code == 0 and (tmp_path / "out" / MARKER).is_file() and (tmp_path / "out" / "report.md").is_file()
+    return tmp_path / "out"
+
+
+def test_a_refused_run_leaves_an_earlier_output_exactly_as_it_was(saved_pipeline, tmp_path, capsys):
+    out = _earlier_output(saved_pipeline, tmp_path, capsys)
+    before = snapshot(out)
+    code, err = _run(_verify(saved_pipeline, tmp_path, "--budget", "1"), capsys)  # refused after the keys are read
+    assert code == 2 and "too small" in err
+    assert snapshot(out) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.")], "no staging folder is left behind"
+
+
+def test_keys_chosen_with_key_data_never_replace_the_owners_keys_when_the_run_is_refused(saved_pipeline, tmp_path,
+                                                                                          capsys):
+    out = _earlier_output(saved_pipeline, tmp_path, capsys)
+    rng = np.random.default_rng(3)
+    write_imagefolder(tmp_path / "pairs", [(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), c, {}) for c in CAPTIONS])
+    KeySet("random", ["mine"], np.zeros((1, 32, 32, 3), np.uint8), [0], [np.nan]).save(out / "keys")
+    (out / ".keys.old").mkdir()
+    before = snapshot(out)
+    argv = _verify(saved_pipeline, tmp_path, "--budget", "1")
+    i = argv.index("--keys")
+    argv[i:i + 2] = ["--key-data", str(tmp_path / "pairs"), "--strategy", "random"]
+    code, err = _run(argv, capsys)
+    assert code == 2 and "too small" in err
+    assert snapshot(out) == before, "the owner's keys (and .keys.old) are as they were"
+
+
+def test_an_out_holding_other_files_is_refused_and_left_alone(saved_pipeline, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "report.md").write_text("my own notes")
+    (out / "thesis.tex").write_text("years of work")
+    argv = _verify(saved_pipeline, tmp_path, out=out)
+    before = snapshot(out)
+    code, err = _run(argv, capsys)
+    assert code == 2 and f"--out {out} holds files genlineage verify did not write" in err
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("where", ["source", "keys", "controls", "keys-itself", "parent-of-source"])
+def test_an_out_inside_or_around_an_input_is_refused(saved_pipeline, tmp_path, capsys, where):
+    verify_inputs(tmp_path)
+    source = tmp_path / "models" / "source"
+    shutil.copytree(saved_pipeline, source)
+    out = {"source": source / "report", "keys": tmp_path / "keys" / "report", "controls": tmp_path / "controls" / "r",
+           "keys-itself": tmp_path / "keys", "parent-of-source": tmp_path / "models"}[where]
+    argv = _verify(source, tmp_path, out=out)
+    before = snapshot(tmp_path)
+    code, err = _run(argv, capsys)
+    assert code == 2 and "overlap" in err
+    assert snapshot(tmp_path) == before
+
+
+def test_a_link_planted_in_an_earlier_output_is_replaced_never_followed(saved_pipeline, tmp_path, capsys):
+    out = _earlier_output(saved_pipeline, tmp_path, capsys)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "key_000.png").write_bytes(b"the owner's file")
+    shutil.rmtree(out / "pairs")
+    (out / "pairs").symlink_to(elsewhere, target_is_directory=True)
+    (out / "report.md").unlink()
+    (out / "report.md").symlink_to(elsewhere / "key_000.png")
+    code, _ = _run(_verify(saved_pipeline, tmp_path), capsys)
+    assert code == 0
+    assert (elsewhere / "key_000.png").read_bytes() == b"the owner's file" and os.listdir(elsewhere) == ["key_000.png"]
+    assert not (out / "pairs").is_symlink() and (out / "pairs" / "key_000.png").is_file()
+    assert not (out / "report.md").is_symlink() and "genlineage verify" in (out / "report.md").read_text()
+
+
+def test_shadows_out_must_be_new_or_its_own_and_apart_from_its_inputs(saved_pipeline, tmp_path, capsys):
+    verify_inputs(tmp_path)
+    base = tmp_path / "base"
+    shutil.copytree(saved_pipeline, base)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    before = snapshot(tmp_path)
+    for out, expect in ((base / "shadows", "overlap"), (tmp_path / "controls" / "s", "overlap"),
+                        (mine, "did not write")):
+        code, err = _run(["shadows", "--base", str(base), "--data", str(tmp_path / "controls"), "--source-data",
+                          str(tmp_path / "keys"), "--innocent", "1", "--n-samples", "2", "--profile", "smoke",
+                          "--quiet", "--out", str(out)], capsys)
+        assert code == 2 and expect in err, err
+    assert snapshot(tmp_path) == before
+
+
+# --- configs within the bounds that cannot draw: a message before any query, never a traceback ---
+
+def _suspect_with(saved_pipeline: Path, tmp_path: Path, changes: dict[str, dict]) -> Path:
+    """A copy of the tiny pipeline with ``changes`` ({config file: {key: value}}) written into its configs."""
+    suspect = tmp_path / "suspect"
+    if not suspect.exists():
+        shutil.copytree(saved_pipeline, suspect)
+    for file, values in changes.items():
+        config = json.loads((suspect / file).read_text())
+        config.update(values)
+        (suspect / file).write_text(json.dumps(config))
+    return suspect
+
+
+def _verify_pipeline(saved_pipeline: Path, tmp_path: Path, suspect: Path) -> list[str]:
+    argv = _verify(saved_pipeline, tmp_path)
+    i = argv.index("--suspect-callable")
+    argv[i:i + 2] = ["--suspect", str(suspect)]
+    return argv
+
+
+SCHEDULER, UNET, TEXT, TOKENIZER = ("scheduler/scheduler_config.json", "unet/config.json", "text_encoder/config.json",
+                                    "tokenizer/tokenizer_config.json")
+INCONSISTENT = [
+    pytest.param(SCHEDULER, {"num_train_timesteps": 1}, "timesteps outside|schedule", id="one-train-timestep"),
+    pytest.param(SCHEDULER, {"prediction_type": "flow"}, "prediction_type 'flow'", id="unknown-prediction-type"),
+    pytest.param(SCHEDULER, {"beta_schedule": "cosine"}, "beta_schedule 'cosine'", id="unknown-beta-schedule"),
+    pytest.param(SCHEDULER, {"steps_offset": 5000}, "timesteps outside", id="huge-steps-offset"),
+    pytest.param(SCHEDULER, {"timestep_spacing": "random"}, "no 4-step DDIM schedule", id="unknown-timestep-spacing"),
+    pytest.param(SCHEDULER, {"trained_betas": [0.5, 2.0]}, "trained_betas", id="trained-betas-not-a-schedule"),
+    pytest.param(SCHEDULER, {"beta_start": 0.5, "beta_end": 0.1}, "do not make a schedule", id="betas-reversed"),
+    pytest.param(TEXT, {"vocab_size": 100}, "token id .* beyond the text encoder's vocab_size 100", id="token-id-beyond-vocab"),
+    pytest.param(TOKENIZER, {"model_max_length": 64}, "longer than the text encoder's max_position_embeddings 32",
+                 id="tokenizer-longer-than-positions"),
+    pytest.param(UNET, {"cross_attention_dim": 32}, "cross_attention_dim 32 is not the text encoder's hidden_size 16",
+                 id="cross-attention-width"),
+    pytest.param(UNET, {"in_channels": 3}, "in_channels 3 is not the VAE's latent_channels 4", id="latent-channels"),
+]
+
+
+@pytest.mark.parametrize("file, values, match", INCONSISTENT)
+def test_configs_that_cannot_draw_are_refused_before_any_query_naming_the_file(saved_pipeline, tmp_path, capsys,
+                                                                                file, values, match):
+    suspect = _suspect_with(saved_pipeline, tmp_path, {file: values})
+    code, err = _run(_verify_pipeline(saved_pipeline, tmp_path, suspect), capsys)
+    assert code == 2 and re.search(match, err), err
+    assert err.startswith("genlineage verify: suspect: ") and str(suspect / file) in err
+    assert not (tmp_path / "out").exists(), "refused before anything was drawn or written"
+
+
+def test_an_out_that_is_a_file_is_a_message(saved_pipeline, tmp_path, capsys):
+    (tmp_path / "report").write_text("mine")
+    code, err = _run(_verify(saved_pipeline, tmp_path, out=tmp_path / "report"), capsys)
+    assert code == 2 and "is an existing file, not a folder" in err
+    from genlineage.verify import verify
+
+    keys, controls = tmp_path / "keys", tmp_path / "controls"
+    with pytest.raises(InputError, match="exists and is not a folder"):
+        verify(saved_pipeline, lambda p, s: np.zeros((32, 32, 3), np.uint8), keys=keys, controls=controls,
+               profile="smoke", out=tmp_path / "report", progress=False)
+    assert (tmp_path / "report").read_text() == "mine"
+
+
+# Plausible values for the keys a model's configs hold (the tiny pipeline's first): mixed at
+# random, they make configs that look valid and may or may not draw.
+MUTATIONS = {
+    SCHEDULER: {"num_train_timesteps": [1000, 1, 2, 3, 10], "steps_offset": [1, 0, 5, 999, 5000],
+                "prediction_type": ["epsilon", "v_prediction", "sample", "flow"],
+                "beta_schedule": ["scaled_linear", "linear", "squaredcos_cap_v2", "sigmoid", "cosine"],
+                "timestep_spacing": ["leading", "trailing", "linspace", "random"], "beta_start": [0.00085, 1e-6, 0.5],
+                "beta_end": [0.012, 0.2, 0.99], "thresholding": [False, True], "clip_sample": [False, True],
+                "rescale_betas_zero_snr": [False, True], "set_alpha_to_one": [False, True]},
+    UNET: {"cross_attention_dim": [16, 32, 8], "attention_head_dim": [4, 1, 3, 16], "norm_num_groups": [8, 1, 3, 16],
+           "sample_size": [8, 4, 16], "norm_eps": [1e-5, 1e-30, 1.0], "in_channels": [4, 3], "out_channels": [4, 8],
+           "mid_block_type": ["UNetMidBlock2DCrossAttn", "UNetMidBlock2D", "Nope"], "act_fn": ["silu", "gelu", "nope"],
+           "layers_per_block": [1, 2]},
+    "vae/config.json": {"scaling_factor": [0.18215, 0.0, 1e30, -1.0], "latent_channels": [4, 3],
+                        "norm_num_groups": [8, 3, 16], "block_out_channels": [[8, 16, 16], [8, 16], [16]],
+                        "act_fn": ["silu", "nope"]},
+    TEXT: {"hidden_size": [16, 32, 12], "num_attention_heads": [2, 3, 4], "max_position_embeddings": [32, 16, 8],
+           "vocab_size": [940, 100, 10], "hidden_act": ["quick_gelu", "gelu", "nope"], "layer_norm_eps": [1e-5, 1e-30]},
+    TOKENIZER: {"model_max_length": [32, 16, 64, 8]},
+}
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_randomised_valid_looking_configs_give_a_verdict_or_a_message_never_a_traceback(saved_pipeline, tmp_path,
+                                                                                      capsys, case):
+    rng = np.random.default_rng(2600 + case)
+    choices = [(file, key) for file, keys in MUTATIONS.items() for key in keys]
+    changes: dict[str, dict] = {}
+    for i in rng.choice(len(choices), size=3, replace=False):
+        file, key = choices[i]
+        changes.setdefault(file, {})[key] = MUTATIONS[file][key][int(rng.integers(len(MUTATIONS[file][key])))]
+    suspect = _suspect_with(saved_pipeline, tmp_path, changes)
+    code, err = _run(_verify_pipeline(saved_pipeline, tmp_path, suspect), capsys)  # an exception fails the test here
+    assert code in (0, 2), (changes, err)
+    if code == 2:
+        assert "suspect" in err, (changes, err)
+
+
+def test_key_references_of_another_size_are_refused_on_their_headers_never_decoded(keys, monkeypatch):
+    """Three 200-byte PNGs claiming 8192 x 8192 px in a key set that records 16 x 16: refused by
+    their headers. Decoding them first (as before) took gigabytes before the size was compared."""
+    for name in ("000000.png", "000001.png", "000002.png"):
+        (keys / name).write_bytes(_png_claiming(8192, 8192))
+    decoded: list = []
+    monkeypatch.setattr(imagefolder, "_decode", lambda im, path, fix: decoded.append(path))
+    with pytest.raises(InputError, match="is 8192x8192 px but .* records 16x16"):
+        KeySet.load(keys)
+    assert decoded == [], "nothing was decoded"
+
+
+def test_a_nan_shadow_never_joins_the_null(saved_pipeline, tmp_path, capsys):
+    """A shadow whose weights are NaN drew black images that joined the innocent null unseen."""
+    from safetensors.torch import load_file, save_file
+
+    good, bad = tmp_path / "shadow_good", tmp_path / "shadow_nan"
+    shutil.copytree(saved_pipeline, good)
+    shutil.copytree(saved_pipeline, bad)
+    weights = bad / "vae" / "diffusion_pytorch_model.safetensors"
+    tensors = load_file(str(weights))
+    save_file({k: v.fill_(float("nan")) if v.is_floating_point() else v for k, v in tensors.items()}, str(weights))
+    argv = _verify(saved_pipeline, tmp_path) + ["--innocent-shadow", str(good), "--innocent-shadow", str(bad)]
+    code, err = _run(argv, capsys)
+    assert code == 2 and f"innocent shadow {bad}" in err and "not finite" in err

@@ -157,3 +157,19 @@ def test_the_stratified_permutation_test_relabels_within_strata_and_pools_their_
     # the Monte Carlo branch agrees with the exact one
     mc = stratified_permutation_p(a, a_s, b, b_s, max_exact=10, n_draws=20_000)
     assert mc == pytest.approx(1 / 81, abs=0.01)
+
+
+def test_a_cluster_interval_takes_the_source_as_its_unit():
+    """Nine models of one easy source must not outvote three of a hard one: the mean is over sources
+    and the interval has sources - 1 degrees of freedom."""
+    from genlineage.intervals import cluster_difference_interval, cluster_interval
+
+    values = [0.9] * 9 + [0.1] * 3 + [0.5] * 3
+    clusters = ["a"] * 9 + ["b"] * 3 + ["c"] * 3
+    iv = cluster_interval(values, clusters, bounds=(0.0, 1.0))
+    assert iv.mean == pytest.approx(0.5) and iv.n == 3 and "n = 3 sources" in iv.text()
+    assert 0.0 <= iv.low < 0.5 < iv.high <= 1.0
+    models = t_interval(values)
+    assert models.mean > iv.mean and (models.high - models.low) < (iv.high - iv.low)
+    diff = cluster_difference_interval([0.5, 0.6, 0.9], ["a", "a", "b"], [0.4, 0.8, 0.7], ["a", "b", "c"])
+    assert diff.n == 2 and diff.mean == pytest.approx(((0.55 - 0.4) + (0.9 - 0.8)) / 2)

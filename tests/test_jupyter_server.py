@@ -20,7 +20,6 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import pytest
 
 from processes import stop_group
 

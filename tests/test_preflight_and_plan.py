@@ -43,7 +43,10 @@ def test_the_disk_plan_reads_the_unet_size_from_the_bases_headers(smoke_profile,
                                                           "v2": {"path": str(saved_pipeline)}}}})
     unet = load_pipeline_unet_params(saved_pipeline)
     disk = cost_plan.plan_disk(profile, cost_plan.plan_jobs(profile)).set_index("kind")
-    n_models = 4 + len(plan_manifest(profile)) + len(plan_null_shadows(profile))  # sources, suspicious, null shadows
+    from genlineage.experiments.world_grid import plan_grid
+
+    # sources, suspicious, null shadows, and the world grid's shadows (kept: their measurements are cached on them)
+    n_models = 4 + len(plan_manifest(profile)) + len(plan_null_shadows(profile)) + len(plan_grid(profile))
     assert disk.loc["fine-tuned models (UNet fp32)", "gb"] == pytest.approx(n_models * 4 * unet / 1e9)
 
 

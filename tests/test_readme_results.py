@@ -85,3 +85,26 @@ def test_our_readme_holds_the_lora_blocks_markers_and_its_figure_exists():
     assert images, "the block shows its figure"
     for line in images:
         assert (REPO_ROOT / line.split("](")[1].rstrip(")")).is_file(), line
+
+
+def test_the_memorisation_and_inheritance_sentences_come_from_their_tables(tmp_path):
+    """The README says what tables/memorisation and tables/inheritance hold, and links them."""
+    checks = pd.DataFrame({"source": ["a", "b"], "nearest_own": [0.47, 0.9], "base_nearest_own": [0.02, 0.25],
+                           "chance": [1 / 60, 1 / 60], "source above base (p < 0.05)": [True, False]})
+    inh = pd.DataFrame({"source": ["a", "b", "a"], "lineage": ["same", "same", "other"], "infringing models": 3,
+                        "innocent models": 6, "rd_gap": [0.028, 0.074, 0.5], "permutation_p": [0.01, 0.2, 0.01],
+                        "permutation_p_reverse": [0.99, 0.8, 0.99]})
+    profile = load_profile("tiny")
+    (start, end), (a_start, a_end) = markers(profile), markers(profile, "answer")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# genlineage\n{a_start}\n{a_end}\nmiddle\n{start}\n{end}\n")
+    write_readme_results(profile, _table1(), readme, memorisation=checks, inherited=inh,
+                         tally={"held": 2, "not held": 3, "inconclusive": 1, "untestable here": 4})
+    text = readme.read_text()
+    answer = text.split(a_start)[1].split(a_end)[0]
+    assert "Memorisation" in answer and "Inheritance" in answer and "Memorisation" not in text.split(start)[1]
+    assert "of 6 this world can test, 2 held, 3 not held, 1 inconclusive; 4 untestable" in answer
+    assert "![Figure 6" in answer and text.index(a_end) < text.index("middle")
+    assert "own training image in 47%-90% of cases" in text and "2%-25%" in text and "for 1 of 2 sources" in text
+    assert "p < 0.05) for 1 of 2 sources, innocent closer for 0; mean RD gap +0.028 to +0.074" in text
+    assert "memorisation.md" in text and "inheritance.md" in text

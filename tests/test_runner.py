@@ -224,3 +224,67 @@ def test_a_profile_that_switches_the_lora_ablation_off_skips_notebook_10_and_its
     assert t.full_run.all() and (t.n_stages == 1).all(), "every stage the profile runs"
     with pytest.raises(runner.StageFailure, match="notebook 10 must not run"):
         runner.run_all("smoke", out_root=tmp_path / "out", notebooks_dir=stages, progress=False)
+
+
+def _tqdm_widget_state(model_id: str, done: int, total: int) -> dict:
+    """The saved state of one tqdm.notebook bar at its end: an HBox of (HTML, FloatProgress, HTML)."""
+    def model(name: str, **state) -> dict:
+        return {"model_module": "@jupyter-widgets/controls", "model_name": name, "state": state}
+
+    return {model_id: model("HBoxModel", children=[f"IPY_MODEL_{model_id}a", f"IPY_MODEL_{model_id}b",
+                                                   f"IPY_MODEL_{model_id}c"]),
+            f"{model_id}a": model("HTMLModel", value=f"queries:\u2007{100 * done // total}%"),
+            f"{model_id}b": model("FloatProgressModel", value=float(done), max=float(total), bar_style="success"),
+            f"{model_id}c": model("HTMLModel", value=f"\u2007{done}/{total}\u2007[00:03&lt;00:00,\u20071.2job/s]")}
+
+
+def _bar_output(model_id: str, total: int) -> dict:
+    """A tqdm.notebook bar's output as papermill saves it: the view and its text captured at 0%."""
+    return nbformat.v4.new_output("display_data", data={
+        runner.WIDGET_VIEW: {"model_id": model_id, "version_major": 2, "version_minor": 0},
+        "text/plain": f"queries:   0%|          | 0/{total} [00:00<?, ?job/s]"})
+
+
+def test_committed_copies_show_finished_bars_as_text_and_no_widget(tmp_path):
+    """JupyterLab draws a saved widget view as a bar frozen at 0%: the committed copy keeps the last
+    state's text instead, drops a bar tqdm closed itself (no saved state) and the widget state."""
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("run()")
+    cell.outputs = [_bar_output("done", 4), _bar_output("closed", 9),
+                    nbformat.v4.new_output("stream", name="stdout", text="a printed line\n")]
+    nb.cells = [cell]
+    nb.metadata["widgets"] = {runner.WIDGET_STATE: {"state": _tqdm_widget_state("done", 4, 4),
+                                                    "version_major": 2, "version_minor": 0}}
+    executed, committed = tmp_path / "executed.ipynb", tmp_path / "committed.ipynb"
+    nbformat.write(nb, executed)
+    runner.write_committed_copy(executed, committed)
+    text = committed.read_text()
+    assert "widget" not in text, "no widget view and no widget state"
+    copy = nbformat.read(committed, as_version=4)
+    outputs = copy.cells[0].outputs
+    assert [o.output_type for o in outputs] == ["display_data", "stream"]
+    assert outputs[0].data == {"text/plain": "queries: 100%|██████████| 4/4 [00:03<00:00, 1.2job/s]"}
+    assert outputs[1].text == "a printed line\n"
+    nbformat.validate(copy)
+
+
+def test_a_bar_stopped_part_way_shows_where_it_stopped_and_a_notebook_without_state_keeps_its_text():
+    states = _tqdm_widget_state("half", 3, 8)
+    assert runner._final_bar_text("half", states) == "queries:  38%|███▊      | 3/8 [00:03<00:00, 1.2job/s]"
+    lagging = _tqdm_widget_state("lag", 7, 7)  # the HTML's last refresh was at the start; the progress is final
+    lagging["laga"]["state"]["value"], lagging["lagc"]["state"]["value"] = "claims:\u20070%", "\u20070/7\u2007[00:00&lt;?]"
+    assert runner._final_bar_text("lag", lagging) == "claims: 100%|██████████| 7/7 [00:00<?]"
+    nb = {"metadata": {}, "cells": [{"cell_type": "code", "outputs": [_bar_output("unsaved", 8)]}]}
+    assert runner.without_widgets(nb)["cells"][0]["outputs"][0]["data"] == {
+        "text/plain": "queries:   0%|          | 0/8 [00:00<?, ?job/s]"}
+
+
+def test_a_stage_on_request_runs_only_when_named(stages, tmp_path):
+    from genlineage.config import load_profile
+
+    asked = tmp_path / "asked.yaml"
+    asked.write_text("extends: smoke\nname: smoke\nsuspicious: {lora_ablation: {on_request: true}}\n")
+    profile = load_profile(str(asked))
+    assert "--only 10" in runner.skipped_by_profile(profile, stages / "10_lora.ipynb")
+    assert runner.skipped_by_profile(profile, stages / "10_lora.ipynb", ["10"]) is None
+    assert runner.skipped_by_profile(profile, stages / "01_first.ipynb") is None

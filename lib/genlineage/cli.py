@@ -220,7 +220,8 @@ output (in --out):
 safety:
   The suspect is untrusted input. Only .safetensors weights are loaded; pickle weights, links that
   leave the model folder and configs that name remote code are refused. Nothing is written inside
-  the suspect's folder.
+  the suspect's folder. --out must be new, empty or an earlier verify's output, apart from every
+  input; the results are moved into it only when the run succeeds.
 
 exit status:
   0  a verdict was reached (either verdict; read verdict.json)
@@ -292,7 +293,9 @@ def _verify_parser(sub) -> argparse.ArgumentParser:
     dec.add_argument("--profile", default=_Unset(DEFAULT_PROFILE), metavar="NAME|YAML",
                      help="settings: key and query seeds, sampler, distance, delta0; a profile name (tiny: the artifact's "
                           "CPU models; paper, paper_full: SD-v1.5/2.1; smoke: the tests) or a YAML path")
-    p.add_argument("--out", default="verify_report", metavar="DIR", help="report folder (created; a re-run reuses its cache)")
+    p.add_argument("--out", default="verify_report", metavar="DIR",
+                   help="report folder: a new or empty folder, or one an earlier verify wrote (a re-run reuses its "
+                        "cache); never inside an input, nor holding one. Written only when the run succeeds")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -341,7 +344,9 @@ def _shadows_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--profile", default=_Unset(DEFAULT_PROFILE), metavar="NAME|YAML",
                    help="training and generation settings; a profile name (tiny: the artifact's CPU models; paper, "
                         "paper_full: SD-v1.5/2.1; smoke: the tests) or a YAML path")
-    p.add_argument("--out", required=True, metavar="DIR", help="the shadow set's folder")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="the shadow set's folder: a new or empty folder, or one an earlier genlineage shadows wrote "
+                        "(a re-run trains only what is missing); never inside an input, nor holding one")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -408,10 +413,10 @@ def main(argv: list[str] | None = None) -> int:
                              target_fpr=args.target_fpr, budget=args.budget, n_keys=args.n_keys, delta0=args.delta0,
                              profile=str(args.profile), out=args.out, progress=not args.quiet, suspect_name=name,
                              allow_mismatched_null=args.allow_mismatched_null, statistic=args.statistic)
+            write_report(verdict, args.out)
         except InputError as err:
             print(f"genlineage verify: {err}", file=sys.stderr)
             return 2
-        write_report(verdict, args.out)
         if verdict.warning:
             print(f"genlineage verify: warning: {verdict.warning}", file=sys.stderr)
         # the report a person opens (report.md and verdict.json lie beside it)

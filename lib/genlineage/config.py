@@ -348,11 +348,42 @@ class LoraAblationSettings(Section):
     """Which suspicious models get a LoRA twin (same pairs, same seed, a LoRA instead of a full
     fine-tune), and the LoRA learning rates tried on shadow models before any twin is evaluated."""
     enabled: bool = True                      # false: run_all skips notebook 10 (a profile that cannot afford it)
+    on_request: bool = False                  # true: run_all runs notebook 10 only when named (--only 10)
     rhos: tuple[float, ...] = (1.0,)          # evaluated infringers twinned (every evaluated innocent is)
     replicates: tuple[int, ...] = ()          # evaluated models of these (empty: every); shadows: every replicate
     sources: tuple[str, ...] = ()             # the sources whose models are twinned (empty: every)
     lr_grid: tuple[float, ...] = ()           # empty: suspicious.lora's lr (or the full fine-tune's), no choice
     selection_replicate: int = 0              # whose shadows choose the lr
+
+
+@dataclass(frozen=True)
+class WorldGridSettings(Section):
+    """The suspects' world chosen on shadow models (stage 03, ``genlineage.experiments.world_grid``):
+    every cell (training-set size n, fine-tune steps) of the grid trains ``shadows`` infringing
+    shadows at ``rho`` and as many innocent ones per source, from the shadow pool; the rule of
+    ``world_grid.WORLD_RULE`` picks the cell, among those whose stage-03 fine-tune steps (every
+    suspicious, shadow and null-shadow model at the cell's steps) fit ``budget_steps``. An empty grid
+    keeps ``suspicious.n_samples`` and ``suspicious.train.steps`` as written."""
+    n_samples: tuple[int, ...] = ()
+    steps: tuple[int, ...] = ()
+    rho: float = 0.3
+    shadows: int = 1
+    budget_steps: int = 0        # 0: no cap
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.n_samples) and bool(self.steps)
+
+    @classmethod
+    def parse(cls, raw: Mapping | None, where: str) -> "WorldGridSettings":
+        out = super().parse(raw, where)
+        if bool(out.n_samples) != bool(out.steps):
+            raise InputError(f"profile key {where}: give both n_samples and steps (a grid of both), or neither.")
+        if any(int(v) < 1 for v in (*out.n_samples, *out.steps)) or out.shadows < 1 or out.budget_steps < 0:
+            raise InputError(f"profile key {where}: sizes, steps and shadows must be at least 1, budget_steps >= 0.")
+        if not 0 < out.rho <= 1:
+            raise InputError(f"profile key {where}.rho must lie in (0, 1].")
+        return out
 
 
 @dataclass(frozen=True)
@@ -380,6 +411,7 @@ class SuspiciousSettings(Section):
     finetune: str = "full"
     lora: dict[str, Any] = field(default_factory=dict)
     lora_ablation: LoraAblationSettings = LoraAblationSettings()
+    world: WorldGridSettings = WorldGridSettings()
     CHOICES: ClassVar[dict[str, tuple]] = {"base_candidates": ("pretrain", "domain_source"), "finetune": ("full", "lora")}
 
     def train_config(self, finetune_defaults: Mapping, finetune: str | None = None, **override: Any) -> TrainConfig:
@@ -501,6 +533,9 @@ class OwnerTestSettings(Section):
 class RunSettings(Section):
     """The top level: what runs where, and where committed outputs go."""
     name: str
+    # What a run of this profile is, and is not, in a sentence: the top of its reproduction report
+    # and run_all's first line say it (the smoke profile's models are noise; tyres is a short look).
+    about: str | None = None
     seed: int = 0
     device: str = "cpu"
     dtype: str = "float32"
@@ -620,9 +655,14 @@ def as_profile(profile: Mapping) -> Profile:
 
 
 def _merge(base: dict, override: Mapping) -> dict:
+    """``override`` over ``base``, mapping by mapping. A null over a mapping removes it: how a
+    profile that extends another drops one of its bases or domains (``models: {bases: {v1: null}}``);
+    a null over anything else is a value (``figures_dir: null``)."""
     out = copy.deepcopy(base)
     for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+        if value is None and isinstance(out.get(key), dict):
+            del out[key]
+        elif isinstance(value, Mapping) and isinstance(out.get(key), dict):
             out[key] = _merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
@@ -657,9 +697,39 @@ def _resolve(name_or_path: str | Path) -> Path:
 
 
 def load_profile(name_or_path: str | Path = "tiny", overrides: Mapping | None = None) -> Profile:
-    """Load a profile by name (``smoke``, ``tiny``, ``paper``) or YAML path, with overrides."""
+    """Load a profile by name (``smoke``, ``tiny``, ``paper``) or YAML path, with overrides, and
+    with the suspects' world stage 03 chose on shadows when it has (:func:`with_chosen_world`)."""
     data = _read_yaml(_resolve(name_or_path))
     if overrides:
         data = _merge(data, overrides)
     data.setdefault("name", Path(str(name_or_path)).stem)
+    return with_chosen_world(Profile(data).validate())
+
+
+WORLD_FILE = "world.json"  # stage 03's choice of the suspects' set size and steps, under the data root
+
+
+def chosen_world(profile: Profile) -> dict | None:
+    """The (n_samples, steps) stage 03 chose on shadow models for this profile's grid, or None
+    before it has (or when the profile has no grid, or the record is of another grid)."""
+    grid = profile.suspicious.world
+    path = profile.data_root / WORLD_FILE
+    if not grid.enabled or not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if record.get("grid") == grid.as_dict() else None
+
+
+def with_chosen_world(profile: Profile) -> Profile:
+    """``profile`` with ``suspicious.n_samples`` and ``suspicious.train.steps`` set to stage 03's
+    choice: the choice is an output of stage 03 that every later stage (and ``genlineage shadows``
+    on the same data folder) reads, as a DVC stage reads a params file an earlier stage wrote. The
+    YAML's own values serve until the choice exists (and a profile with no grid keeps them)."""
+    record = chosen_world(profile)
+    if record is None:
+        return profile
+    data = copy.deepcopy(dict(profile))
+    suspicious = data.setdefault("suspicious", {})
+    suspicious["n_samples"] = int(record["n_samples"])
+    suspicious["train"] = {**suspicious.get("train", {}), "steps": int(record["steps"])}
     return Profile(data).validate()

@@ -7,3 +7,10 @@ class InputError(ValueError):
 
     The message always names the input and the fix; nothing half-written is left behind.
     """
+
+
+class NotFiniteError(InputError):
+    """Numbers that must be finite are not (NaN or infinity): a broken or hostile model's weights,
+    configs or images. Raised where the numbers are converted, before anything judges them (a NaN
+    image turned into pixels would be an all-black picture, and a verdict on it a confident lie);
+    callers that know which model drew them say so."""

@@ -24,6 +24,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .config import GenerationConfig
+from .errors import NotFiniteError
 from .io import atomic_path, stable_hash
 from .jobs import torch_threads
 from .models.pipeline_io import SDComponents
@@ -56,7 +57,7 @@ def generate(components: SDComponents, prompts: Sequence[str], seeds: Sequence[i
         for start in range(0, len(prompts), cfg.batch):
             chunk = list(prompts[start:start + cfg.batch])
             padded_prompts, padded_seeds = _padded(chunk, seeds[start:start + cfg.batch], cfg.batch)
-            out.append(_draw(components, padded_prompts, padded_seeds, uncond, cfg)[:len(chunk)])
+            out.append(_draw_named(components, padded_prompts, padded_seeds, uncond, cfg)[:len(chunk)])
             bar.update(len(chunk))
         bar.close()
     return np.concatenate(out) if out else np.zeros((0,), dtype=np.uint8)
@@ -75,6 +76,16 @@ def _padded(prompts: Sequence[str], seeds: Sequence[int], batch: int) -> tuple[l
     """A chunk filled up to ``batch`` entries, so that every batch has one shape."""
     missing = batch - len(prompts)
     return list(prompts) + [PADDING_PROMPT] * missing, [int(s) for s in seeds] + [PADDING_SEED] * missing
+
+
+def _draw_named(components: SDComponents, prompts: list[str], seeds: list[int], uncond: torch.Tensor,
+                cfg: GenerationConfig) -> np.ndarray:
+    """:func:`_draw`, with a refusal of non-finite images naming the model that drew them."""
+    try:
+        return _draw(components, prompts, seeds, uncond, cfg)
+    except NotFiniteError as err:
+        raise NotFiniteError(f"{components.name} drew images that are not finite: {err}. It is refused, never judged; "
+                             "use an intact copy of the model.") from None
 
 
 def _draw(components: SDComponents, prompts: list[str], seeds: list[int], uncond: torch.Tensor,

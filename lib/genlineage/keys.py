@@ -30,7 +30,7 @@ import numpy as np
 
 from .distances import Distance, get_distance
 from .config import check_seeds_apart  # noqa: F401  (re-exported: the tool checks key sets with it)
-from .errors import InputError
+from .errors import InputError, NotFiniteError
 from .generation import GenerationCache, GenerationConfig, generate_cached
 from .reconstruction import reconstruct
 
@@ -41,10 +41,14 @@ DEFAULT_CHUNK = 256  # candidate prompts generated and scored at a time (bounds 
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
-    """uint8 as is; float [0, 1] (what read_imagefolder returns) rounded to uint8."""
+    """uint8 as is; float [0, 1] (what read_imagefolder returns) rounded to uint8. Values that are
+    not finite are refused: rounding would make NaN a black pixel that a distance then judges."""
     images = np.asarray(images)
     if images.dtype == np.uint8:
         return images
+    if images.dtype.kind in "fc" and not np.isfinite(images).all():
+        raise NotFiniteError(f"{int((~np.isfinite(images)).sum())} of the {images.size} pixel values are not finite "
+                             "numbers (NaN or infinity)")
     return np.clip(np.rint(images.astype(np.float64) * 255.0), 0, 255).astype(np.uint8)
 
 
@@ -148,15 +152,20 @@ class KeySet:
         from .data.imagefolder import read_imagefolder
 
         folder = Path(folder)
-        try:
-            data = read_imagefolder(folder)
+        try:  # the rows first, the images only once their sizes are known to be the key set's
+            data = read_imagefolder(folder, check_images=False)
         except InputError as exc:
             raise InputError(f"key set {folder}: {exc}") from None
         stamp = _read_keys_stamp(folder)
         strategy, n = stamp["strategy"], stamp["n"]
         _check_key_files(folder, data.records, n)
         indices, scores, per_key = _key_columns(folder / "metadata.jsonl", data.records, stamp)
-        references = _key_references(folder, data.paths, stamp.get("image_size"))
+        _check_reference_sizes(folder, data.paths, stamp.get("image_size"))
+        try:
+            read_imagefolder(folder)  # now every reference decoded once: a truncated file is refused here
+        except InputError as exc:
+            raise InputError(f"key set {folder}: {exc}") from None
+        references = _key_references(data.paths)
         meta = dict(stamp["meta"])
         if stamp["per_key_fields"]:
             meta["per_key"] = per_key
@@ -278,20 +287,28 @@ def _key_columns(meta: Path, records: list[dict], stamp: dict) -> tuple[list[int
     return indices, scores, per_key
 
 
-def _key_references(folder: Path, paths: list[Path], image_size: list[int] | None) -> np.ndarray:
-    """The references as uint8 [N, H, W, 3], all of the size ``_keys.json`` records (or, for a key
-    set saved before it was recorded, of the first reference's): a swapped or resized image
-    would be compared with generations at another resolution."""
+def _check_reference_sizes(folder: Path, paths: list[Path], image_size: list[int] | None) -> None:
+    """Every reference of the size ``_keys.json`` records (or, for a key set saved before it was
+    recorded, of the first reference's), read from the headers before any pixel is decoded: a
+    swapped or resized image would be compared with generations at another resolution, and three
+    200 KB PNGs claiming 8192 x 8192 px would take gigabytes to decode before a later check."""
+    from .data.imagefolder import image_header_size
+
+    fix = f"restore the key's reference, or {KEY_REBUILD}"
+    sizes = [image_header_size(p, folder, fix) for p in paths]  # (width, height)
+    want = (image_size[1], image_size[0]) if image_size is not None else sizes[0]
+    said = f"{folder / KEYS_FILE} records" if image_size is not None else f"the first reference ({paths[0].name}) is"
+    for path, (width, height) in zip(paths, sizes):
+        if (width, height) != tuple(want):
+            raise InputError(f"key reference {path} is {width}x{height} px but {said} "
+                             f"{want[0]}x{want[1]}: every reference of a key set has one size; {KEY_REBUILD}.")
+
+
+def _key_references(paths: list[Path]) -> np.ndarray:
+    """The references as uint8 [N, H, W, 3] (their sizes checked by :func:`_check_reference_sizes`)."""
     from .data.imagefolder import load_image
 
-    images = [to_uint8(load_image(p)) for p in paths]
-    want = tuple(image_size) if image_size is not None else images[0].shape[:2]
-    said = f"{folder / KEYS_FILE} records" if image_size is not None else f"the first reference ({paths[0].name}) is"
-    for path, image in zip(paths, images):
-        if image.shape[:2] != want:
-            raise InputError(f"key reference {path} is {image.shape[1]}x{image.shape[0]} px but {said} "
-                             f"{want[1]}x{want[0]}: every reference of a key set has one size; {KEY_REBUILD}.")
-    return np.stack(images)
+    return np.stack([to_uint8(load_image(p)) for p in paths])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -29,9 +29,11 @@ Usage: ``python -m genlineage.runner [profile] [--only NN ...] [--from NN] [--li
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -97,11 +99,19 @@ def select_stages(notebooks: list[Path], only: list[str] | None = None, start: s
     return list(notebooks)
 
 
-def skipped_by_profile(profile, notebook: Path) -> str | None:
+def skipped_by_profile(profile, notebook: Path, asked: list[str] | None = None) -> str | None:
     """Why ``profile`` does not run this stage (None: it does). An ablation a profile cannot afford
-    is switched off in its YAML; a cold run is then every stage the profile runs."""
-    if notebook.stem.startswith("10_") and not profile.suspicious.lora_ablation.enabled:
+    is switched off in its YAML, or (``on_request``) runs only when named with ``--only``; a cold run
+    is then every stage the profile runs unasked."""
+    if not notebook.stem.startswith("10_"):
+        return None
+    lora = profile.suspicious.lora_ablation
+    if not lora.enabled:
         return f"suspicious.lora_ablation.enabled is false in profile {profile.name}"
+    named = any(notebook.stem == key or notebook.stem.split("_", 1)[0] == key.zfill(2) for key in asked or [])
+    if lora.on_request and not named:
+        return (f"suspicious.lora_ablation.on_request in profile {profile.name}: outside the cold run's budget; "
+                f"run it with: bash run_all.sh {profile.name} --only 10")
     return None
 
 
@@ -146,12 +156,107 @@ def write_committed_copy(executed: Path, target: Path) -> None:
     machine's folders, which a reader elsewhere cannot use and every re-run changes."""
     from .layout import shown_path
 
-    nb = json.loads(Path(executed).read_text())
+    nb = without_widgets(json.loads(Path(executed).read_text()))
     record = nb.get("metadata", {}).get("papermill", {})
     for key in ("input_path", "output_path"):
         if record.get(key):
             record[key] = shown_path(record[key])
-    Path(target).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+    Path(target).write_text(notebook_text(nb))
+
+
+def notebook_text(nb: dict) -> str:
+    """A notebook as the committed copies are written (one-space indent, UTF-8 as it is), so a
+    refresh changes only what the run changed."""
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+BAR_WIDTH = 10  # tqdm's text bar in a notebook: ``|██████████|``
+BAR_EIGHTHS = " ▏▎▍▌▋▊▉"
+
+
+def without_widgets(nb: dict) -> dict:
+    """The notebook without ipywidgets: each progress bar's view becomes the text of its last
+    state (``desc: 100%|██████████| 96/96 [..]``), and the saved widget state goes.
+
+    Why: a committed notebook is read without its kernel. JupyterLab then draws a widget view
+    from the state saved in the metadata as a bar frozen where the view first showed it (0%), and
+    GitHub shows the view's text fallback, also captured at 0%. The last state holds the finished
+    bar; its text is what a reader should see. A bar tqdm closed itself (``leave=False``) has no
+    saved state and is dropped, as the live notebook hid it. Without any saved state the text
+    fallback stays (the best there is)."""
+    saved = nb.get("metadata", {}).pop("widgets", None)
+    states = (saved or {}).get(WIDGET_STATE, {}).get("state", {})
+    for cell in nb.get("cells", []):
+        if "outputs" in cell:
+            kept = (_widget_as_text(output, states, saved is not None) for output in cell["outputs"])
+            cell["outputs"] = [output for output in kept if output is not None]
+    return nb
+
+
+def _widget_as_text(output: dict, states: dict, state_saved: bool) -> dict | None:
+    """One output without its widget view: the bar's final text, the fallback text, or nothing."""
+    data = output.get("data") or {}
+    if WIDGET_VIEW not in data:
+        return output
+    model_id = str((data[WIDGET_VIEW] or {}).get("model_id", ""))
+    rest = {mime: value for mime, value in data.items() if mime != WIDGET_VIEW}
+    if state_saved and model_id not in states:
+        return None  # closed by tqdm (leave=False): the live notebook no longer showed it
+    final = _final_bar_text(model_id, states)
+    if final is not None:
+        rest["text/plain"] = [final]
+    return {**output, "data": rest} if rest else None
+
+
+def _final_bar_text(model_id: str, states: dict) -> str | None:
+    """tqdm.notebook's bar as text from its saved state: an HBox of (HTML prefix, FloatProgress,
+    HTML suffix); None for any other widget. The share and the count are the progress widget's
+    (the saved HTML can lag it by the last refresh: ``0%|██████████| 0/7`` for a finished bar)."""
+    def state(ref: str) -> dict:
+        return (states.get(ref.removeprefix("IPY_MODEL_")) or {}).get("state") or {}
+
+    children = [state(str(ref)) for ref in state(model_id).get("children", [])]
+    if len(children) != 3 or "max" not in children[1]:
+        return None
+    prefix, progress, suffix = children
+    done, total = float(progress.get("value", 0)), float(progress["max"])
+    return (f"{_with_share(_html_text(prefix.get('value', '')), done, total)}|{_text_bar(done, total)}|"
+            f"{_with_count(_html_text(suffix.get('value', '')), done, total)}")
+
+
+TQDM_SHARE = re.compile(r"(?P<head>.*?)\s*\d+%$")
+TQDM_COUNT = re.compile(r"(?P<space>\s*)\d+/\d+(?P<tail>.*)$")
+
+
+def _with_share(prefix: str, done: float, total: float) -> str:
+    """``desc:  37%`` with the share of ``done`` in ``total``, as tqdm pads it (3 digits)."""
+    match = TQDM_SHARE.fullmatch(prefix)
+    if match is None or total <= 0:
+        return prefix
+    share = f"{min(max(done / total, 0.0), 1.0) * 100:3.0f}%"
+    return f"{match['head']} {share}" if match["head"] else share
+
+
+def _with_count(suffix: str, done: float, total: float) -> str:
+    """`` 3/8 [..]`` with the widget's count (whole numbers only: a scaled count stays as it is)."""
+    match = TQDM_COUNT.fullmatch(suffix)
+    if match is None or not (done.is_integer() and total.is_integer()):
+        return suffix
+    return f"{match['space']}{int(done)}/{int(total)}{match['tail']}"
+
+
+def _html_text(value: str) -> str:
+    """An HTML widget's value as plain text (tqdm writes figure spaces and escapes ``<``)."""
+    return html.unescape(str(value)).replace("\u2007", " ").replace("\xa0", " ")
+
+
+def _text_bar(value: float, total: float) -> str:
+    """The bar tqdm draws in text for ``value`` of ``total``, in eighths of a block."""
+    share = min(max(float(value) / float(total), 0.0), 1.0) if total else 0.0
+    full, eighths = divmod(int(share * BAR_WIDTH * 8), 8)
+    return ("█" * full + (BAR_EIGHTHS[eighths] if eighths and full < BAR_WIDTH else "")).ljust(BAR_WIDTH)
 
 
 def new_run_id() -> str:
@@ -286,7 +391,7 @@ def run_all(profile: str, only: list[str] | None = None, start: str | None = Non
     P = load_profile(profile)
     every_stage = []
     for nb in stage_notebooks(notebooks_dir or REPO_ROOT / "notebooks"):
-        reason = skipped_by_profile(P, nb)
+        reason = skipped_by_profile(P, nb, only)
         if reason:
             print(f"[run_all] {nb.stem} skipped: {reason}", flush=True)
         else:
@@ -304,6 +409,8 @@ def run_all(profile: str, only: list[str] | None = None, start: str | None = Non
         print(f"[run_all] removed {swept} partial file(s) an interrupted run left under {P.data_root}", flush=True)
     cold = "a cold run (every stage, no cached work)" if run["full_run"] and run["empty_cache"] else "not a cold run"
     print(f"[run_all] run {run['run']}: {cold}; times go to {timings}", flush=True)
+    if P.run.about:
+        print(f"[run_all] profile {P.name}: {P.run.about}", flush=True)
     done = []
     previous_id = os.environ.get(RUN_ID_ENV)
     os.environ[RUN_ID_ENV] = run["run"]  # the report stage can tell its own, unfinished run

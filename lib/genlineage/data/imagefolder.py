@@ -26,7 +26,8 @@ and, when it checks the images (``check_images``, or ``size``):
 - a file that is not PNG, JPEG or WebP (a text file named ``.png``; an EPS, which PIL would hand
   to Ghostscript), or one whose header claims more than :data:`MAX_IMAGE_PIXELS` pixels
   (decompression bomb: refused on the header, before decoding);
-- a truncated or corrupt image, and one of the wrong size when ``size`` is given.
+- a truncated or corrupt image, and one of the wrong size when ``size`` is given;
+- a caption longer than :data:`MAX_CAPTION_CHARS` (a tokenizer would read all of it first).
 """
 from __future__ import annotations
 
@@ -56,6 +57,9 @@ METADATA_MAX_BYTES = 64 << 20
 # below 2 x 89 M pixels and then allocates). 8192 x 8192 passes a 48-megapixel photo; the
 # profiles use 32-1024 px.
 MAX_IMAGE_PIXELS = 8192 * 8192
+# Captions are refused above this length, before anything tokenises them: CLIP reads 77 tokens
+# (about 300 characters); COCO's and LAION's captions are far below it.
+MAX_CAPTION_CHARS = 8192
 # What PIL may identify a listed image as; anything else is refused (see _open_image).
 IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -266,6 +270,17 @@ def _open_image(path: Path, fix: str) -> Iterator[Image.Image]:
             yield im
 
 
+def image_header_size(path: str | Path, root: str | Path, fix: str) -> tuple[int, int]:
+    """(width, height) of an image of the folder ``root`` from its header alone, nothing decoded:
+    the file checked like a listed image (inside the folder, a regular file, PNG/JPEG/WebP within
+    the pixel bound). What a reader compares with the size it expects before it decodes a pixel:
+    a 200 KB PNG can decode to 200 MB."""
+    path, root = Path(path), Path(root)
+    _locate_inside(path, Path(os.path.realpath(root)), root, fix)
+    with _open_image(path, fix) as im:
+        return im.size
+
+
 def _decode(im: Image.Image, path: Path, fix: str) -> None:
     """Decode every pixel, so that a truncated or corrupt file is found now, not an hour into a run."""
     try:
@@ -303,6 +318,10 @@ def _check_caption(row: dict, meta: Path, lineno: int, name: str) -> None:
                          f"not a string: {str(text)[:60]!r}; {fix}.")
     if not text.strip():
         raise InputError(f"{meta} line {lineno} ({name}) has an empty caption ('text'); {fix}.")
+    if len(text) > MAX_CAPTION_CHARS:
+        raise InputError(f"{meta} line {lineno} ({name}) has a caption of {len(text):,} characters, above the "
+                         f"{MAX_CAPTION_CHARS:,}-character bound (a text encoder reads its first 77 tokens, a few "
+                         "hundred characters, but a tokenizer reads it all first); shorten it.")
 
 
 def _parse_row(line: bytes, meta: Path, lineno: int) -> dict:

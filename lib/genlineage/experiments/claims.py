@@ -31,8 +31,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from ..intervals import (HELD, INCONCLUSIVE, NOT_HELD, NOT_JUDGED, binomial_interval, difference_interval, judge,
-                         t_interval)
+from ..intervals import (HELD, INCONCLUSIVE, NOT_HELD, NOT_JUDGED, SHARE, binomial_interval, cluster_difference_interval,
+                         cluster_interval, judge, t_interval)
 
 COLUMNS = ["section", "paper's claim", "ours", "held"]
 UNTESTABLE = "untestable here"
@@ -119,7 +119,8 @@ def _per_model(confs: pd.DataFrame) -> pd.DataFrame:
     return own.pivot_table(index=["model", "source", "rho"], columns="strategy", values="conf").reset_index()
 
 
-def figure6_claims(confs: pd.DataFrame, tag: str, watermark_accuracy: float | None = None) -> pd.DataFrame:
+def figure6_claims(confs: pd.DataFrame, tag: str, watermark_accuracy: float | None = None,
+                   key_coverage: pd.DataFrame | None = None) -> pd.DataFrame:
     """Figure 6's claims on per-model confs (:func:`instance.evaluated_confs` at one delta0).
 
     Per rho the models of every source are pooled (18 at the tiny profile: 6 sources x 3 seeds),
@@ -129,14 +130,18 @@ def figure6_claims(confs: pd.DataFrame, tag: str, watermark_accuracy: float | No
     paper's scale innocent models score near 0 and at ours they need not. ``watermark_accuracy``
     (the mean bit accuracy of Baseline 1's decoder on the infringing models' outputs) within
     ``WATERMARK_CHANCE`` makes the comparison with Baseline 1 untestable: a baseline at chance
-    cannot be matched or beaten in a way that says anything about the paper's claim."""
+    cannot be matched or beaten in a way that says anything about the paper's claim.
+    ``key_coverage`` (per infringing evaluated model: ``rho`` and ``covered_keys``, the share of its
+    Strategy-2 keys that an image the source generated into its training set lies within delta0
+    of; ``world_grid.coverage_summary``) makes the level at rho = 0.3 untestable when even the
+    upper end of its interval lies below the paper's level: a suspect brings back what it saw."""
     section = f"Figure 6 (delta0 {tag})"
     wide = _per_model(confs)
     inf, inn = wide[wide.rho > 0], wide[wide.rho == 0]
     rows = []
     for strategy, name in (("generation", "Strategy 2"), ("detection", "Strategy 1")):
         if {strategy, "random"} <= set(wide.columns):
-            cells = {rho: t_interval(g[strategy] - g["random"]) for rho, g in inf.groupby("rho")}
+            cells = {rho: cluster_interval(g[strategy] - g["random"], g.source) for rho, g in inf.groupby("rho")}
             if not cells:
                 continue
             verdict = all_of(judge(iv.low, iv.high, above=0.2) for iv in cells.values())
@@ -151,7 +156,7 @@ def figure6_claims(confs: pd.DataFrame, tag: str, watermark_accuracy: float | No
                                "generate again through this VAE", "a watermark that survives fine-tuning (decoded "
                                "well above chance from the infringing models' outputs)"))
     elif {"generation", "watermark"} <= set(wide.columns) and len(inf):
-        iv = t_interval(inf["watermark"] - inf["generation"])
+        iv = cluster_interval(inf["watermark"] - inf["generation"], inf.source)
         rows.append(claim(section, text,
                           f"Baseline 1 minus Strategy 2 over every infringing model: {iv.text(signed=True)}",
                           judge(iv.low, iv.high, below=0.1)))
@@ -161,18 +166,36 @@ def figure6_claims(confs: pd.DataFrame, tag: str, watermark_accuracy: float | No
                      "Baseline 2 about 0.4 at rho = 0.3 (ours: excess over innocent models, 0.3-0.5)"):
             rows.append(claim(section, text, "no rho = 0.3 or no innocent model in this profile", NOT_JUDGED))
     elif {"generation", "random"} <= set(wide.columns):
-        iv = difference_interval(at03["generation"], inn["generation"])
-        rows.append(claim(section, "Strategy 2 conf > 0.6 at rho = 0.3 (ours: excess over innocent models)",
-                          f"excess {iv.text(signed=True)}; raw {at03['generation'].mean():.2f} vs innocent "
-                          f"{inn['generation'].mean():.2f}", judge(iv.low, iv.high, above=0.6)))
-        iv = difference_interval(at03["random"], inn["random"])
+        text = "Strategy 2 conf > 0.6 at rho = 0.3 (ours: excess over innocent models)"
+        capped = coverage_cap(key_coverage, 0.3)
+        iv = cluster_difference_interval(at03["generation"], at03.source, inn["generation"], inn.source)
+        measured = f"excess {iv.text(signed=True)}; raw {at03['generation'].mean():.2f} vs innocent {inn['generation'].mean():.2f}"
+        if capped is not None and capped.high < 0.6:
+            rows.append(untestable(section, text, f"{measured}, but the infringers at rho = 0.3 saw near-copies (within "
+                                   f"delta0) of only {capped.text()} of their keys among the images the source generated "
+                                   "for them, so conf's excess is capped below the paper's 0.6 by this world's coverage",
+                                   "suspects whose generated training images cover at least 60% of the keys (more "
+                                   "generated pairs per key, as the paper's 500-pair sets from a source's own captions)"))
+        else:
+            rows.append(claim(section, text, measured, judge(iv.low, iv.high, above=0.6)))
+        iv = cluster_difference_interval(at03["random"], at03.source, inn["random"], inn.source)
         rows.append(claim(section, "Baseline 2 about 0.4 at rho = 0.3 (ours: excess over innocent models, 0.3-0.5)",
                           f"excess {iv.text(signed=True)}; raw {at03['random'].mean():.2f} vs innocent "
                           f"{inn['random'].mean():.2f}", judge(iv.low, iv.high, above=0.3, below=0.5)))
     if len(inn) and "generation" in wide.columns:
         rows.append(claim(section, "(ours) innocent models score low",
-                          f"Strategy 2 conf of innocent models {t_interval(inn['generation']).text()}", NOT_JUDGED))
+                          f"Strategy 2 conf of innocent models {cluster_interval(inn['generation'], inn.source, bounds=SHARE).text()}",
+                          NOT_JUDGED))
     return _table(rows)
+
+
+def coverage_cap(key_coverage: pd.DataFrame | None, rho: float):
+    """The interval (bounded to [0, 1]) of the share of keys covered over the infringing models at
+    ``rho``; None when no coverage was measured there."""
+    if key_coverage is None or key_coverage.empty or "covered_keys" not in key_coverage:
+        return None
+    at = key_coverage[np.isclose(key_coverage.rho, rho)].covered_keys
+    return t_interval(at, bounds=SHARE) if len(at) else None
 
 
 def inheritance_claims(inh: pd.DataFrame, sources: Iterable[str] | None = None) -> pd.DataFrame:
@@ -211,23 +234,23 @@ def table2_claims(per_model: pd.DataFrame) -> pd.DataFrame:
     below15 = ["[0.00, 0.05)", "[0.05, 0.10)", "[0.10, 0.15)"]
     rows = []
     if len(inn):  # where innocent keys fall relative to delta0 is what the calibration rule chose delta0 by
-        iv = t_interval(inn["rel [0.15, 0.20)"])
+        iv = cluster_interval(inn["rel [0.15, 0.20)"], inn.source, bounds=SHARE)
         reason = ("the calibrated delta0 is placed by the rule that separates the innocent shadows from the infringing "
                   "ones, so the share of innocent keys around it is set by the rule, not measured")
         would = "a delta0 fixed before any model is seen (the paper's 0.15 at the paper's scale)"
         rows.append(untestable(section, "innocent: 73.9% of keys in [0.15, 0.2) (ours: [1, 4/3) delta0, at least 60%)",
                                f"{reason} (measured {iv.text()}; absolute [0.15, 0.20): "
                                f"{inn['abs [0.15, 0.20)'].mean():.0%})", would))
-        iv = t_interval(_bin_share(inn, "rel", below15))
+        iv = cluster_interval(_bin_share(inn, "rel", below15), inn.source, bounds=SHARE)
         rows.append(untestable(section, "innocent: 4.3% of keys below 0.15 (ours: below delta0, under 10%)",
                                f"{reason} (measured {iv.text()}; absolute below 0.15: "
                                f"{_bin_share(inn, 'abs', below15).mean():.0%})", would))
     if len(inf):
-        iv = t_interval(_bin_share(inf, "rel", below15[:2]))
+        iv = cluster_interval(_bin_share(inf, "rel", below15[:2]), inf.source, bounds=SHARE)
         rows.append(claim(section, "infringing: about 20% of keys below 0.1 (ours: below 2/3 delta0, 10-30%)",
                           f"{iv.text()}; absolute below 0.1: {_bin_share(inf, 'abs', below15[:2]).mean():.0%}",
                           judge(iv.low, iv.high, above=0.1, below=0.3)))
-        per_source = {s: t_interval(g["rel [0.10, 0.15)"]) for s, g in inf.groupby("source")}
+        per_source = {s: t_interval(g["rel [0.10, 0.15)"], bounds=SHARE) for s, g in inf.groupby("source")}
         verdicts = [judge(iv.low, iv.high, above=0.4) for iv in per_source.values()]
         need = int(np.ceil(5 * len(verdicts) / 6))
         held, failed = verdicts.count(HELD), verdicts.count(NOT_HELD)
@@ -244,13 +267,13 @@ def figure7_claims(per_model: pd.DataFrame) -> pd.DataFrame:
     of the grid, pooled over sources (own lineage), about 0.1 (0.05-0.15). The grid's N are
     matched by position to the paper's (20, 30, 50, 100)."""
     inf = per_model[(per_model.kind == "infringing") & (per_model.lineage == "same")]
-    wide = inf.pivot_table(index="model", columns="N", values="conf")
+    wide = inf.pivot_table(index=["model", "source"], columns="N", values="conf")
     ns = sorted(wide.columns)
     rows = []
     if len(ns) >= 3:  # by position in the grid: the paper's is (20, 30, 50, 100), so its "30" is the second N
         for hi, lo, text in ((ns[-1], ns[1], f"largest N about 0.1 above N = 30 (ours: N = {ns[-1]} vs {ns[1]})"),
                              (ns[1], ns[0], f"N = 30 about 0.1 above N = 20 (ours: N = {ns[1]} vs {ns[0]})")):
-            iv = t_interval(wide[hi] - wide[lo])
+            iv = cluster_interval(wide[hi] - wide[lo], wide.index.get_level_values("source"))
             rows.append(claim("Figure 7", text, f"gain {iv.text(signed=True)}", judge(iv.low, iv.high, above=0.05, below=0.15)))
     return _table(rows)
 

@@ -34,6 +34,7 @@ from ..training.sd import train_sd
 from .memorisation import memorisation_jobs
 from ..verify.statistics import get_statistic
 from .suspicious_models import plan_manifest, plan_null_shadows, source_table
+from .world_grid import plan_grid
 
 MB = 1e6
 
@@ -110,12 +111,29 @@ def plan_jobs(profile: Profile) -> pd.DataFrame:
               "jobs": len(null_shadows) + int((manifest.role == "shadow").sum()), "steps": 0,
               "images": (len(null_shadows) * (profile.attribution.n_keys + n_controls)
                          + int((manifest.role == "shadow").sum()) * n_controls) * query_seeds}]
-    lora = lora_twin_count(profile) if profile.suspicious.lora_ablation.enabled else 0
-    rows += [{"stage": "10", "kind": "LoRA twins (adapters; a step costed as a full one's)", "jobs": lora,
+    rows += world_grid_jobs(profile)
+    lora_settings = profile.suspicious.lora_ablation
+    lora = lora_twin_count(profile) if lora_settings.enabled else 0
+    stage10 = "10 (on request)" if lora_settings.on_request else "10"
+    rows += [{"stage": stage10, "kind": "LoRA twins (adapters; a step costed as a full one's)", "jobs": lora,
               "steps": lora * suspicious.steps, "images": 0},
-             {"stage": "10", "kind": "LoRA twins' queries (3 strategies)", "jobs": lora,
+             {"stage": stage10, "kind": "LoRA twins' queries (3 strategies)", "jobs": lora,
               "steps": 0, "images": lora * 3 * n_keys * query_seeds}]
     return pd.DataFrame(rows)
+
+
+def world_grid_jobs(profile: Profile) -> list[dict]:
+    """Stage 03's world grid (none without one): its shadows' fine-tunes, and their queries (the
+    first n_keys keys at every query seed, their own training captions at every memorisation seed)."""
+    if not profile.suspicious.world.enabled:
+        return []
+    grid = plan_grid(profile)
+    per_model = (profile.attribution.n_keys * len(profile.attribution.query_seeds)
+                 + grid.n_samples * len(profile.memorisation.seeds))
+    return [{"stage": "03", "kind": "world grid shadows (fine-tunes)", "jobs": len(grid),
+             "steps": int(grid.train_steps.sum()), "images": 0},
+            {"stage": "03", "kind": "world grid shadows' keys and own captions", "jobs": len(grid),
+             "steps": 0, "images": int(per_model.sum())}]
 
 
 def lora_twin_count(profile: Profile) -> int:
@@ -236,13 +254,15 @@ def format_plan(profile: Profile, costs: UnitCosts = STATED) -> str:
     """The plan as the dry run prints it."""
     profile = as_profile(profile)
     jobs, disk = cost_plan(profile, costs)
-    total = jobs.gpu_hours.sum()
+    on_request = jobs.stage.str.contains("on request")
+    total, extra = jobs.gpu_hours[~on_request].sum(), jobs.gpu_hours[on_request].sum()
     known = disk.gb.dropna()
     lines = [f"Plan for profile {profile.name!r} (nothing has run):", "",
              jobs.to_string(index=False, float_format=lambda v: f"{v:,.2f}"), "",
              f"accelerator hours: {total:,.1f} in all ({costs.source}: {costs.step_s:.3g} s a training step, "
              f"{costs.image_s:.3g} s an image); on {max(profile.run.parallel_jobs, 1)} parallel job(s): "
-             f"{total / max(profile.run.parallel_jobs, 1):,.1f} h of wall time",
+             f"{total / max(profile.run.parallel_jobs, 1):,.1f} h of wall time"
+             + (f"; stages run only on request add {extra:,.1f}" if on_request.any() else ""),
              "", disk.to_string(index=False, na_rep="(no base on disk yet)", float_format=lambda v: f"{v:,.1f}"), "",
              f"disk: {known.sum():,.1f} GB in all" + ("" if len(known) == len(disk) else " (without the unknown rows)"),
              "Stage 08 asks the shared generation cache for the same queries as stage 04 (no new images but the "

@@ -18,6 +18,18 @@ from .instance_tables import deltas, evaluated_confs, figure7_per_model, inherit
 from .memorisation import load_memorisation, memorisation_checks
 from .model_owner_verify import false_positive_rates, load_pools, load_verdicts, true_positive_rates
 from .statistical_attribution import load_table1
+from .world_grid import coverage_summary, load_coverage, source_key_indices
+
+
+def key_coverage(profile: Profile, delta0: dict[str, float]) -> pd.DataFrame | None:
+    """Per evaluated infringing model: the share of its source's Strategy-2 keys that the images
+    the source generated into its training set come within ``delta0`` (per source) of; None when
+    stage 03 measured no coverage (a profile without the table)."""
+    coverage = load_coverage(profile)
+    if coverage.empty:
+        return None
+    summary = coverage_summary(coverage, delta0, source_key_indices(profile))
+    return summary[summary.role == "evaluated"]
 
 
 def all_claims(profile: Profile) -> pd.DataFrame:
@@ -28,13 +40,15 @@ def all_claims(profile: Profile) -> pd.DataFrame:
     summary, per_image = load_memorisation(profile)
     parts = [memorisation_claims(memorisation_checks(summary, per_image))]
     accuracy = watermark_accuracy(models)
-    parts.append(figure6_claims(evaluated_confs(profile, models, per_sample, D[PRIMARY_DELTA0]), PRIMARY_DELTA0, accuracy))
+    parts.append(figure6_claims(evaluated_confs(profile, models, per_sample, D[PRIMARY_DELTA0]), PRIMARY_DELTA0, accuracy,
+                                key_coverage(profile, D[PRIMARY_DELTA0])))
     parts.append(inheritance_claims(inheritance(profile, models, per_sample, D["calibrated"]),
                                     sorted(models[models.role == "evaluated"].source.unique())))
     parts.append(table2_claims(table2_per_model(profile, models, per_sample, D["calibrated"])))
     parts.append(figure7_claims(figure7_per_model(profile, models, per_sample, D["calibrated"])))
     parts.append(table1_claims(load_table1(profile)))  # notebook 05's table, refused if stale: never recomputed here
-    parts.append(as_sensitivity(figure6_claims(evaluated_confs(profile, models, per_sample, D["paper"]), "paper", accuracy),
+    parts.append(as_sensitivity(figure6_claims(evaluated_confs(profile, models, per_sample, D["paper"]), "paper", accuracy,
+                                               key_coverage(profile, D["paper"])),
                                 "the paper's delta0 = 0.15"))
     rows = []
     for r in load_pools(profile).to_dict("records"):  # notebook 08's comparison of the tool's innocent nulls

@@ -81,24 +81,27 @@ def plan_null_shadows(profile: Profile) -> pd.DataFrame:
     (replicate -1). They sit in their own table (``null_shadows.csv``), not the manifest, so the
     per-replicate stages (04's delta0, 05's discriminator, 10's LoRA twins) never see them; stage
     08's null takes them with each replicate's own innocent shadows."""
-    rows = [_row(profile, src, "shadow", "same", src.base, 0.0, 200 + rep, NULL_SHADOW_REPLICATE)
+    rows = [suspicious_row(profile, src, "shadow", "same", src.base, 0.0, 200 + rep, NULL_SHADOW_REPLICATE)
             for _, src in source_table(profile).iterrows() for rep in range(profile.suspicious.null_shadows)]
     return pd.DataFrame(rows)
 
 
-def _row(profile: Profile, src, role: str, lineage: str, base: str, rho: float, rep: int, replicate: int) -> dict:
-    """One model's manifest row: its name carries every choice, and its seed derives from the name."""
+def suspicious_row(profile: Profile, src, role: str, lineage: str, base: str, rho: float, rep: int, replicate: int,
+                   *, n_samples: int | None = None, train_steps: int | None = None, tag: str | None = None) -> dict:
+    """One model's manifest row: its name carries every choice, and its seed derives from the name.
+    ``n_samples`` and ``train_steps`` (the world grid's cells) override the profile's for this row."""
     cfg = profile.suspicious
-    tag = "shared" if replicate == NULL_SHADOW_REPLICATE else f"s{replicate}"
+    tag = tag or ("shared" if replicate == NULL_SHADOW_REPLICATE else f"s{replicate}")
     name = f"{src.source}__{role}__{lineage}__rho{rho:g}__r{rep}__{tag}"
     return {
         "name": name, "source": src.source, "source_path": src.path, "source_base": src.base,
         "domain": src.pool_domain, "role": role, "lineage": lineage, "base": base,
         "base_path": str(layout.base_dir(profile, base)), "rho": rho, "label": int(rho > 0),
-        "replicate": int(replicate), "n_samples": cfg.n_samples,
+        "replicate": int(replicate), "n_samples": int(n_samples or cfg.n_samples),
         "seed": derive_seed(profile.run.seed, "suspicious", name),
         "pool": f"{src.pool_domain}_{'suspicious_pool' if role == 'evaluated' else 'shadow_pool'}",
         "path": str(layout.models_dir(profile) / "suspicious" / name),
+        **({"train_steps": int(train_steps)} if train_steps else {}),
     }
 
 
@@ -112,7 +115,7 @@ def _cell_rows(profile: Profile, src, lineage: str, replicate: int, rhos: list[f
     rng = np.random.default_rng(derive_seed(profile.run.seed, "shadow-rho", src.source, lineage, replicate))
     plan += [("shadow", float(rng.choice(rhos)), rep) for rep in range(cfg.shadow.infringing)]
     plan += [("shadow", 0.0, 100 + rep) for rep in range(cfg.shadow.innocent)]
-    return [_row(profile, src, role, lineage, base, rho, rep, replicate) for role, rho, rep in plan]
+    return [suspicious_row(profile, src, role, lineage, base, rho, rep, replicate) for role, rho, rep in plan]
 
 
 def write_manifest(profile: Profile, manifest: pd.DataFrame, name: str = MANIFEST) -> Path:
@@ -190,9 +193,12 @@ def build_training_set(profile: Profile, row: dict) -> Path:
 
 
 def _train_config(profile: Profile, row: dict) -> TrainConfig:
+    """A row's fine-tune: the profile's, with the row's own way (a LoRA twin) and steps (a grid cell)."""
     finetune = row.get("finetune")  # a row of the LoRA ablation names its own; the others follow the profile
+    steps = row.get("train_steps")
+    override = {"steps": int(steps)} if isinstance(steps, (int, float)) and steps == steps else {}
     return profile.suspicious.train_config(profile.training.finetune, finetune if isinstance(finetune, str) else None,
-                                           seed=int(row["seed"]) % (2**31))
+                                           seed=int(row["seed"]) % (2**31), **override)
 
 
 def model_result(profile: Profile, row: dict) -> Result:
@@ -236,7 +242,8 @@ def manifest_summary(manifest: pd.DataFrame) -> pd.DataFrame:
     """Counts per (source, role, lineage, rho) over all replicates: what the notebook shows
     instead of 100+ rows."""
     return (manifest.groupby(["source", "role", "lineage", "rho"]).size().rename("models").reset_index()
-            .pivot_table(index=["source", "role", "lineage"], columns="rho", values="models", fill_value=0))
+            .pivot_table(index=["source", "role", "lineage"], columns="rho", values="models", fill_value=0)
+            .astype(int))
 
 
 def training_costs(profile: Profile, manifest: pd.DataFrame) -> pd.DataFrame:

@@ -17,15 +17,24 @@ What it refuses:
   Face cache snapshots, whose files link into the repository's ``blobs/`` (``Trust(owner=True)``;
   never a suspect);
 - any pickle-format file (``.bin``, ``.pt``, ``.pth``, ``.ckpt``, ``.pkl``, ...) anywhere;
-- a JSON or tokenizer file above its size bound (by its stat size, so a sparse multi-GB file is
-  refused without being read), one that is not UTF-8 JSON, or one with a key given twice;
-- a config naming remote code (``auto_map``, ``trust_remote_code``, ``custom_pipeline``);
+- any file above its size bound (by its stat size, so a sparse multi-GB file is refused without
+  being read; files of unknown kind too, since the fingerprint hashes them), a JSON file that is
+  not UTF-8 JSON, or one with a key given twice;
+- a config naming remote code (``auto_map``, ``trust_remote_code``, ``custom_pipeline``), a file
+  outside the folder (``fast_tokenizer_files: ["../../x.json"]`` and the other :data:`FILE_KEYS`),
+  or an attention implementation that is not transformers' own (a Hub kernel);
 - a ``model_index.json`` naming a pipeline class other than the Stable-Diffusion ones, or a
   component from a library other than diffusers/transformers;
 - a config value outside its bound (tokenizer length, timesteps, sample size, channels, layers, heads);
 - an index file whose shards are not bare ``.safetensors`` names of files in the same folder;
 - a safetensors file whose header (parsed here, bounded) is truncated, corrupt, claims tensors the
-  file does not hold, or uses a dtype outside the allowed set.
+  file does not hold, or uses a dtype outside the allowed set;
+- a number in any JSON file that is not finite (``NaN``, ``Infinity``, or ``1e999``, which Python's
+  reader turns into infinity): a NaN ``scaling_factor`` or ``trained_betas`` makes every image NaN.
+
+:func:`check_finite_weights` is the one check that reads the weights' values: a streaming pass
+over a safetensors file that refuses any NaN or infinite float. It runs when a model is loaded
+(:func:`~genlineage.models.pipeline_io.load_pipeline`), not here, because it reads every byte.
 """
 from __future__ import annotations
 
@@ -39,6 +48,8 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
+
+import numpy as np
 
 from .. import untrusted
 from ..errors import InputError
@@ -61,6 +72,16 @@ SD_PIPELINE_CLASSES = frozenset({
 # pipeline module SD-v1.x names for its safety checker ("stable_diffusion").
 COMPONENT_LIBRARIES = frozenset({"diffusers", "transformers", "stable_diffusion", "stable_diffusion_xl"})
 REMOTE_CODE_KEYS = frozenset({"auto_map", "trust_remote_code", "custom_pipeline", "_custom_pipeline"})
+# Config keys whose values name files a loader opens (transformers joins ``fast_tokenizer_files``
+# onto the tokenizer's folder, so "../../x.json" or an absolute name reads a file the gate never
+# saw): each must be a bare name of the folder (a leading "./" allowed, as SD-v1.5's
+# ``special_tokens_map_file`` has it).
+FILE_KEYS = frozenset({"fast_tokenizer_files", "tokenizer_file", "vocab_file", "merges_file", "special_tokens_map_file",
+                       "added_tokens_file", "tokenizer_config_file", "chat_template_file", "spm_file"})
+# transformers' own attention implementations; any other value (e.g. "kernels-community/...")
+# asks it to fetch and run a kernel from the Hub.
+ATTENTION_KEYS = frozenset({"attn_implementation", "_attn_implementation"})
+BUILTIN_ATTENTION = frozenset({"eager", "sdpa", "flash_attention_2", "flash_attention_3", "flex_attention"})
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 # Walk bounds. A diffusers SD/SDXL folder has 20-60 entries, two levels deep.
@@ -69,6 +90,8 @@ MAX_DEPTH = 8
 
 # File-size bounds, checked on the stat size before anything is read.
 CONFIG_MAX_BYTES = 1 * MiB          # model_index.json, config.json, scheduler_config.json, genlineage.json: SDXL's are < 4 KiB
+OTHER_FILE_MAX_BYTES = 16 * MiB     # any other file (README.md, .gitattributes, a model card's picture): no loader reads
+                                    # it, but the fingerprint hashes every file of a component
 INDEX_MAX_BYTES = 16 * MiB          # *.safetensors.index.json: SDXL UNet's (about 1,700 tensors) is < 200 KiB
 TOKENIZER_MAX_BYTES = 32 * MiB      # tokenizer files: CLIP's tokenizer.json is 2.2 MB, vocab.json 0.9 MB, merges.txt 0.5 MB
 WEIGHT_FILE_MAX_BYTES = 32 * GiB    # one .safetensors file: SDXL's UNet in float32 is 10.3 GB
@@ -168,6 +191,8 @@ def check_model_folder(path: str | Path, trust: Trust = STRICT) -> Path:
     texts = {e.path: read_json(e.path, _size_bound(e.path, root)) for e in files if e.path.name.endswith(".json")}
     for file, data in texts.items():
         _check_no_remote_code(file, data)
+        _check_no_reach_elsewhere(file, data)
+        _check_finite_numbers(file, data)
     index = texts.get(root / "model_index.json")
     _check_model_index(path / "model_index.json", index)
     _check_components(path, root, index)
@@ -284,14 +309,15 @@ def _check_file(entry: Entry, root: Path) -> None:
                          "the file carries): delete it, or convert it to .safetensors in a trusted environment "
                          "first (a pickle anywhere in the folder is refused, even beside safetensors weights).")
     bound = _size_bound(entry.path, root)
-    if bound is not None and entry.st.st_size > bound:
+    if entry.st.st_size > bound:
         raise InputError(f"{entry.path} is {entry.st.st_size:,} bytes, above the {bound:,}-byte bound for this kind of "
                          "file (it is refused unread); a Stable-Diffusion folder's are far smaller. Replace it "
                          "with the file save_pretrained writes.")
 
 
-def _size_bound(path: Path, root: Path) -> int | None:
-    """The most bytes a file of this name may hold; None for files no loader reads."""
+def _size_bound(path: Path, root: Path) -> int:
+    """The most bytes a file of this name may hold: every file has one, since even a file no
+    loader reads is hashed into the model's fingerprint (a 64 GB sparse ``notes.md`` would be read whole)."""
     name = path.name.lower()
     in_tokenizer = any(part.startswith("tokenizer") for part in path.relative_to(root).parts[:-1])
     if name.endswith(".safetensors"):
@@ -302,7 +328,7 @@ def _size_bound(path: Path, root: Path) -> int | None:
         return TOKENIZER_MAX_BYTES
     if name.endswith(".json"):
         return CONFIG_MAX_BYTES
-    return None
+    return OTHER_FILE_MAX_BYTES
 
 
 REFETCH = "replace it with the file save_pretrained writes"
@@ -346,6 +372,42 @@ def _check_no_remote_code(file: Path, data: Any) -> None:
         if key in REMOTE_CODE_KEYS or (isinstance(value, str) and value == "trust_remote_code"):
             raise InputError(f"{file} asks for remote or custom code ('{key}'); genlineage never runs code shipped "
                              "with a model. Remove the auto_map/custom_pipeline/trust_remote_code entries.")
+
+
+def _check_no_reach_elsewhere(file: Path, data: Any) -> None:
+    """Refuse config values that make a loader read beyond the checked folder: a file key naming
+    anything but a bare file name (it would be read unbounded, unchecked and unfingerprinted, and
+    could be swapped after the gate ran), or an attention implementation that is not built in."""
+    for key, value in _walk_json(data):
+        if key in FILE_KEYS and value is not None:
+            for name in value if isinstance(value, list) else [value]:
+                bare = name[2:] if isinstance(name, str) and name.startswith("./") else name
+                if not (isinstance(bare, str) and bare not in ("", ".", "..") and not any(c in bare for c in "/\\\0")):
+                    raise InputError(f"{file}: '{key}' names {json.dumps(name)[:120]}, not a file of {file.parent}; a "
+                                     "loader would read it from outside the checked folder. Remove the entry (the "
+                                     "loader finds the folder's own files), or re-save the tokenizer with save_pretrained.")
+        if key in ATTENTION_KEYS and value is not None and value not in BUILTIN_ATTENTION:
+            raise InputError(f"{file}: '{key}' is {json.dumps(value)[:120]}, not one of transformers' own attention "
+                             f"implementations ({', '.join(sorted(BUILTIN_ATTENTION))}); another value fetches and runs "
+                             "a kernel from the Hub. Remove the entry.")
+
+
+def _check_finite_numbers(file: Path, data: Any) -> None:
+    """Refuse a number that is not finite anywhere in a config: Python's JSON reader accepts
+    ``NaN`` and ``Infinity`` (and reads ``1e999`` as infinity), and one such ``scaling_factor``,
+    ``norm_eps`` or ``trained_betas`` entry turns every image the model draws into NaN, which
+    pixels would hide as black."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        key, item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise InputError(f"{file}: '{key or '(top level)'}' is {item}, not a finite number; a model whose configs "
+                             "hold NaN or infinity draws NaN images. Fix the config, or re-save the model with "
+                             "save_pretrained.")
+        if isinstance(item, dict):
+            stack.extend(item.items())
+        elif isinstance(item, list):
+            stack.extend((key, value) for value in item)
 
 
 def _check_model_index(file: Path, index: Any) -> None:
@@ -460,7 +522,11 @@ def check_safetensors_header(path: str | Path) -> dict:
     """Parse a safetensors header here, bounded, and refuse it unless it describes exactly the
     bytes the file holds: 8 bytes of little-endian length, that many bytes of JSON, then tensors
     tiling the rest with no gap and no overlap, each of an allowed dtype. The parsed header."""
-    path = Path(path)
+    return _checked_header(Path(path))[0]
+
+
+def _checked_header(path: Path) -> tuple[dict, int]:
+    """:func:`check_safetensors_header`'s header and the byte offset where the tensors' data begins."""
     fd = _open_regular(path)
     size = os.fstat(fd).st_size
     with os.fdopen(fd, "rb") as fh:
@@ -481,7 +547,7 @@ def check_safetensors_header(path: str | Path) -> dict:
     if not isinstance(header, dict):
         raise _bad_safetensors(path, "its header is not a JSON object")
     _check_tensor_table(path, header, size - 8 - length)
-    return header
+    return header, 8 + length
 
 
 def _check_tensor_table(path: Path, header: dict, data_bytes: int) -> None:
@@ -527,3 +593,59 @@ def _tensor_span(path: Path, name: str, info: Any) -> tuple[int, int, str]:
 def _bad_safetensors(path: Path, why: str) -> InputError:
     return InputError(f"{path} is not a valid safetensors file: {why}. Re-save the weights with "
                       "safetensors.torch.save_file (or save_pretrained) from a trusted copy.")
+
+
+# --- weight values ----------------------------------------------------------------------------
+
+# How the streaming pass reads each float dtype: float32/64 as numpy floats (np.isfinite), the
+# 16-bit ones as their bits (numpy has no bfloat16, and its float16 arithmetic is slow): a value
+# is NaN or infinite exactly when all its exponent bits are set.
+FLOAT_VIEWS: dict[str, tuple[type, int | None]] = {"F32": (np.float32, None), "F64": (np.float64, None),
+                                                   "F16": (np.uint16, 0x7C00), "BF16": (np.uint16, 0x7F80)}
+FINITE_CHUNK_BYTES = 64 * MiB  # what the streaming pass holds in memory at once
+
+
+def loaded_weight_files(folder: str | Path) -> list[Path]:
+    """The safetensors files a pipeline's loaders may read: every one at the top of a weighted
+    component (a variant's, a shard an index names), so that none escapes the values check."""
+    return sorted(f for name in WEIGHTED for f in (Path(folder) / name).glob("*.safetensors"))
+
+
+def check_finite_weights(path: str | Path) -> None:
+    """Refuse a safetensors file holding any float that is not finite (NaN or infinity), reading
+    it once in bounded chunks: a model with NaN weights draws NaN images, which pixels would turn
+    into black ones and a verdict would then judge. The header is checked first (the gate's
+    parser), so the pass reads exactly the tensors the header describes."""
+    path = Path(path)
+    header, start = _checked_header(path)
+    spans = sorted((info["data_offsets"][0], info["data_offsets"][1], name, info["dtype"])
+                   for name, info in header.items() if name != "__metadata__" and info["dtype"] in FLOAT_VIEWS)
+    buffer = bytearray(FINITE_CHUNK_BYTES)
+    fd = _open_regular(path)
+    with os.fdopen(fd, "rb") as fh:
+        for begin, end, name, dtype in spans:
+            fh.seek(start + begin)
+            if not _span_is_finite(path, fh, end - begin, buffer, dtype):
+                raise InputError(f"{path}: tensor {name!r} holds values that are not finite numbers (NaN or infinity); "
+                                 "a model with such weights draws NaN images and is never judged. Use an intact copy "
+                                 "of the model.")
+
+
+def _span_is_finite(path: Path, fh: Any, size: int, buffer: bytearray, dtype: str) -> bool:
+    """Whether the next ``size`` bytes of ``fh``, floats of the safetensors ``dtype``, are all finite."""
+    (view, exponent), itemsize = FLOAT_VIEWS[dtype], SAFETENSORS_DTYPES[dtype]
+    step = len(buffer) - len(buffer) % itemsize
+    while size > 0:
+        got = fh.readinto(memoryview(buffer)[:min(step, size)])
+        if not got or got % itemsize:
+            raise InputError(f"{path} ended while its tensors were read (it changed after it was checked); "
+                             "pass a model folder nobody writes to.")
+        values = np.frombuffer(buffer, dtype=view, count=got // itemsize)
+        if exponent is None:
+            finite = np.isfinite(values).all()
+        else:
+            finite = not (np.bitwise_and(values, view(exponent)) == view(exponent)).any()
+        if not finite:
+            return False
+        size -= got
+    return True

@@ -23,8 +23,8 @@ from ..cache import content_id
 from ..config import REPO_ROOT
 from ..io import atomic_dir, write_json
 from ..layout import base_dir
-from .gate import (COMPONENTS, PICKLE_SUFFIXES, VARIANT_WEIGHTS, WEIGHTED, Trust, check_model_folder, read_json,
-                   weights_variant)
+from .gate import (COMPONENTS, PICKLE_SUFFIXES, VARIANT_WEIGHTS, WEIGHTED, Trust, check_finite_weights,
+                   check_model_folder, loaded_weight_files, read_json, weights_variant)
 from .lora import LORA_WEIGHTS, LoraModel, apply_lora, check_lora_file, is_lora_folder, lora_folder_base, lora_identity
 from .quiet import quiet_hub
 
@@ -80,6 +80,15 @@ class SDComponents:
     def content_id(self) -> str | None:
         """What caches of this model's images key on: its folder's fingerprint, or its identity."""
         return self.identity or (fingerprint(self.path) if self.path is not None else None)
+
+    @property
+    def name(self) -> str:
+        """The model in words for a message: its folder, or its LoRA file on its base."""
+        if self.path is not None:
+            return str(self.path)
+        if "lora" in self.provenance:
+            return f"{self.provenance['lora']} on {self.provenance.get('lora_base', 'its base')}"
+        return "the model (built in memory)"
 
     @property
     def prediction_type(self) -> str:
@@ -208,6 +217,8 @@ def load_pipeline(path: str | Path, device: str = "cpu", dtype: torch.dtype = to
         trust = Trust(own_roots=own_data_roots()) if trust is None else trust
         return load_lora(LoraModel(Path(path) / LORA_WEIGHTS, lora_folder_base(path, trust)), device, dtype, trust)
     path = check_pipeline_folder(path, trust)
+    for weights_file in loaded_weight_files(path):  # NaN weights would draw NaN images, shown as black pixels
+        check_finite_weights(weights_file)
     common: dict[str, Any] = {"local_files_only": True}
     weights: dict[str, Any] = {"use_safetensors": True, "torch_dtype": dtype, **common}
     with quiet_hub():
@@ -234,6 +245,7 @@ def load_lora(model: LoraModel, device: str = "cpu", dtype: torch.dtype = torch.
     base_trust = model.base_trust if model.base_trust is not None else base_trust
     base = check_pipeline_folder(model.base, base_trust)
     check = check_lora_file(model.weights, base, role)
+    check_finite_weights(model.weights)  # a NaN factor makes the fused weights NaN
     components = apply_lora(load_pipeline(base, device=device, dtype=dtype, trust=base_trust), check)
     components.identity = model_content_id(LoraModel(model.weights, base))
     components.provenance = {**components.provenance, "lora": str(model.weights), "lora_base": str(base)}

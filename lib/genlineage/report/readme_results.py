@@ -23,7 +23,7 @@ from .attribution_figures import FIGURE6_STEM, FIGURE7_STEM, LORA_STEM
 TAG = "delta0_calibrated"  # the threshold the tiny run's claims are judged at
 
 
-BLOCKS = {"results": "notebook 09", "lora": "notebook 10"}  # README block -> the notebook that writes it
+BLOCKS = {"answer": "notebook 09", "results": "notebook 09", "lora": "notebook 10"}  # README block -> the notebook that writes it
 
 
 def markers(profile: Profile, block: str = "results") -> tuple[str, str]:
@@ -33,6 +33,67 @@ def markers(profile: Profile, block: str = "results") -> tuple[str, str]:
 
 def _interval(row: pd.Series, name: str) -> str:
     return f"{row[name]:.2f} [{row[f'{name}_low']:.2f}, {row[f'{name}_high']:.2f}]"
+
+
+def memorisation_sentence(checks: pd.DataFrame, tables: str) -> str:
+    """One sentence from notebook 02's memorisation table (``tables/memorisation``)."""
+    above = int(checks["source above base (p < 0.05)"].sum())
+    return (f"**Memorisation** (do the sources memorise their training images?): a fine-tuned source's generations "
+            f"land nearest their own training image in {checks.nearest_own.min():.0%}-{checks.nearest_own.max():.0%} "
+            f"of cases, its base's on the same captions in {checks.base_nearest_own.min():.0%}-"
+            f"{checks.base_nearest_own.max():.0%} (chance {checks.chance.max():.0%}); above the base (paired test over "
+            f"images, p < 0.05) for {above} of {len(checks)} sources ([notebook 02](notebooks/02_source_models.ipynb); "
+            f"[`{tables}/memorisation.md`]({tables}/memorisation.md)).")
+
+
+def inheritance_sentence(inh: pd.DataFrame, tables: str) -> str:
+    """One sentence from notebook 04's inheritance table (``tables/inheritance``), own lineage."""
+    own = inh[inh.lineage == "same"]
+    shown = int((own.permutation_p < 0.05).sum())
+    reverse = int((own.permutation_p_reverse < 0.05).sum())
+    return (f"**Inheritance** (does a model trained on a source's generations bring its memory back?): rho = 1 "
+            f"infringing models reconstruct the source's keys closer than innocent models (one-sided exact permutation "
+            f"test over models, p < 0.05) for {shown} of {len(own)} sources, innocent closer for {reverse}; mean RD gap "
+            f"{own.rd_gap.min():+.3f} to {own.rd_gap.max():+.3f} ({int(own['infringing models'].min())} infringing vs "
+            f"{int(own['innocent models'].min())} innocent models a source; [notebook 04]"
+            f"(notebooks/04_instance_attribution.ipynb); [`{tables}/inheritance.md`]({tables}/inheritance.md)).")
+
+
+def owner_test_sentence(owner_test: pd.DataFrame, target: str = "0.05") -> str:
+    """One sentence from the owner's test summary (:func:`model_owner_verify.owner_test_summary`)."""
+    row = owner_test.set_index("target FPR").loc[target]
+    called = {c.split("rho = ")[1]: row[c] for c in owner_test.columns if c.startswith("infringing called, rho = ")}
+    by_rho = "; ".join(f"rho = {rho}: {text}" for rho, text in called.items())
+    return (f"**The owner's test** (`genlineage verify`, each suspect judged against innocent shadows made like it, "
+            f"at a {float(target):.0%} target): infringing models called, with exact 95% intervals, {by_rho}; innocent "
+            f"models it never saw called {row['innocent called (FPR)']} ([notebook 08](notebooks/08_model_owner_verify.ipynb)).")
+
+
+def tally_sentence(tally: dict[str, int]) -> str:
+    judged = tally["held"] + tally["not held"] + tally["inconclusive"]
+    return (f"**The paper's claims** (section 3): of {judged} this world can test, {tally['held']} held, "
+            f"{tally['not held']} not held, {tally['inconclusive']} inconclusive; {tally['untestable here']} untestable "
+            "here, each with its reason ([`REPRODUCTION_tiny.md`](REPRODUCTION_tiny.md)).")
+
+
+def answer_block(profile: Profile, readme_dir: Path = REPO_ROOT, memorisation: pd.DataFrame | None = None,
+                 inherited: pd.DataFrame | None = None, owner_test: pd.DataFrame | None = None,
+                 tally: dict[str, int] | None = None) -> str:
+    """The README's first screen: what this run measured, a sentence each from the tables behind it,
+    and the headline figure (Figure 6)."""
+    tables = _relative(layout.tables_dir(profile), readme_dir)
+    figures = _relative(layout.figures_dir(profile), readme_dir)
+    lines = []
+    if memorisation is not None and len(memorisation):
+        lines += [f"- {memorisation_sentence(memorisation, tables)}"]
+    if inherited is not None and len(inherited):
+        lines += [f"- {inheritance_sentence(inherited, tables)}"]
+    if owner_test is not None and len(owner_test):
+        lines += [f"- {owner_test_sentence(owner_test)}"]
+    if tally is not None:
+        lines += [f"- {tally_sentence(tally)}"]
+    return "\n".join([*lines, "", f"![Figure 6: conf vs rho, Strategy 2 beside the baselines]"
+                                    f"({figures}/{FIGURE6_STEM.format(tag=TAG)}.png)"])
 
 
 def results_block(profile: Profile, table1: pd.DataFrame, readme_dir: Path = REPO_ROOT,
@@ -46,10 +107,10 @@ def results_block(profile: Profile, table1: pd.DataFrame, readme_dir: Path = REP
                              "TPR at zero false positives": _interval(r, "tpr@0fp")}
                             for _, r in table1[table1.score == "discriminator"].iterrows()])
     return "\n".join([
-        f"**Figure 6** (conf vs rho at the calibrated delta0; mean and 95% interval over models, dots = models; "
-        f"[notebook 04](notebooks/04_instance_attribution.ipynb))", "",
+        "**Figure 6** (conf vs rho at the calibrated delta0; mean and 95% interval over models, dots = models; "
+        "[notebook 04](notebooks/04_instance_attribution.ipynb))", "",
         f"![Figure 6]({figures}/{FIGURE6_STEM.format(tag=TAG)}.png)", "",
-        f"**Figure 7** (conf vs number of key samples; [notebook 07](notebooks/07_ablation_key_count.ipynb))", "",
+        "**Figure 7** (conf vs number of key samples; [notebook 07](notebooks/07_ablation_key_count.ipynb))", "",
         f"![Figure 7]({figures}/{FIGURE7_STEM.format(tag=TAG)}.png)", "",
         "**Table 1**, the discriminator fitted on shadow models, per source, with 95% intervals over the "
         "evaluated models ([notebook 05](notebooks/05_statistical_attribution.ipynb); the whole table: "
@@ -118,6 +179,10 @@ def write_readme_block(profile: Profile, text: str, block: str = "results",
 
 
 def write_readme_results(profile: Profile, table1: pd.DataFrame, readme: Path = REPO_ROOT / "README.md",
-                         owner_test: pd.DataFrame | None = None) -> Path | None:
-    """Notebook 09's block: the figures, Table 1 and the owner's test (see :func:`results_block`)."""
+                         owner_test: pd.DataFrame | None = None, memorisation: pd.DataFrame | None = None,
+                         inherited: pd.DataFrame | None = None, tally: dict[str, int] | None = None) -> Path | None:
+    """Notebook 09's two blocks: the answer on the first screen (:func:`answer_block`) and the
+    results further down (the figures, Table 1 and the owner's test: :func:`results_block`)."""
+    answer = answer_block(profile, readme.parent, memorisation, inherited, owner_test, tally)
+    write_readme_block(profile, answer, "answer", readme)
     return write_readme_block(profile, results_block(profile, table1, readme.parent, owner_test), "results", readme)

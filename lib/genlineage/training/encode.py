@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..errors import NotFiniteError
 from ..models.pipeline_io import SDComponents
 
 
@@ -33,7 +34,11 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def tensor_to_images(x: torch.Tensor) -> np.ndarray:
-    """[N,3,H,W] in [-1,1] -> uint8 [N,H,W,3]."""
+    """[N,3,H,W] in [-1,1] -> uint8 [N,H,W,3]; refused when any value is not finite, since clamping
+    and rounding would turn NaN into black pixels that look like an image."""
+    if not torch.isfinite(x).all():
+        raise NotFiniteError(f"{int((~torch.isfinite(x)).sum())} of the {x.numel()} values of the decoded images are "
+                             "not finite numbers (NaN or infinity); the model's weights or configs are broken")
     x = (x.float() / 2 + 0.5).clamp(0, 1)
     return (x.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
 

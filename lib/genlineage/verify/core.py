@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Sequence, Union
 
@@ -42,10 +42,11 @@ from ..reconstruction import reconstruct_with
 from ..keys import (KeySet, check_seeds_apart, detection_keys, generation_keys, profile_seeds, random_keys,
                     reference_seeds, to_uint8)
 from ..models.lora import LoraModel
+from ..outdir import check_apart, check_output_folder, staged_output
 from . import null, statistics
 from .population import describe_null
-from .suspect import (LOCAL, CallableSuspect, PipelineSuspect, Suspect, check_sd_model, check_sd_pipeline, load_sd_pipeline,
-                      model_folders, model_identity)
+from .suspect import (LOCAL, CallableSuspect, PipelineSuspect, Suspect, check_sd_model, check_sd_pipeline, drawing,
+                      load_sd_pipeline, model_folders, model_identity)
 
 STRATEGIES = ("generation", "detection", "random")
 # a pipeline folder, a LoRA file on its base, a callable (prompt, seed) -> image, or a Suspect
@@ -284,15 +285,18 @@ def statistic_settings(P: Profile, delta0: float | None = None) -> statistics.St
 
 def check_models(*, source: str | Path, suspect: ModelSpec, suspect_name: str | None,
                  innocent_shadows: Sequence[ModelSpec], infringing_shadows: Sequence[ModelSpec],
-                 controls: str | Path | None, out: Path, statistic: statistics.Statistic | None = None) -> Models:
+                 controls: str | Path | None, out: Path, statistic: statistics.Statistic | None = None,
+                 steps: int | None = None) -> Models:
     """Every model folder checked (a safe Stable-Diffusion pipeline, apart from ``out``, none given
     twice) and an innocent null available, before anything is loaded or written: a bad suspect or
     a missing null then costs no shadow query."""
-    source = check_sd_pipeline(source, "source model")
+    source = check_sd_pipeline(source, "source model", steps=steps)
     given = [("suspect", suspect)] + [("innocent shadow", m) for m in innocent_shadows] + \
         [("infringing shadow", m) for m in infringing_shadows]
-    checked = [check_sd_model(model, role) for role, model in given if isinstance(model, LOCAL)]
-    _check_apart_from_out([folder for model in checked for folder in model_folders(model)], out)
+    checked = [(role, check_sd_model(model, role, steps)) for role, model in given if isinstance(model, LOCAL)]
+    check_apart(out, [("source model", source), ("controls", controls),
+                      *[(f"{role} folder", folder) for role, model in checked for folder in model_folders(model)]])
+    checked = [model for _, model in checked]
     _check_each_given_once([model_identity(model) for model in checked])
     _check_null_available(len(innocent_shadows), controls)
     if statistic is not None and statistic.needs_controls and len(innocent_shadows) >= 2 and controls is None:
@@ -300,15 +304,6 @@ def check_models(*, source: str | Path, suspect: ModelSpec, suspect_name: str | 
                          "(pairs of the source's domain it never trained on), or choose another --statistic.")
     return Models(source=source, suspect=suspect, suspect_name=suspect_name, innocent_shadows=tuple(innocent_shadows),
                   infringing_shadows=tuple(infringing_shadows), controls=controls)
-
-
-def _check_apart_from_out(folders: Sequence[str | Path], out: Path) -> None:
-    """genlineage never writes into a model's folder, nor puts a model inside its own output."""
-    for path in folders:
-        folder, where = Path(path).resolve(), out.resolve()
-        if where == folder or folder in where.parents or where in folder.parents:
-            raise InputError(f"--out {out} and the model folder {path} overlap; genlineage never writes into a "
-                             "suspect's or shadow's folder. Pass an --out that neither holds nor lies in a model.")
 
 
 def _check_each_given_once(resolved: Sequence[str]) -> None:
@@ -328,12 +323,13 @@ def _check_null_available(n_innocent_shadows: int, controls: str | Path | None) 
 
 
 def check_keys(keys: str | Path | KeySet | None, key_data: str | Path | None, strategy: str,
-               base: str | Path | None, source: Path, run: VerifySettings) -> Keys:
-    """The owner's key set (given, or selected now into ``out/keys``), made with seeds apart from the
-    query seeds and holding at least one key: settled before any query, since a suspect asked at a
-    reference's own seed would share its noise rather than its memory."""
+               base: str | Path | None, source: Path, run: VerifySettings, keys_out: Path | None = None) -> Keys:
+    """The owner's key set (given, or selected now into ``keys_out/keys``: the run's staging folder,
+    ``out`` by default), made with seeds apart from the query seeds and holding at least one key:
+    settled before any query, since a suspect asked at a reference's own seed would share its noise
+    rather than its memory."""
     key_set = _resolve_keys(keys, key_data, strategy, run.n_keys, source, Path(base) if base else None, run.profile,
-                            run.out, run.progress)
+                            run.out if keys_out is None else keys_out, run.progress, run.cache_dir)
     made_with = check_key_seeds(key_set, run.query_seeds)
     if len(key_set) == 0:
         raise InputError("the key set holds no key samples: select keys first (--key-data with --strategy).")
@@ -729,10 +725,23 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
     run = check_settings(target_fpr=target_fpr, budget=budget, n_keys=n_keys, delta0=delta0, profile=profile, out=out,
                          cache_dir=cache_dir, progress=progress, statistic=statistic)
     models = check_models(source=source, suspect=suspect, suspect_name=suspect_name, innocent_shadows=innocent_shadows,
-                          infringing_shadows=infringing_shadows, controls=controls, out=run.out, statistic=run.statistic)
+                          infringing_shadows=infringing_shadows, controls=controls, out=run.out, statistic=run.statistic,
+                          steps=run.generation.steps)
+    check_output_folder(run.out, "verify", [("key set", None if isinstance(keys, KeySet) else keys),
+                                            ("key data", key_data), ("base", base)])
     population = describe_null(models.suspect, models.innocent_shadows, allow_mismatched_null)
-    run.out.mkdir(parents=True, exist_ok=True)  # the first write: every check that costs nothing has passed
-    owner_keys = check_keys(keys, key_data, strategy, base, models.source, run)
+    # the first write, once every check that costs nothing has passed: into a folder beside --out,
+    # moved into place only if the run succeeds (a refused run leaves --out as it was)
+    with staged_output(run.out, "verify") as stage:
+        if cache_dir is None and not run.out.is_dir():  # a new --out: its cache is built with it
+            run = replace(run, cache_dir=stage / "cache")
+        return _run_verify(run, models, population, keys, key_data, strategy, base, stage)
+
+
+def _run_verify(run: VerifySettings, models: Models, population, keys, key_data, strategy: str, base,
+                stage: Path) -> Verdict:
+    """:func:`verify`'s steps after the free checks, writing only into ``stage`` (and the cache)."""
+    owner_keys = check_keys(keys, key_data, strategy, base, models.source, run, keys_out=stage)
     suspect_model = open_suspect(models, owner_keys.key_set, run)
     n_shadows = len(models.innocent_shadows) + len(models.infringing_shadows)
     if n_shadows:
@@ -754,9 +763,10 @@ def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path 
 
 def select_keys(source: str | Path, key_data: str | Path, strategy: str = "generation", n_keys: int | None = None,
                 base: str | Path | None = None, profile: str | Profile = "tiny", out: str | Path | None = None,
-                progress: bool = True) -> KeySet:
+                progress: bool = True, cache_dir: str | Path | None = None) -> KeySet:
     """Select the owner's key samples from the source's training pairs (an image folder) with one
-    of the paper's strategies; saved to ``out/keys`` when ``out`` is given, for reuse with ``keys=``.
+    of the paper's strategies; saved to ``out/keys`` when ``out`` is given, for reuse with ``keys=``,
+    the generations cached in ``cache_dir`` (default ``out/cache``).
     Made with the profile's ``attribution.key_seeds`` (recorded in the key set's meta), never the
     query seeds, so a suspect never starts from the noise a reference was drawn from."""
     if strategy not in STRATEGIES:
@@ -764,17 +774,23 @@ def select_keys(source: str | Path, key_data: str | Path, strategy: str = "gener
     P = profile if isinstance(profile, Profile) else load_profile(profile)
     att = P.attribution
     (seeds, _), distance, cfg = profile_seeds(P), att.distance, P.generation
-    cache = GenerationCache(Path(out) / "cache") if out is not None else None
+    cache_dir = cache_dir if cache_dir is not None else (Path(out) / "cache" if out is not None else None)
+    cache = GenerationCache(cache_dir) if cache_dir is not None else None
     src = load_sd_pipeline(source, "source model", P.run.device, P.torch_dtype)
     data = read_imagefolder(key_data, size=src.image_size)
     keep = data.distinct_indices()
     prompts = [data.records[i]["text"] for i in keep]
     n = min(int(n_keys or att.n_keys), len(prompts))
+    models = f"the source model {source}" + (f" or the base {base}" if base and strategy == "generation" else "")
     if strategy == "generation":
         base_components = load_sd_pipeline(base, "base", P.run.device, P.torch_dtype) if base else None
-        key_set = generation_keys(src, prompts, n, seeds, cfg, cache, distance, base=base_components, progress=progress)
+        with drawing("key selection", models):
+            key_set = generation_keys(src, prompts, n, seeds, cfg, cache, distance, base=base_components,
+                                      progress=progress)
     elif strategy == "detection":
-        key_set = detection_keys(src, prompts, data.load_images(rows=keep), n, seeds, cfg, cache, distance, progress=progress)
+        with drawing("key selection", models):
+            key_set = detection_keys(src, prompts, data.load_images(rows=keep), n, seeds, cfg, cache, distance,
+                                     progress=progress)
     else:
         key_set = random_keys(prompts, data.load_images(rows=keep), n, att.random_seed)
     if out is not None:
@@ -783,13 +799,13 @@ def select_keys(source: str | Path, key_data: str | Path, strategy: str = "gener
 
 
 def _resolve_keys(keys, key_data, strategy: str, n_keys: int | None, source: Path, base: Path | None,
-                  P: Profile, out: Path, progress: bool) -> KeySet:
+                  P: Profile, out: Path, progress: bool, cache_dir: Path | None = None) -> KeySet:
     """The owner's key set: given (a KeySet or its folder), or selected now from the training pairs."""
     if keys is None:
         if key_data is None:
             raise InputError("no key samples: pass --keys (a saved key set) or --key-data (the source's training "
                              "pairs as an image folder with metadata.jsonl) with --strategy.")
-        return select_keys(source, key_data, strategy, n_keys, base, P, out, progress)
+        return select_keys(source, key_data, strategy, n_keys, base, P, out, progress, cache_dir)
     if isinstance(keys, KeySet):
         key_set = keys
     else:

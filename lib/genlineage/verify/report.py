@@ -21,6 +21,7 @@ from matplotlib.figure import Figure  # no pyplot: the report never touches the 
 from PIL import Image
 
 from ..io import atomic_path, write_text
+from ..outdir import check_output_folder, staged_output
 from .core import Verdict
 from .report_html import write_html
 
@@ -437,8 +438,18 @@ def _markdown(v: Verdict, facts: list[tuple[str, str]], keys: list[dict], figure
 
 def write_report(v: Verdict, out: str | Path, max_images: int = 30) -> Path:
     """Write ``verdict.json``, ``report.md``, ``report.html``, ``rd_histogram.png`` (the statistic's
-    figure) and ``pairs/`` into ``out``; the path of ``report.md``."""
-    out = Path(out)
+    figure) and ``pairs/`` into ``out``; the path of ``report.md``. ``out`` must be new, empty or
+    an earlier verify's output (:mod:`genlineage.outdir`); the files are written beside it and moved
+    in together, so a failure leaves ``out`` as it was and a link planted in it is never followed."""
+    final = Path(out)
+    check_output_folder(final, "verify", [])
+    with staged_output(final, "verify") as stage:
+        _write_report_files(v, stage, max_images)
+    return final / "report.md"
+
+
+def _write_report_files(v: Verdict, out: Path, max_images: int) -> None:
+    """The report's files, into the fresh folder ``out``."""
     (out / "pairs").mkdir(parents=True, exist_ok=True)
     write_text(out / "verdict.json", json.dumps(v.to_json(), indent=2, default=float) + "\n")
     figure_alt = write_figure(v, out / FIGURE)
@@ -448,4 +459,3 @@ def write_report(v: Verdict, out: str | Path, max_images: int = 30) -> Path:
                mismatch=mismatch_note(v), facts=facts, figure_png=(out / FIGURE).read_bytes(), figure_alt=figure_alt,
                figure_heading=figure_heading(v), keys=keys, key_heading=key_heading(v, len(keys)), key_note=KEY_NOTE,
                settings=v.settings)
-    return out / "report.md"

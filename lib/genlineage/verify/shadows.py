@@ -42,6 +42,7 @@ from ..generation import GenerationCache, generate_cached
 from ..io import atomic_path, derive_seed
 from ..jobs import executor_for, run_jobs
 from ..models.pipeline_io import OWNER, fingerprint, load_pipeline
+from ..outdir import check_output_folder, created_output
 from ..training.finetune import finetune_folder
 from .suspect import check_sd_pipeline
 
@@ -158,16 +159,18 @@ def build_shadows(base: str | Path, data: str | Path, source_data: str | Path, o
                          "pairs or a smaller --n-samples.")
     rows = plan_shadows(innocent, infringing, list(rhos), n, how, seed)
     out = Path(out)
+    check_output_folder(out, "shadows", [("base", base), ("source model", source), ("data", data),
+                                         ("source data", source_data)])
     override = {"lora_rank": int(lora_rank)} if lora_rank else {}
     settings = {"profile": P, "base": str(base), "source": str(source) if source else None, "data": str(data),
                 "out": str(out), "train_override": override}
-    out.mkdir(parents=True, exist_ok=True)
-    jobs = [{"row": row, "settings": settings} for row in rows]
-    paths = run_jobs("genlineage.verify.shadows.build_shadow", jobs, P.run.parallel_jobs, P.run.threads_per_job,
-                     desc="shadows" if progress else None, executor=executor_for(P.run))
-    table = pd.DataFrame(rows).assign(path=paths, method=how, base=str(base))
-    write_manifest(out, table, {"base": str(base), "source": settings["source"], "data": str(data),
-                                "source_data": str(source_data), "profile": P.name, "seed": int(seed)})
+    with created_output(out, "shadows"):  # a failed first run leaves no --out; a re-run resumes an earlier one
+        jobs = [{"row": row, "settings": settings} for row in rows]
+        paths = run_jobs("genlineage.verify.shadows.build_shadow", jobs, P.run.parallel_jobs, P.run.threads_per_job,
+                         desc="shadows" if progress else None, executor=executor_for(P.run))
+        table = pd.DataFrame(rows).assign(path=paths, method=how, base=str(base))
+        write_manifest(out, table, {"base": str(base), "source": settings["source"], "data": str(data),
+                                    "source_data": str(source_data), "profile": P.name, "seed": int(seed)})
     return table
 
 
