@@ -57,7 +57,8 @@ def _timed(fn: Callable[[], None], repeats: int) -> float:
     return best
 
 
-def bare_train_steps(components: SDComponents, images: np.ndarray, captions: list[str], steps: int, batch: int, lr: float) -> None:
+def bare_train_steps(components: SDComponents, images: np.ndarray, captions: list[str], steps: int, batch: int,
+                     lr: float) -> None:
     """The diffusers-example loop: VAE and text encoder run on every batch."""
     unet, vae, te = components.unet, components.vae, components.text_encoder
     unet.train().requires_grad_(True)
@@ -112,7 +113,8 @@ def measure(components: SDComponents, images: np.ndarray, captions: list[str], t
     results = [
         Measurement("fine-tuning", "genlineage", threads, steps / _timed(ours_train, repeats), "steps/s"),
         Measurement("fine-tuning", "bare diffusers loop", threads,
-                    steps / _timed(lambda: bare_train_steps(components, images, captions, steps, cfg.batch, cfg.lr), repeats), "steps/s"),
+                    steps / _timed(lambda: bare_train_steps(components, images, captions, steps, cfg.batch, cfg.lr), repeats),
+                    "steps/s"),
         Measurement("generation", "genlineage", threads,
                     n_images / _timed(lambda: generate(components, prompts, seeds, gen), repeats), "images/s"),
         Measurement("generation", "StableDiffusionPipeline", threads,

@@ -205,7 +205,8 @@ def check(arch: Architecture, size: int, train_steps: int, n_images: int, gen_st
     rows = [{"model": arch.name, "what": "fine-tune: genlineage engine (checkpoint + resume)",
              **engine_training(folder, images, train, device, folder.with_name(folder.name + "_work"))},
             {"model": arch.name, "what": "fine-tune: bare PyTorch loop", **bare_training(folder, images, train, device)},
-            {"model": arch.name, "what": "generate: genlineage engine", **engine_generation(folder, gen, n_images, device, dtype)},
+            {"model": arch.name, "what": "generate: genlineage engine",
+             **engine_generation(folder, gen, n_images, device, dtype)},
             {"model": arch.name, "what": "generate: diffusers StableDiffusionPipeline",
              **diffusers_generation(folder, gen, n_images, device, dtype)}]
     return rows

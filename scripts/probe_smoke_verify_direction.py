@@ -1,10 +1,11 @@
 """Probe: do smoke-sized pipelines, fine-tuned in seconds, show the direction of ``genlineage verify``?
 
-Why it exists: to check whether smoke-profile models show the direction of the tool's verdict (docs/method.md#the-model-owners-tool). This builds the
-test suite's smoke base (tests/conftest.py), a source fine-tuned on six pattern pairs, its six
-Strategy-2 keys, two rho = 1 suspects fine-tuned from the base on the source's generations for the
-key prompts, and four innocent models fine-tuned on unrelated pairs, then prints each model's mean
-reconstruction distance over the keys (the statistic of the tool's shadow null).
+Why it exists: to check whether smoke-profile models show the direction of the tool's verdict
+(docs/method.md#the-model-owners-tool). This builds the test suite's smoke base (tests/conftest.py),
+a source fine-tuned on six pattern pairs, its six Strategy-2 keys, two rho = 1 suspects fine-tuned
+from the base on the source's generations for the key prompts, and four innocent models fine-tuned
+on unrelated pairs, then prints each model's mean reconstruction distance over the keys (the
+statistic of the tool's shadow null).
 
     .venv/bin/python scripts/probe_smoke_verify_direction.py SOURCE_STEPS SUSPECT_STEPS LR [WORKDIR]
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genlineage.conf import (calibrate_delta0, conf, conf_table, delta_grid, mean_conf, rd_distribution, rds_by_model,
+from genlineage.confidence import (calibrate_delta0, conf, conf_table, delta_grid, mean_conf, rd_distribution, rds_by_model,
                              shadow_rds)
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genlineage.experiments.claims import (UNTESTABLE, all_of, as_sensitivity, claim, untestable, figure6_claims, figure7_claims, inheritance_claims,
-                                           memorisation_claims, table1_claims, table2_claims, verdict_tally)
+from genlineage.experiments.claims import (UNTESTABLE, all_of, as_sensitivity, claim, untestable, figure6_claims, figure7_claims,
+                                           inheritance_claims, memorisation_claims, table1_claims, table2_claims, verdict_tally)
 from genlineage.intervals import HELD, INCONCLUSIVE, NOT_HELD, NOT_JUDGED
 
 SOURCES = ["v1", "v1-cc3m", "v1-celeba", "v2", "v2-cc3m", "v2-celeba"]
@@ -137,7 +137,8 @@ def test_figure6_noisy_margin_is_inconclusive():
 def test_a_level_the_worlds_coverage_caps_is_untestable_and_a_covered_one_is_judged():
     """Infringers that saw near-copies of a tenth of their keys cannot show conf 0.6 over innocents."""
     def coverage(share: float) -> pd.DataFrame:
-        return pd.DataFrame({"rho": [0.3] * 4 + [1.0] * 4, "covered_keys": [share, share + 0.02, share - 0.02, share, 1, 1, 1, 1]})
+        return pd.DataFrame({"rho": [0.3] * 4 + [1.0] * 4,
+                             "covered_keys": [share, share + 0.02, share - 0.02, share, 1, 1, 1, 1]})
 
     capped = figure6_claims(_confs(GOOD, INNOCENT), "calibrated", key_coverage=coverage(0.1))
     assert _held(capped, "Strategy 2 conf > 0.6") == UNTESTABLE
@@ -172,7 +173,8 @@ def _planted_models(gap: float, replicates=(0, 1, 2), n_keys: int = 10, seed: in
     rng = np.random.default_rng(seed)
     models, rows = [], []
     for rep in replicates:
-        plan = [("evaluated", 1.0, "i"), ("evaluated", 0.0, "a"), ("evaluated", 0.0, "b"), ("shadow", 1.0, "s"), ("shadow", 0.0, "t")]
+        plan = [("evaluated", 1.0, "i"), ("evaluated", 0.0, "a"), ("evaluated", 0.0, "b"),
+                ("shadow", 1.0, "s"), ("shadow", 0.0, "t")]
         for role, rho, tag in plan:
             name = f"{source}-m{tag}{rep}"
             models.append({"name": name, "source": source, "role": role, "lineage": "same", "base": "v1", "rho": rho,
@@ -183,8 +185,8 @@ def _planted_models(gap: float, replicates=(0, 1, 2), n_keys: int = 10, seed: in
     return pd.DataFrame(models), pd.DataFrame(rows)
 
 
-PROFILE = {"attribution": {"key_seeds": [1000, 1001], "query_seeds": [0, 1], "n_keys": 10, "main_strategy": "generation", "delta0": 0.15,
-                           "delta0_grid": {"start": 0.1, "stop": 0.25, "step": 0.01}}}
+PROFILE = {"attribution": {"key_seeds": [1000, 1001], "query_seeds": [0, 1], "n_keys": 10, "main_strategy": "generation",
+                           "delta0": 0.15, "delta0_grid": {"start": 0.1, "stop": 0.25, "step": 0.01}}}
 
 
 def test_inheritance_from_planted_models_both_directions():
@@ -315,7 +317,8 @@ def test_table1_bounds_that_the_models_cannot_reach_are_untestable():
     t = table1_claims(_t1({"accuracy": 0.9, "auc": 0.85, "tpr@10%fpr": 0.75}, {"accuracy": 1.0, "auc": 1.0, "tpr@10%fpr": 1.0},
                           n_models=18, n_infringing=12)).set_index("paper's claim")
     assert t.held["accuracy > 85% for every source"] == UNTESTABLE
-    assert "0.815" in t.ours["accuracy > 85% for every source"] and "at least 23 such models" in t.ours["accuracy > 85% for every source"]
+    assert "0.815" in t.ours["accuracy > 85% for every source"]
+    assert "at least 23 such models" in t.ours["accuracy > 85% for every source"]
     assert t.held["AUC > 0.8 for every source"] == UNTESTABLE
     assert t.held["TPR@10%FPR > 0.7 for every source"] == HELD
 

@@ -35,13 +35,15 @@ def test_help_shows_the_default_of_every_option_that_has_one(command):
     sub = build_parser()[1][command]
     text = _flat(sub.format_help())
     with_default = [a for a in sub._actions if _has_default(a)]
-    expected = {"verify": {"--strategy", "--target-fpr", "--profile", "--out"},
+    expected = {"verify": {"--strategy", "--profile", "--out"},  # --target-fpr and --statistic: the profile's
                 "shadows": {"--innocent", "--infringing", "--rhos", "--seed", "--profile"}}[command]
     assert {a.option_strings[0] for a in with_default} == expected
     for action in with_default:
         own = _flat(sub._get_formatter()._expand_help(action))  # this option's help as --help prints it
         assert own.endswith(f"(default: {action.default})"), (action.option_strings, own)
         assert own in text, action.option_strings
+    if command == "verify":  # one home for the owner's level: the profile's verify.target_fpr
+        assert "(default: the profile's verify.target_fpr, 0.05 for tiny)" in text
     profile = next(a for a in sub._actions if "--profile" in a.option_strings)
     assert profile.default == "tiny" and "(default: tiny)" in text
 
@@ -121,7 +123,8 @@ def test_a_suspect_callable_file_must_exist_and_a_lora_must_be_a_file(tmp_path):
     assert precheck_verify(_namespace(callable_args)) == [
         f"--suspect-callable {tmp_path / 'api.py'}:generate: the file {tmp_path / 'api.py'} does not exist; write it "
         "as path/to/file.py:function or module:function."]
-    lora_args = args[:i] + ["--suspect-lora", str(tmp_path / "suspect"), "--suspect-base", str(tmp_path / "source")] + args[i + 2:]
+    lora_args = (args[:i] + ["--suspect-lora", str(tmp_path / "suspect"), "--suspect-base", str(tmp_path / "source")]
+                 + args[i + 2:])
     assert precheck_verify(_namespace(lora_args)) == [
         f"--suspect-lora {tmp_path / 'suspect'} is not a file; pass the LoRA's weights file "
         "(pytorch_lora_weights.safetensors)."]

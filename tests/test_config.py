@@ -24,7 +24,8 @@ EXTRA = {"smoke": {"about"}, "tiny_full": set(), "tyres": {"about"},
          "paper": {"data.domains.celeba.root", "data.domains.cc3m.root", "models.bases.v1.path", "models.bases.v2.path",
                    "suspicious.train.mixed_precision", "suspicious.train.gradient_checkpointing",
                    "generation.image_size", "training.finetune.frozen_dtype", "training.finetune.encode_batch",
-                   "suspicious.train.frozen_dtype", "suspicious.train.encode_batch", "suspicious.lora.lr"}}
+                   "suspicious.train.frozen_dtype", "suspicious.train.encode_batch", "suspicious.lora.lr",
+                   "models.keep_finetuned"}}
 EXTRA["paper_full"] = EXTRA["paper"]  # the paper's full grid: the paper profile with larger counts
 # What a profile drops with a null (a base, a domain): every key below it may be absent.
 DROPPED = {"tyres": ("models.bases.v1.", "data.domains.celeba.")}
@@ -107,3 +108,19 @@ def test_a_profile_drops_a_base_or_a_domain_with_null_and_keeps_null_values(tmp_
     assert tyres.run.figures_dir is None and "not the reproduction" in tyres.run.about
     assert sorted(load_profile("tiny").models.bases) == ["v1", "v2"], "the parent is untouched"
     assert "tests only" in load_profile("smoke").run.about and load_profile("tiny").run.about is None
+
+
+def test_a_misspelt_fine_tune_key_is_refused_when_the_profile_loads():
+    """suspicious.train and suspicious.lora are merged over training.finetune late; load_profile
+    builds the merged configs, so a typo stops the run before any stage, naming the key."""
+    with pytest.raises(InputError, match="lrr"):
+        load_profile("smoke", {"suspicious": {"train": {"lrr": 1e-3}}})
+    with pytest.raises(InputError, match="lora_rnk"):
+        load_profile("smoke", {"suspicious": {"lora": {"lora_rnk": 8}}})
+
+
+def test_fp16_storage_is_refused_where_the_profile_draws_in_float32():
+    """fp16 copies draw the same images only when inference is in float16: refused at load otherwise."""
+    with pytest.raises(InputError, match="keep_finetuned|fp16|float16"):
+        load_profile("smoke", {"models": {"keep_finetuned": "fp16"}})
+    assert load_profile("paper").models.keep_finetuned == "none"

@@ -128,7 +128,8 @@ def test_scene_hidden_details_change_image_not_caption():
         obj["x"] += 0.05
         obj["angle"] += 40
     moved["hidden"]["bg_jitter"] = [v + 25 for v in a["hidden"]["bg_jitter"]]
-    assert scenes_mod.scene_caption_for(a, np.random.default_rng(1)) == scenes_mod.scene_caption_for(moved, np.random.default_rng(1))
+    assert (scenes_mod.scene_caption_for(a, np.random.default_rng(1))
+            == scenes_mod.scene_caption_for(moved, np.random.default_rng(1)))
     diff = np.abs(scenes_mod.render_scene(a, 32).astype(float) - scenes_mod.render_scene(moved, 32).astype(float))
     assert diff.mean() > 5
 

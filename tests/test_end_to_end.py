@@ -27,7 +27,7 @@ from genlineage.experiments.instance_tables import deltas, table2, table2_per_mo
 from genlineage.experiments.statistical_attribution import score_models, table1
 from genlineage.experiments.suspicious_models import build_suspicious_models
 from genlineage.experiments.world_grid import choose_world
-from genlineage.config import WORLD_FILE
+from genlineage.config import WORLD_FILE, Profile
 from genlineage.models.pipeline_io import load_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
@@ -136,9 +136,7 @@ def _stale(profile) -> set[str]:
     return {p.relative_to(profile.data_root).as_posix() for p in stale(_all_results(profile))}
 
 
-def _changed(P, dotted: str, value) -> "Profile":
-    from genlineage.config import Profile
-
+def _changed(P, dotted: str, value) -> Profile:
     other = copy.deepcopy(dict(P))
     *path, last = dotted.split(".")
     node = other
@@ -205,11 +203,13 @@ def test_changing_an_input_redoes_exactly_the_work_that_depends_on_it(P):
             | {mem("v1", "celeba", "source")}, "a source's weights"
     with _edited(root / "models" / "base_v1" / "unet" / "diffusion_pytorch_model.safetensors", flip_last):
         assert _stale(P) == {"models/v1_celeba", "models/v1_cc3m"} | ts(generated[generated.source == "v1"]) \
-            | mdl(M[M.base == "v1"]) | mdl(N[N.base == "v1"]) | keys(["v1"], ["detection", "generation"]) | keys(["v1-cc3m", "v1-celeba"], ["generation"]) \
+            | mdl(M[M.base == "v1"]) | mdl(N[N.base == "v1"]) | keys(["v1"], ["detection", "generation"]) \
+            | keys(["v1-cc3m", "v1-celeba"], ["generation"]) \
             | {mem("v1", "celeba", "base"), mem("v1", "cc3m", "base")}, "a base's weights"
     caption = lambda b: b.replace(b'"text": "', b'"text": "an edited ', 1)  # noqa: E731
     with _edited(root / "datasets" / "celeba_source" / "metadata.jsonl", caption):
-        assert _stale(P) == {"models/v1_celeba", "models/v2_celeba"} | keys(["v1-celeba", "v2-celeba"], ["detection", "generation", "random"]) \
+        assert _stale(P) == {"models/v1_celeba", "models/v2_celeba"} \
+            | keys(["v1-celeba", "v2-celeba"], ["detection", "generation", "random"]) \
             | {mem(b, "celeba", k) for b in ("v1", "v2") for k in ("source", "base")}, "the candidates (a source set)"
     with _edited(root / "datasets" / "celeba_suspicious_pool" / "metadata.jsonl", caption):
         assert _stale(P) == ts(M[M.pool == "celeba_suspicious_pool"]), "a pool"
@@ -338,7 +338,8 @@ def test_a_killed_run_resumes_to_the_same_tables(smoke_root, tmp_path):
     for name in ("per_sample.csv", "models.csv"):
         a = pd.read_csv(killed / "smoke" / "results" / "04_attribution" / name)
         b = pd.read_csv(complete / "results" / "04_attribution" / name)
-        pd.testing.assert_frame_equal(a.drop(columns=[c for c in a if "path" in c]), b.drop(columns=[c for c in b if "path" in c]))
+        pd.testing.assert_frame_equal(a.drop(columns=[c for c in a if "path" in c]),
+                                      b.drop(columns=[c for c in b if "path" in c]))
     assert not list((killed / "smoke").rglob("*.part")), "no partial file is left under any name a stage reads"
 
 

@@ -333,7 +333,8 @@ HOSTILE = [
     pytest.param(shard_pickle, "not .safetensors", id="shard-index-names-bin"),
     pytest.param(shard_missing, "which is not in", id="shard-index-missing-shard"),
     pytest.param(shard_no_weight_map, "without a 'weight_map'", id="shard-index-no-weight-map"),
-    pytest.param(pickle_file("unet/diffusion_pytorch_model.bin"), "pickle weights.*never loads", id="pickle-bin-beside-safetensors"),
+    pytest.param(pickle_file("unet/diffusion_pytorch_model.bin"), "pickle weights.*never loads",
+                 id="pickle-bin-beside-safetensors"),
     pytest.param(pickle_file("text_encoder/pytorch_model.pt"), "pickle weights", id="pickle-pt"),
     pytest.param(pickle_file("vae/weights.pth"), "pickle weights", id="pickle-pth"),
     pytest.param(pickle_file("model.ckpt"), "pickle weights", id="pickle-ckpt-at-root"),
@@ -351,9 +352,12 @@ HOSTILE = [
     pytest.param(sparse_vocab, "refused unread", id="sparse-4GB-tokenizer-vocab"),
     pytest.param(sparse_merges, "refused unread", id="sparse-tokenizer-merges"),
     pytest.param(sparse_unknown_suffix, "refused unread", id="sparse-64GB-file-of-unknown-kind"),
-    pytest.param(_set("unet/config.json", "auto_map", {"AutoModel": "evil.Model"}), "remote or custom code", id="remote-auto-map"),
-    pytest.param(_set("text_encoder/config.json", "trust_remote_code", True), "remote or custom code", id="remote-trust-remote-code"),
-    pytest.param(_set("model_index.json", "custom_pipeline", "evil_pipeline"), "remote or custom code", id="remote-custom-pipeline"),
+    pytest.param(_set("unet/config.json", "auto_map", {"AutoModel": "evil.Model"}), "remote or custom code",
+                 id="remote-auto-map"),
+    pytest.param(_set("text_encoder/config.json", "trust_remote_code", True), "remote or custom code",
+                 id="remote-trust-remote-code"),
+    pytest.param(_set("model_index.json", "custom_pipeline", "evil_pipeline"), "remote or custom code",
+                 id="remote-custom-pipeline"),
     pytest.param(remote_code_padded, "remote or custom code", id="remote-code-padded-past-1MB"),
     pytest.param(_set("tokenizer/tokenizer_config.json", "fast_tokenizer_files", ["../../elsewhere/tokenizer.1.json"]),
                  "not a file of", id="tokenizer-file-dotdot"),
@@ -366,8 +370,10 @@ HOSTILE = [
     pytest.param(_set("text_encoder/config.json", "_attn_implementation", "my_kernel"),
                  "not one of transformers' own attention", id="attention-unknown-private-key"),
     pytest.param(remote_code_escaped, "remote or custom code", id="remote-code-unicode-escaped-key"),
-    pytest.param(_set("model_index.json", "_class_name", "MyEvilPipeline"), "'MyEvilPipeline', not a Stable-Diffusion", id="custom-pipeline-class"),
-    pytest.param(_set("model_index.json", "unet", ["evil_library", "UNet"]), "from another library", id="component-other-library"),
+    pytest.param(_set("model_index.json", "_class_name", "MyEvilPipeline"), "'MyEvilPipeline', not a Stable-Diffusion",
+                 id="custom-pipeline-class"),
+    pytest.param(_set("model_index.json", "unet", ["evil_library", "UNet"]), "from another library",
+                 id="component-other-library"),
     pytest.param(component_bad_name, "not a plain folder name", id="component-name-is-a-path"),
     pytest.param(component_bad_class, "from another library", id="component-class-not-an-identifier"),
     pytest.param(duplicate_key, "twice", id="config-duplicate-key"),
@@ -500,8 +506,10 @@ def test_inside_links_and_legitimate_shards_pass(folder):
 
 
 def _tok_config(pad: str = "<|endoftext|>") -> dict:
-    token = lambda text: {"__type": "AddedToken", "content": text, "lstrip": False, "normalized": True,
-                          "rstrip": False, "single_word": False}
+    def token(text: str) -> dict:
+        return {"__type": "AddedToken", "content": text, "lstrip": False, "normalized": True,
+                "rstrip": False, "single_word": False}
+
     return {"add_prefix_space": False, "bos_token": token("<|startoftext|>"), "do_lower_case": True,
             "eos_token": token("<|endoftext|>"), "errors": "replace", "model_max_length": 77,
             "name_or_path": "openai/clip-vit-large-patch14", "pad_token": pad,
@@ -573,7 +581,8 @@ def _published(name: str) -> dict[str, dict]:
             "model_index.json": {"_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.10.0.dev0",
                                  "feature_extractor": ["transformers", "CLIPImageProcessor"], "requires_safety_checker": False,
                                  "safety_checker": [None, None], "scheduler": ["diffusers", "DDIMScheduler"],
-                                 "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"],
+                                 "text_encoder": ["transformers", "CLIPTextModel"],
+                                 "tokenizer": ["transformers", "CLIPTokenizer"],
                                  "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"]},
             "unet/config.json": _unet([5, 10, 20, 20], [320, 640, 1280, 1280], 1024, 96, SD1_DOWN, SD1_UP,
                                       dual_cross_attention=False, num_class_embeds=None, only_cross_attention=False,
@@ -624,7 +633,8 @@ def _build_published(root: Path, name: str) -> Path:
         (tok / "special_tokens_map.json").write_text(json.dumps({"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>"}))
         (tok / "tokenizer.json").write_text(json.dumps({"model": {"type": "BPE", "vocab": vocab}, "padding": None}))
     for component in [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("tokenizer", "scheduler", "feature"))]:
-        weights = "model.safetensors" if component.name.startswith(("text_encoder", "safety")) else "diffusion_pytorch_model.safetensors"
+        weights = ("model.safetensors" if component.name.startswith(("text_encoder", "safety"))
+                   else "diffusion_pytorch_model.safetensors")
         tensors = {"w": torch.zeros(4, 4), "h": torch.zeros(3, dtype=torch.float16)}
         if component.name.startswith("text_encoder"):
             tensors["text_model.embeddings.position_ids"] = torch.arange(77).unsqueeze(0)

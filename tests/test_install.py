@@ -37,7 +37,8 @@ def test_conda_environment_installs_the_same_pins():
 
 
 def test_nodeps_file_is_pinned_and_installed_by_both_paths():
-    lines = [l.strip() for l in (REPO / "requirements-nodeps.txt").read_text().splitlines() if l.strip() and not l.startswith("#")]
+    lines = [line.strip() for line in (REPO / "requirements-nodeps.txt").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
     assert lines == ["invisible-watermark==0.2.0"]
     assert "--no-deps -r requirements-nodeps.txt" in (REPO / "scripts" / "setup.sh").read_text()
     assert "--no-deps -r requirements-nodeps.txt" in (REPO / "environment.yml").read_text()

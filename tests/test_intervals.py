@@ -61,7 +61,10 @@ def test_truncation_keeps_the_coverage_of_a_share():
     plain = [t_interval(d) for d in draws]
     assert any(iv.low < 0 for iv in plain)
     assert all(0.0 <= iv.low and iv.high <= 1.0 for iv in truncated if np.isfinite(iv.low))
-    cover = lambda ivs: np.mean([iv.low <= 0.1 <= iv.high for iv in ivs])
+
+    def cover(ivs) -> float:
+        return np.mean([iv.low <= 0.1 <= iv.high for iv in ivs])
+
     assert cover(truncated) == cover(plain)
 
 

@@ -8,14 +8,15 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from genlineage.cache import Result
+from genlineage.cache import Result, content_id
 from genlineage.errors import InputError
 from genlineage.generation import GenerationCache, GenerationConfig, generate, generate_cached
 from genlineage.models import storage
-from genlineage.models.gate import check_safetensors_header
+from genlineage.models.gate import COMPONENTS, check_safetensors_header
 from genlineage.models.pipeline_io import OWNER, fingerprint, folder_image_size, load_pipeline
 from genlineage.training.finetune import finetune_folder, finetune_result
 from genlineage.training.sd import TrainConfig
@@ -69,7 +70,8 @@ def test_fp16_halves_the_unet_keeps_the_links_and_the_identity_and_loads_as_it_w
     assert storage.owned_bytes(folder) - record_bytes == record.bytes_after < before - 0.45 * unet_bytes
     assert record.bytes_before == before and record.files == (str(half.relative_to(folder)),)
     assert os.stat(folder / "vae" / "diffusion_pytorch_model.safetensors").st_ino == vae_inode, "still the base's file"
-    assert storage.folder_identity(folder) == identity != fingerprint(folder), "the recorded identity, not the bytes'"
+    assert storage.folder_identity(folder) == identity == fingerprint(folder), "the recorded identity, not the bytes'"
+    assert content_id(folder, parts=COMPONENTS) != identity
     assert storage.compact_fp16(folder) == record, "idempotent"
     # at float16 inference the weights are bit for bit what the fp32 folder gives; at float32, within fp16's rounding
     assert all(torch.equal(a, b) for a, b in zip(_state(folder, torch.float16).values(),
@@ -189,3 +191,114 @@ def test_the_paper_plan_fits_200_gb_only_when_queried_models_keep_their_recipe()
     assert "921.9 GB if every model were kept in fp32" in none.sentence() and "recipe and stamp" in none.sentence()
     at_fp32 = storage.model_disk(policy="none", **{**counts, "inference_dtype": "float32"})
     assert at_fp32.kept_gb == pytest.approx(none.kept_gb + 4 * 1.72), "sources stay fp32 where fp16 is not exact"
+
+
+# --- stage 03 under models.keep_finetuned: none, at the smallest scale ------------------------------
+
+def _profile_keeping(policy: str, monkeypatch):
+    """The smoke profile keeping ``policy`` (profile key ``models.keep_finetuned``)."""
+    from genlineage.config import load_profile
+
+    return load_profile("smoke", {"models": {"keep_finetuned": policy}})
+
+
+def _keys(profile, source: str, strategy: str) -> None:
+    from genlineage.experiments.instance_attribution import keys_dir
+    from genlineage.keys import KeySet
+
+    rng = np.random.default_rng(len(strategy))
+    KeySet(strategy=strategy, prompts=CAPTIONS[:3], references=rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8),
+           indices=[0, 1, 2], scores=np.zeros(3),
+           meta={"seeds": list(profile.attribution.key_seeds)}).save(keys_dir(profile, source, strategy))
+
+
+@pytest.fixture()
+def stage03(saved_pipeline, tmp_path, monkeypatch) -> dict:
+    """What stage 03 needs of one evaluated model, built from the test configs (no smoke run): the
+    base and a source (tiny pipelines), the domain's pool and held-out pairs, the source's three key
+    sets, a one-row manifest, under a profile that keeps only recipes."""
+    from genlineage import layout
+    from genlineage.data.imagefolder import write_imagefolder
+    from genlineage.experiments.suspicious_models import write_manifest
+    from genlineage.models.pipeline_io import save_pipeline
+
+    from conftest import make_components
+
+    monkeypatch.setenv("GENLINEAGE_DATA", str(tmp_path / "data"))
+    profile = _profile_keeping("none", monkeypatch)
+    base, source = layout.base_dir(profile, "v1"), layout.source_dir(profile, "v1", "celeba")
+    shutil.copytree(saved_pipeline, base)
+    save_pipeline(make_components(seed_offset=1), source, {"role": "source"})
+    rng = np.random.default_rng(0)
+    for role, n in (("suspicious_pool", 6), ("heldout", 6)):
+        write_imagefolder(layout.datasets_dir(profile) / f"celeba_{role}",
+                          ((rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), CAPTIONS[-1 - i], {"id": f"{role}{i}"})
+                           for i in range(n)))
+    for strategy in ("detection", "generation", "random"):
+        _keys(profile, "v1-celeba", strategy)
+    name = "v1-celeba__evaluated__same__rho0__r0__s0"
+    row = {"name": name, "source": "v1-celeba", "source_path": str(source), "source_base": "v1", "domain": "celeba",
+           "role": "evaluated", "lineage": "same", "base": "v1", "base_path": str(base), "rho": 0.0, "label": 0,
+           "replicate": 0, "n_samples": 4, "seed": 11, "pool": "celeba_suspicious_pool",
+           "path": str(layout.models_dir(profile) / "suspicious" / name)}
+    write_manifest(profile, pd.DataFrame([row]))
+    return {"profile": profile, "row": row, "out": tmp_path / "verify"}
+
+
+def test_under_none_stage_03_queries_then_prunes_and_every_later_read_is_cached(stage03, monkeypatch):
+    from genlineage import layout
+    from genlineage.experiments import suspicious_models
+    from genlineage.experiments.instance_attribution import STRATEGIES, keys_dir, query_model, query_result
+    from genlineage.keys import KeySet, profile_seeds
+    from genlineage.models.pipeline_io import load_model
+    from genlineage.reconstruction import reconstruct
+    from genlineage.verify import verify
+    from genlineage.verify.suspect import PipelineSuspect
+
+    profile, row = stage03["profile"], stage03["row"]
+    folder = Path(row["path"])
+    whole = {}
+    real_release = storage.release
+
+    def seen_whole(path, *args, **kwargs):  # the identity the fp32 weights give, just before the release
+        whole["identity"] = fingerprint(path)
+        return real_release(path, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "release", seen_whole)
+    suspicious_models.build_suspicious_model(profile, row)
+
+    assert storage.is_pruned(folder) and storage.disk_bytes(folder) <= storage.STUB_BYTES
+    assert fingerprint(folder) == whole["identity"], "the pruned folder keeps the identity of its weights"
+    assert suspicious_models.model_result(profile, row).fresh(), "stage 03 would not retrain it"
+    answers = query_result(profile, row)
+    assert answers.fresh() and query_model(profile, row)["per_model"] == str(answers.path), "stage 04 reads its answers"
+    model = load_model(profile, folder)
+    assert isinstance(model, storage.CachedOnlyModel)
+    cfg, cache = profile.generation, GenerationCache(layout.generation_cache_dir(profile))
+    _, seeds = profile_seeds(profile)
+    table = pd.read_csv(answers.path)
+    for strategy in STRATEGIES:  # every key's RD, read back from the cache without weights
+        keys = KeySet.load(keys_dir(profile, row["source"], strategy))
+        rd = reconstruct(model, keys.prompts, keys.references, seeds, cfg, cache, profile.attribution.distance).distance
+        assert np.allclose(rd, table[table.strategy == strategy].sort_values("rank").rd.to_numpy())
+    # stage 08: the owner's tool judges the pruned suspect from the cache (keys and its control pairs)
+    v = verify(row["source_path"], folder, keys=keys_dir(profile, row["source"], "generation"),
+               controls=layout.datasets_dir(profile) / "celeba_heldout", profile=profile, out=stage03["out"],
+               progress=False, cache_dir=layout.generation_cache_dir(profile))
+    assert v.verdict in ("infringing", "not shown") and v.queries > 0
+    with pytest.raises(InputError, match="keeps only its recipe and stamp"):
+        PipelineSuspect(folder, cfg, layout.generation_cache_dir(profile)).generate(["never asked"], [5], 32, False)
+
+
+def test_under_full_stage_03_writes_what_it_wrote_before(stage03, monkeypatch):
+    """The tiny and smoke profiles keep every model whole: no record, the weights' own identity, and
+    nothing of stage 04 asked in stage 03."""
+    from genlineage.experiments.instance_attribution import query_result
+    from genlineage.experiments.suspicious_models import build_suspicious_model, is_released
+
+    monkeypatch.setattr(storage, "profile_policy", lambda profile: "full")
+    profile, row = stage03["profile"], stage03["row"]
+    folder = Path(build_suspicious_model(profile, row))
+    assert not is_released(profile, row) and not (folder / storage.RECORD).exists() and (folder / UNET).is_file()
+    assert fingerprint(folder) == content_id(folder, parts=COMPONENTS)
+    assert not query_result(profile, row).path.exists(), "stage 04's queries wait for stage 04"

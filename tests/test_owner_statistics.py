@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genlineage.conf import calibrate_delta0, delta_grid
+from genlineage.confidence import calibrate_delta0, delta_grid
 from genlineage.verify import null
 from genlineage.verify.statistics import (STATISTICS, StatisticSettings, Unit, calibrated_delta0, chosen_statistic,
                                           conformal_test, get_statistic, ideal_unit, primary_p, Reference,

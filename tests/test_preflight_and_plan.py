@@ -165,3 +165,23 @@ def test_the_executor_check_names_the_engine_and_where_it_runs(monkeypatch):
     monkeypatch.setenv("GENLINEAGE_RAY_ADDRESS", "head:6379")
     check = preflight.check_executor(load_profile("paper"))
     assert check.ok and "at head:6379; 1 GPU(s) a job, 2 retries" in check.detail
+
+
+def test_the_paper_plan_fits_200_gb_keeping_recipes_and_states_the_disk_without_the_saving():
+    """models.keep_finetuned: none: each of the 264 evaluated and shadow models keeps its recipe
+    once queried (one at a time in flight), the sources their fp16 weights."""
+    paper = load_profile("paper")
+    jobs, disk = cost_plan.cost_plan(paper)
+    models = cost_plan.finetuned_disk(paper, jobs)
+    assert models.policy == "none" and models.in_flight == 1
+    assert disk.gb.sum() <= 200 < disk.gb.sum() - models.kept_gb + models.full_gb
+    assert disk.set_index("kind").loc["fine-tuned models (keep_finetuned: none)", "gb"] == models.kept_gb
+    plan = cost_plan.format_plan(paper)
+    assert models.sentence() in plan and f"{models.full_gb:,.1f} GB if every model were kept in fp32" in plan
+    assert f"disk with every fine-tuned model kept in fp32: {disk.gb.sum() - models.kept_gb + models.full_gb:,.1f} GB" in plan
+
+
+def test_a_profile_keeping_every_model_plans_and_prints_as_before(smoke_profile):
+    jobs = cost_plan.plan_jobs(smoke_profile)
+    assert cost_plan.finetuned_disk(smoke_profile, jobs) is None, "smoke builds its bases: no size yet"
+    assert "keep_finetuned" not in cost_plan.format_plan(smoke_profile)

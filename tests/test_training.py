@@ -98,7 +98,8 @@ def test_a_finished_run_writes_no_final_checkpoint(random_images, tmp_path, monk
 
     saved = []
     real = sd._Checkpoint.save
-    monkeypatch.setattr(sd._Checkpoint, "save", lambda self, m, o, step, scaler=None: (saved.append(step), real(self, m, o, step, scaler))[1])
+    monkeypatch.setattr(sd._Checkpoint, "save",
+                        lambda self, m, o, step, scaler=None: (saved.append(step), real(self, m, o, step, scaler))[1])
     comp = make_components()
     cfg = TrainConfig(steps=4, batch=2, lr=1e-3, checkpoint_every=2)
     assert train_sd(comp, encode_dataset(comp, random_images, CAPTIONS), cfg, tmp_path / "w", progress=False)

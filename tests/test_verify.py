@@ -17,7 +17,7 @@ import pytest
 
 from conftest import CAPTIONS
 from genlineage.cli import main
-from genlineage.conf import calibrate_delta0, delta_grid, shadow_rds
+from genlineage.confidence import calibrate_delta0, delta_grid, shadow_rds
 from genlineage.config import load_profile
 from genlineage.data.imagefolder import ImageFolder, write_imagefolder
 from genlineage.errors import InputError
@@ -292,6 +292,18 @@ def test_check_settings_refuses_nonsense_numbers(tmp_path, given, expect):
         _run(tmp_path, **given)
 
 
+def test_the_target_fpr_has_one_home_the_profiles_verify_section(tmp_path):
+    """No level given: the profile's verify.target_fpr, the one default of the CLI, stage 08 and
+    notebook 10; a profile's own value is refused by the same range check as --target-fpr."""
+    from genlineage.config import load_profile
+
+    assert _run(tmp_path, target_fpr=None).alpha == P.verify.target_fpr == 0.05
+    other = load_profile("smoke", {"verify": {"target_fpr": 0.1}})
+    assert _run(tmp_path, target_fpr=None, profile=other).alpha == 0.1
+    with pytest.raises(InputError, match="strictly between 0 and 1"):
+        load_profile("smoke", {"verify": {"target_fpr": 1.0}})
+
+
 def test_check_models_accepts_callables_and_refuses_a_missing_null_before_writing(saved_pipeline, tmp_path):
     a, b = _stranger(1), _stranger(2)
     models = check_models(source=saved_pipeline, suspect=_stranger(0), suspect_name="s", innocent_shadows=[a, b],
@@ -324,7 +336,8 @@ def test_check_keys_takes_the_first_n_and_refuses_seeds_shared_with_the_queries(
     assert len(keys.key_set) == 4 and keys.key_set.prompts == CAPTIONS[:4] and keys.made_with == [1000, 1001]
     assert len(check_keys(_planted_keys(6), None, "generation", None, Path("source"), _run(tmp_path, n_keys=60)).key_set) == 6
     with pytest.raises(InputError, match="share"):
-        check_keys(_planted_keys(6, seeds=P["attribution"]["query_seeds"]), None, "generation", None, Path("source"), _run(tmp_path))
+        check_keys(_planted_keys(6, seeds=P["attribution"]["query_seeds"]), None, "generation", None, Path("source"),
+                   _run(tmp_path))
     with pytest.raises(InputError, match="no key samples"):
         check_keys(None, None, "generation", None, Path("source"), _run(tmp_path))
     with pytest.raises(InputError, match="is not a folder"):
@@ -681,7 +694,8 @@ def _copy(world, tmp_path) -> Path:
 def test_unsafe_or_wrong_suspects_are_refused(world, keys, tmp_path, capsys, case):
     folder = _copy(world, tmp_path)
     extra: list[str] = []
-    expect = {"missing": "does not exist", "not_diffusers": "no model_index.json", "other_architecture": "StableDiffusionXLPipeline",
+    expect = {"missing": "does not exist", "not_diffusers": "no model_index.json",
+              "other_architecture": "StableDiffusionXLPipeline",
               "pickle": "pickle weights", "symlink": "leads outside", "remote_code": "remote or custom code",
               "out_inside_suspect": "never writes into"}[case]
     if case == "missing":

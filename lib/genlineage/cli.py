@@ -96,6 +96,17 @@ def _profile(value: str) -> str | None:
     return f"--profile {value}: no such profile; choose one of {names}, or pass a YAML file path."
 
 
+def _level(flag: str, value: float) -> str | None:
+    """The profile's one range check of a target FPR, as a pre-check message (None: fine)."""
+    from .config import check_level
+
+    try:
+        check_level(value, flag)
+    except InputError as err:
+        return str(err)
+    return None
+
+
 def _positive(flag: str, value: float | int | None, what: str) -> str | None:
     if value is None or (math.isfinite(value) and value > 0):
         return None
@@ -128,9 +139,8 @@ def precheck_verify(args: argparse.Namespace) -> list[str]:
                             "path/to/file.py:function or module:function.")
     for flag, models in (("--innocent-shadow", args.innocent_shadow), ("--infringing-shadow", args.infringing_shadow)):
         problems += [_model(flag, m, "pass a shadow model's folder (as genlineage shadows wrote it)") for m in models]
-    if not 0 < args.target_fpr < 1:  # NaN fails too
-        problems.append(f"--target-fpr {args.target_fpr}: the target FPR must lie strictly between 0 and 1 "
-                        "(e.g. 0.01 for 1%).")
+    if args.target_fpr is not None:
+        problems.append(_level("--target-fpr", args.target_fpr))
     problems += [_positive("--n-keys", args.n_keys, "ask for at least 1 key sample"),
                  _positive("--budget", args.budget, "the query budget must be a positive number of images"),
                  _positive("--delta0", args.delta0, "the distance threshold must be a positive number (e.g. 0.15)"),
@@ -188,8 +198,8 @@ The suspect is queried with the captions of the source's key samples (training p
 memorised) under a few fixed query seeds; the reconstruction distance of each key is the closest
 of those generations to the key's reference image. The references are made with other seeds (the
 profile's attribution.key_seeds, recorded in the key set): a --keys set made with a query seed is
-refused, since a suspect asked at a reference's own seed would share its initial noise. A key is a hit when its distance is below delta0;
-conf is the share of hits. The p-value compares the suspect with an innocent null:
+refused, since a suspect asked at a reference's own seed would share its initial noise. A key is a hit
+when its distance is below delta0; conf is the share of hits. The p-value compares the suspect with an innocent null:
 
   with 2+ --innocent-shadow models  the suspect's mean distance over the keys against your innocent
                                     shadows' (Student-t prediction: their spread assumed normal);
@@ -274,21 +284,25 @@ def _verify_parser(sub) -> argparse.ArgumentParser:
     nul = p.add_argument_group("the innocent null (2+ innocent shadows, or controls)")
     nul.add_argument("--innocent-shadow", action="append", default=[], metavar="DIR",
                      help="an innocent shadow model you fine-tuned on data the source never generated (repeatable; "
-                          "at least 2; with ceil(1/A) - 1 or more their rank alone supports an infringing verdict, with no warning)")
+                          "at least 2; with ceil(1/A) - 1 or more their rank alone supports an infringing verdict, "
+                          "with no warning)")
     nul.add_argument("--infringing-shadow", action="append", default=[], metavar="DIR",
                      help="an infringing shadow model (repeatable): calibrates delta0, enables the discriminator")
     nul.add_argument("--controls", metavar="DIR",
-                     help="pairs of the source's domain it never trained on (image folder); the null when fewer than 2 innocent shadows are given")
+                     help="pairs of the source's domain it never trained on (image folder); the null when fewer than 2 "
+                          "innocent shadows are given")
     nul.add_argument("--allow-mismatched-null", action="store_true",
                      help="accept innocent shadows made from another base or by another method (full/LoRA) than the "
                           "suspect (refused by default: such a null misstates the false-positive rate); the report says so")
     dec = p.add_argument_group("decision")
-    dec.add_argument("--target-fpr", type=float, default=0.01, metavar="A", help="false-positive rate, in (0, 1)")
+    dec.add_argument("--target-fpr", type=float, metavar="A",
+                     help="false-positive rate, in (0, 1) (default: the profile's verify.target_fpr, 0.05 for tiny)")
     dec.add_argument("--statistic", metavar="NAME", choices=list(OWNER_STATISTICS),
                      help="what the innocent shadows' null compares: " + ", ".join(OWNER_STATISTICS) +
                           " (default: the profile's verify.statistic; key_control_contrast needs --controls; "
                           "docs/method.md says what each measures)")
-    dec.add_argument("--budget", type=int, metavar="Q", help="most images to ask of the suspect (default: no cap; refused if too small for A)")
+    dec.add_argument("--budget", type=int, metavar="Q",
+                     help="most images to ask of the suspect (default: no cap; refused if too small for A)")
     dec.add_argument("--delta0", type=float, help="distance threshold (default: calibrated on shadows, else the profile's)")
     dec.add_argument("--profile", default=_Unset(DEFAULT_PROFILE), metavar="NAME|YAML",
                      help="settings: key and query seeds, sampler, distance, delta0; a profile name (tiny: the artifact's "
@@ -336,7 +350,8 @@ def _shadows_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--source", metavar="DIR", help="the owner's model, whose generations infringing shadows train on")
     p.add_argument("--innocent", type=int, default=4, metavar="N", help="innocent shadows")
     p.add_argument("--infringing", type=int, default=0, metavar="N", help="infringing shadows (needs --source)")
-    p.add_argument("--rhos", default="1", metavar="R,R", help="shares of generated pairs, each in (0, 1], cycled over infringing shadows")
+    p.add_argument("--rhos", default="1", metavar="R,R",
+                   help="shares of generated pairs, each in (0, 1], cycled over infringing shadows")
     p.add_argument("--n-samples", type=int, metavar="N", help="pairs per shadow (default: the profile's suspicious.n_samples)")
     p.add_argument("--finetune", choices=["full", "lora"], help="full fine-tunes or LoRA (default: the profile's)")
     p.add_argument("--lora-rank", type=int, metavar="R", help="LoRA rank (default: the profile's)")

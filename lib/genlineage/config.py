@@ -284,6 +284,10 @@ class BaseSettings(Section):
 class ModelsSettings(Section):
     bases: dict[str, BaseSettings]
     vae: VAESettings | None = None
+    # What an evaluated or shadow fine-tune keeps once its queries are cached (models.storage):
+    # full (as trained), fp16 (its own weights in float16; needs dtype: float16), none (its recipe).
+    keep_finetuned: str = "full"
+    CHOICES: ClassVar[dict[str, tuple]] = {"keep_finetuned": ("full", "fp16", "none")}
 
 
 @dataclass(frozen=True)
@@ -501,6 +505,16 @@ class StatisticalSettings(Section):
 OWNER_STATISTICS = ("mean_rd", "lowest_k_rd", "conf", "key_control_contrast", "discriminator", "per_key_z")
 
 
+def check_level(value: float, where: str = "target FPR") -> float:
+    """The one range check of a test's level (the owner's target FPR, the selection rate): strictly
+    between 0 and 1, since a rank or t p-value is never 0 and a level of 1 calls every model.
+    NaN fails too. Used by the profile, the CLI and ``genlineage.verify``."""
+    if not 0 < float(value) < 1:
+        raise InputError(f"{where} {value}: the target FPR must lie strictly between 0 and 1 "
+                         "(e.g. 0.05 for 5%).")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class OwnerTestSettings(Section):
     """The owner's test (``genlineage verify`` and stage 08): the statistic it compares with the
@@ -522,8 +536,7 @@ class OwnerTestSettings(Section):
                 raise InputError(f"profile key {where}: {name!r} is not a test statistic; choose among "
                                  f"{', '.join(OWNER_STATISTICS)}.")
         for key in ("selection_fpr", "target_fpr"):
-            if not 0 < getattr(out, key) < 1:
-                raise InputError(f"profile key {where}.{key} must lie strictly between 0 and 1.")
+            check_level(getattr(out, key), f"profile key {where}.{key}:")
         if out.k_smallest < 1 or out.n_controls < 1 or out.variance_prior < 0:
             raise InputError(f"profile key {where}: k_smallest and n_controls must be at least 1, variance_prior >= 0.")
         return out
@@ -608,6 +621,13 @@ class Profile(dict):
         """Parse every section now, so a misspelled key stops the run before any stage starts."""
         for name in ("run", *SECTIONS):
             self._section(name)
+        # The fine-tune sections are merged late (training.finetune, then suspicious.train, then
+        # suspicious.lora): build both merged configs now, so a misspelt key there stops the run here.
+        for how in ("full", "lora"):
+            self.suspicious.train_config(self.training.finetune, how)
+        from .models.storage import check_policy  # here: storage imports torch, which config must not
+
+        check_policy(self.models.keep_finetuned, self.run.dtype)  # fp16 only where it draws the same images
         return self
 
     run = property(lambda self: self._section("run"), doc="Top-level settings (``RunSettings``).")

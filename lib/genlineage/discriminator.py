@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from .conf import conf, rds_by_model
+from .confidence import conf, rds_by_model
 
 CLASSIFIERS = ("logistic", "random_forest")
 

@@ -33,6 +33,7 @@ from .config import check_seeds_apart  # noqa: F401  (re-exported: the tool chec
 from .errors import InputError, NotFiniteError
 from .generation import GenerationCache, GenerationConfig, generate_cached
 from .reconstruction import reconstruct
+from .untrusted import is_json_int
 
 KEYS_FILE = "_keys.json"
 KEYS_FORMAT = 1
@@ -183,11 +184,6 @@ KEY_REBUILD = "rebuild the key set with KeySet.save (genlineage verify --key-dat
 SEED_FIELDS = ("reference_seed", "best_seed")  # per-key seeds check_key_seeds reads (ints or null)
 
 
-def _is_int(value: Any) -> bool:
-    """An int that JSON wrote as an integer (True is an int to Python, not to a key set)."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _read_keys_stamp(folder: Path) -> dict:
     """``_keys.json``, read under :data:`KEYS_MAX_BYTES` (by its stat size: refused unread) as
     strict UTF-8 JSON with no key twice, and checked field by field: the format this code writes,
@@ -209,7 +205,7 @@ def _read_keys_stamp(folder: Path) -> dict:
         raise refuse(f"format {stamp.get('format')!r} is not {KEYS_FORMAT}, the format this genlineage reads")
     if stamp.get("strategy") not in STRATEGIES:
         raise refuse(f"strategy {stamp.get('strategy')!r} is not one of {', '.join(STRATEGIES)}")
-    if not _is_int(stamp.get("n")) or stamp["n"] < 1:
+    if not is_json_int(stamp.get("n")) or stamp["n"] < 1:
         raise refuse(f"n {stamp.get('n')!r} is not a number of keys (an integer >= 1)")
     fields_ = stamp.setdefault("per_key_fields", [])
     if not isinstance(fields_, list) or not all(isinstance(f, str) for f in fields_) or len(set(fields_)) != len(fields_):
@@ -220,10 +216,10 @@ def _read_keys_stamp(folder: Path) -> dict:
     if "per_key" in meta:
         raise refuse("meta holds 'per_key', which KeySet.save writes as columns of metadata.jsonl, never here")
     seeds = meta.get("seeds")
-    if seeds is not None and not (isinstance(seeds, list) and all(_is_int(s) for s in seeds)):
+    if seeds is not None and not (isinstance(seeds, list) and all(is_json_int(s) for s in seeds)):
         raise refuse(f"meta.seeds {str(seeds)[:80]} is not a list of integer seeds")
     size = stamp.get("image_size")  # absent from key sets saved before it was recorded
-    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(_is_int(v) and v > 0 for v in size)):
+    if size is not None and not (isinstance(size, list) and len(size) == 2 and all(is_json_int(v) and v > 0 for v in size)):
         raise refuse(f"image_size {str(size)[:80]} is not [height, width] in pixels")
     return stamp
 
@@ -266,7 +262,7 @@ def _key_columns(meta: Path, records: list[dict], stamp: dict) -> tuple[list[int
         if row.get("strategy") != stamp["strategy"]:
             raise refuse(f"strategy {row.get('strategy')!r} disagrees with {KEYS_FILE}'s {stamp['strategy']!r}")
         index = row.get("index")
-        if not _is_int(index) or index < 0:
+        if not is_json_int(index) or index < 0:
             raise refuse(f"'index' {index!r} is not a candidate index (an integer >= 0)")
         if index in first_row:
             raise refuse(f"'index' {index} repeats row {first_row[index]}'s: one candidate would be two keys")
@@ -279,7 +275,7 @@ def _key_columns(meta: Path, records: list[dict], stamp: dict) -> tuple[list[int
         for name in per_key:
             if name not in row:
                 raise refuse(f"the per-key column {name!r} that {KEYS_FILE} lists is missing")
-            if name in SEED_FIELDS and row[name] is not None and not _is_int(row[name]):
+            if name in SEED_FIELDS and row[name] is not None and not is_json_int(row[name]):
                 raise refuse(f"{name!r} {row[name]!r} is not an integer seed or null")
             per_key[name].append(row[name])
         indices.append(index)

@@ -9,8 +9,9 @@ Conventions, fixed here so that every table uses the same ones:
   models being evaluated.
 - TPR at x% FPR is the largest TPR among ROC points whose FPR <= x, from sklearn's
   ``roc_curve(drop_intermediate=False)``; never the point *nearest* x, which can lie above x
-  (the mistake docs/peers.md#pang-and-wang-reconstruction-based-membership-inference describes). Tied scores form one ROC point (a tie block moves TPR and
-  FPR together), so no point inside a tie block is ever reported.
+  (the mistake docs/peers.md#pang-and-wang-reconstruction-based-membership-inference describes). Tied
+  scores form one ROC point (a tie block moves TPR and FPR together), so no point inside a tie block
+  is ever reported.
 - Undefined metrics are ``nan`` with a :class:`MetricUndefinedWarning` saying why (AUC and TPR
   need both classes; with a single model there is only one class), rather than an exception,
   so that a bootstrap resample or a table row with too few models does not crash a notebook.

@@ -26,10 +26,10 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence
 
-Inputs = Sequence[tuple[str, "str | Path | None"]]  # (what to call it in a message, its path or None)
-
 from . import untrusted
 from .errors import InputError
+
+Inputs = Sequence[tuple[str, "str | Path | None"]]  # (what to call it in a message, its path or None)
 
 MARKER = ".genlineage-output.json"
 MARKER_MAX_BYTES = 4096

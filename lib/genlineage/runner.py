@@ -452,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where the executed notebooks go (default outputs/); <out>/<profile>/")
     parser.add_argument("--list", action="store_true", help="list the stages and exit")
     parser.add_argument("--update-notebooks", action="store_true",
-                        help="copy each executed notebook over notebooks/<name>.ipynb (maintainers: refresh the committed outputs)")
+                        help="copy each executed notebook over notebooks/<name>.ipynb "
+                             "(maintainers: refresh the committed outputs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     parser.add_argument("--executor", choices=("local", "ray"),
                         help="where independent jobs run (default: the profile's executor key, local)")

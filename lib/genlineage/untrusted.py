@@ -101,3 +101,9 @@ def parse_json(blob: bytes | str, path: str | Path, fix: str) -> Any:
         raise InputError(f"{path} gives the key {exc.args[0]!r} twice; {fix}.") from None
     except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, or nested beyond Python's stack
         raise InputError(f"{path} is not valid JSON ({str(exc)[:200]}); {fix}.") from None
+
+
+def is_json_int(value: Any) -> bool:
+    """An integer as JSON wrote it. Why not isinstance(value, int): True is an int to Python, and a
+    config or key set that says ``true`` where a count belongs is malformed, not 1."""
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -191,7 +191,8 @@ def convert_celeba_dialog(
             elif isinstance(entry, dict):
                 caption, attr_caps = entry.get("overall_caption"), entry.get("attribute_wise_captions") or {}
             else:
-                raise InputError(f"{captions_file}: entry {name!r} is a {type(entry).__name__}; expected an object with 'overall_caption'.")
+                raise InputError(f"{captions_file}: entry {name!r} is a {type(entry).__name__}; "
+                                 "expected an object with 'overall_caption'.")
             if not isinstance(caption, str) or not caption.strip():
                 summary.skip("empty_caption", name)
                 continue

@@ -141,7 +141,8 @@ MARKERS: dict[str, dict[int, list[str]]] = {
               5: ["very long beard", "full beard"]},
     "smiling": {0: ["no smile", "looks serious"], 1: ["very mild smile", "smiles faintly", "turned up a little"],
                 2: ["mild smile", "shows some teeth"], 3: ["beaming face", "teeth visible", "beaming with happiness"],
-                4: ["big smile", "mouth slightly open"], 5: ["very big smile", "deep laugh", "laughing happily", "mouth wide open"]},
+                4: ["big smile", "mouth slightly open"],
+                5: ["very big smile", "deep laugh", "laughing happily", "mouth wide open"]},
     "age": {0: ["little boy", "little girl", "young child"], 1: ["teenager", "teenage", "looks very young"],
             2: ["young adult", "thirties"], 3: ["middle-aged", "forties"], 4: ["elderly", "fifties", "sixties"],
             5: ["very old", "seventies", "eighties"]},
@@ -410,7 +411,8 @@ def render_face(attributes: dict, size: int) -> np.ndarray:
         d.ellipse(P(*_ellipse(cx, cy - ry * 0.18, rx * (1.08 + 0.1 * vol), ry * (0.95 + 0.08 * vol))), fill=hair)
     else:
         d.ellipse(P(*_ellipse(cx, cy - ry * 0.12, rx * (1.2 + 0.15 * vol), ry * (1.02 + 0.06 * vol))), fill=hair)
-        d.rectangle(P(cx - rx * (1.2 + 0.15 * vol), cy - ry * 0.1, cx + rx * (1.2 + 0.15 * vol), cy + ry * (0.95 + 0.25 * vol)), fill=hair)
+        d.rectangle(P(cx - rx * (1.2 + 0.15 * vol), cy - ry * 0.1, cx + rx * (1.2 + 0.15 * vol), cy + ry * (0.95 + 0.25 * vol)),
+                    fill=hair)
 
     # Face.
     face_box = P(*_ellipse(cx, cy, rx, ry))
@@ -476,7 +478,8 @@ def render_face(attributes: dict, size: int) -> np.ndarray:
     elif beard >= 2:
         top = {2: 0.55, 3: 0.35, 4: 0.2, 5: 0.12}[beard]
         extra = {2: 0.0, 3: 0.05, 4: 0.16, 5: 0.4}[beard]
-        shapes = face_shape + [("ellipse", P(*_ellipse(cx, cy + ry * (0.55 + extra / 2), rx * (0.9 + 0.1 * (beard >= 4)), ry * (0.45 + extra))))]
+        shapes = face_shape + [("ellipse", P(*_ellipse(cx, cy + ry * (0.55 + extra / 2), rx * (0.9 + 0.1 * (beard >= 4)),
+                                                       ry * (0.45 + extra))))]
         masked(beard_col, shapes, cut_above=cy + ry * top)
         if beard >= 3:  # moustache
             d.ellipse(P(*_ellipse(cx, cy + ry * 0.38, rx * 0.36, ry * 0.07)), fill=beard_col)

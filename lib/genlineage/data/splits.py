@@ -89,7 +89,8 @@ def make_splits(profile: Mapping, available: Mapping[str, Sequence[str]] | None 
                 roles[role] = [f"{generator}:{i}" for i in range(start, start + counts[role])]
                 start += counts[role]
             if start > PRETRAIN_OFFSET:
-                raise InputError(f"data.domains.{name} asks for {start} {generator} images; at most {PRETRAIN_OFFSET} fit below the pre-training range.")
+                raise InputError(f"data.domains.{name} asks for {start} {generator} images; at most {PRETRAIN_OFFSET} fit "
+                                 "below the pre-training range.")
             next_index[generator] = start
         elif kind in REAL_KINDS:
             generator = None

@@ -169,7 +169,8 @@ def figure6_claims(confs: pd.DataFrame, tag: str, watermark_accuracy: float | No
         text = "Strategy 2 conf > 0.6 at rho = 0.3 (ours: excess over innocent models)"
         capped = coverage_cap(key_coverage, 0.3)
         iv = cluster_difference_interval(at03["generation"], at03.source, inn["generation"], inn.source)
-        measured = f"excess {iv.text(signed=True)}; raw {at03['generation'].mean():.2f} vs innocent {inn['generation'].mean():.2f}"
+        measured = (f"excess {iv.text(signed=True)}; raw {at03['generation'].mean():.2f} "
+                    f"vs innocent {inn['generation'].mean():.2f}")
         if capped is not None and capped.high < 0.6:
             rows.append(untestable(section, text, f"{measured}, but the infringers at rho = 0.3 saw near-copies (within "
                                    f"delta0) of only {capped.text()} of their keys among the images the source generated "
@@ -184,7 +185,8 @@ def figure6_claims(confs: pd.DataFrame, tag: str, watermark_accuracy: float | No
                           f"{inn['random'].mean():.2f}", judge(iv.low, iv.high, above=0.3, below=0.5)))
     if len(inn) and "generation" in wide.columns:
         rows.append(claim(section, "(ours) innocent models score low",
-                          f"Strategy 2 conf of innocent models {cluster_interval(inn['generation'], inn.source, bounds=SHARE).text()}",
+                          "Strategy 2 conf of innocent models "
+                          f"{cluster_interval(inn['generation'], inn.source, bounds=SHARE).text()}",
                           NOT_JUDGED))
     return _table(rows)
 

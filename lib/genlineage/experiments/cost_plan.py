@@ -29,6 +29,8 @@ from ..generation import generate
 from ..models.gate import check_safetensors_header
 from ..models.lora import add_lora
 from ..models.pipeline_io import VARIANT_WEIGHTS, load_model, load_pipeline, model_trust, weights_variant
+from ..models import storage
+from ..models.storage import ModelDisk, model_disk
 from ..training.encode import EncodedDataset, tokenize
 from ..training.sd import train_sd
 from .memorisation import memorisation_jobs
@@ -173,18 +175,39 @@ def _unet_bytes_fp32(profile: Profile) -> float | None:
     return None
 
 
+def finetuned_disk(profile: Profile, jobs: pd.DataFrame) -> ModelDisk | None:
+    """The fine-tuned models' disk under the profile's ``models.keep_finetuned`` and in fp32, at
+    its peak (None before the bases' size is known). Stage 03's evaluated and shadow models are
+    released once queried; the sources are compacted where fp16 is exact; the shared null shadows
+    and the world grid's shadows stay full (stage 08 and the grid ask them new images); as many
+    models as jobs run side by side are at full size between their training and their release."""
+    unet = _unet_bytes_fp32(profile)
+    if unet is None:
+        return None
+
+    def count(kind: str) -> int:
+        return int(jobs.loc[jobs.kind.str.startswith(kind), "jobs"].sum())
+
+    return model_disk(sources=count("source fine-tunes"), released=count("suspicious and shadow fine-tunes"),
+                      kept_full=count("shared innocent null shadows") + count("world grid shadows (fine-tunes)"),
+                      unet_fp32_bytes=unet, policy=storage.profile_policy(profile), inference_dtype=profile.run.dtype,
+                      in_flight=max(profile.run.parallel_jobs, 1))
+
+
 def plan_disk(profile: Profile, jobs: pd.DataFrame) -> pd.DataFrame:
-    """Disk by kind, in GB: fine-tuned UNets, training sets and cached generations as PNG (a
-    512 px image is about 0.4 MB; scaled by area), and one checkpoint (UNet and Adam: 3 UNets)
-    per parallel job."""
+    """Disk by kind, in GB: fine-tuned UNets (as ``models.keep_finetuned`` keeps them:
+    :func:`finetuned_disk`), training sets and cached generations as PNG (a 512 px image is about
+    0.4 MB; scaled by area), and one checkpoint (UNet and Adam: 3 UNets) per parallel job."""
     size = int(profile.data.image_size)
     png = 0.4 * MB * (size / 512) ** 2
     unet = _unet_bytes_fp32(profile)
-    models = int(jobs.loc[jobs.kind.str.contains("fine-tunes"), "jobs"].sum())
+    models = finetuned_disk(profile, jobs)
     suspicious = jobs.kind.str.startswith("suspicious") | jobs.kind.str.startswith("shared innocent null shadows")
     training_sets = int(jobs.loc[suspicious, "jobs"].sum()) * profile.suspicious.n_samples
+    policy = storage.profile_policy(profile)
     rows = [
-        {"kind": "fine-tuned models (UNet fp32)", "gb": None if unet is None else models * unet / 1e9},
+        {"kind": "fine-tuned models (UNet fp32)" if policy == "full" else f"fine-tuned models (keep_finetuned: {policy})",
+         "gb": None if models is None else models.kept_gb},
         {"kind": "checkpoints in flight", "gb": None if unet is None else 3 * unet * profile.run.parallel_jobs / 1e9},
         {"kind": "training sets (PNG)", "gb": training_sets * png / 1e9},
         {"kind": "generation cache (PNG)", "gb": float(jobs.images.sum()) * png / 1e9},
@@ -243,6 +266,16 @@ def _probe_training(profile: Profile, folder: Path, steps: int) -> float:
     return many / steps
 
 
+def _saving_lines(profile: Profile, jobs: pd.DataFrame, disk: pd.DataFrame) -> list[str]:
+    """What the dry run says of ``models.keep_finetuned`` when it releases anything: the models'
+    disk with and without the saving, and the whole plan's without it (nothing under ``full``)."""
+    models = finetuned_disk(profile, jobs)
+    if models is None or models.policy == "full":
+        return []
+    without = disk.gb.dropna().sum() - models.kept_gb + models.full_gb
+    return [models.sentence(), f"disk with every fine-tuned model kept in fp32: {without:,.1f} GB"]
+
+
 def cost_plan(profile: Profile, costs: UnitCosts = STATED) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(jobs with their accelerator hours, disk by kind)."""
     jobs = plan_jobs(profile)
@@ -265,6 +298,7 @@ def format_plan(profile: Profile, costs: UnitCosts = STATED) -> str:
              + (f"; stages run only on request add {extra:,.1f}" if on_request.any() else ""),
              "", disk.to_string(index=False, na_rep="(no base on disk yet)", float_format=lambda v: f"{v:,.1f}"), "",
              f"disk: {known.sum():,.1f} GB in all" + ("" if len(known) == len(disk) else " (without the unknown rows)"),
+             *_saving_lines(profile, jobs, disk),
              "Stage 08 asks the shared generation cache for the same queries as stage 04 (no new images but the "
              "controls'); stages 05-07 and 09 only read tables."]
     return "\n".join(lines)

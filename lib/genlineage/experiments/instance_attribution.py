@@ -21,14 +21,13 @@ from ..generation import GenerationCache
 from ..cache import Result, array_id, content_id
 from ..io import read_json
 from ..jobs import executor_for, run_jobs
-from ..keys import KeySet, detection_keys, generation_keys, profile_seeds, random_keys
+from ..keys import STRATEGIES, KeySet, detection_keys, generation_keys, profile_seeds, random_keys
 from ..reconstruction import reconstruct
 from .. import layout
 from ..models.pipeline_io import fingerprint, load_model
 from .suspicious_models import MANIFEST, read_manifest, source_table, source_watermark_bits
 
 STAGE = "04_attribution"
-STRATEGIES = ("detection", "generation", "random")
 
 
 def _gen(profile: Profile) -> tuple[GenerationConfig, GenerationCache]:

@@ -13,7 +13,7 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from ..conf import attach, calibrate_delta0, conf_table, delta_grid, rd_distribution, shadow_rds, with_watermark
+from ..confidence import attach, calibrate_delta0, conf_table, delta_grid, rd_distribution, shadow_rds, with_watermark
 from ..config import Profile
 from ..intervals import SHARE, difference_interval, per_group, permutation_p, t_interval
 

@@ -305,7 +305,7 @@ def main_keys_of(profile: Profile):
     return lambda source: keys_dir(profile, source, profile.attribution.main_strategy)
 
 
-def verify_pairs(profile: Profile, pairs: list[dict], keys_of=None, target_fpr: float = 0.05,
+def verify_pairs(profile: Profile, pairs: list[dict], keys_of=None, target_fpr: float | None = None,
                  progress: bool = True) -> pd.DataFrame:
     """``genlineage verify`` on every pairing of :func:`verification_pairs`; one row each with the
     verdict (``refused`` with the reason when the null cannot reach ``target_fpr``). ``keys_of``
@@ -317,6 +317,7 @@ def verify_pairs(profile: Profile, pairs: list[dict], keys_of=None, target_fpr: 
     from ..verify import verify
 
     keys_of = keys_of or main_keys_of(profile)
+    target_fpr = profile.verify.target_fpr if target_fpr is None else target_fpr  # one default: the profile's
     result = verdicts_result(profile, pairs, keys_of, target_fpr)
     if result.fresh():
         return pd.read_csv(result.path).fillna({"reason": ""})
@@ -326,8 +327,9 @@ def verify_pairs(profile: Profile, pairs: list[dict], keys_of=None, target_fpr: 
         row["innocent shadows"] = len(pair["innocent_shadows"])
         out = layout.results_dir(profile, STAGE) / "verify" / f"{pair['model']}__{pair['shadow_finetune']}_shadows"
         try:
-            v = verify(pair["source_path"], stage_model(profile, pair["path"]), keys=keys_of(pair["source"]), target_fpr=target_fpr,
-                       profile=profile, out=out, progress=False, cache_dir=layout.generation_cache_dir(profile),
+            v = verify(pair["source_path"], stage_model(profile, pair["path"]), keys=keys_of(pair["source"]),
+                       target_fpr=target_fpr, profile=profile, out=out, progress=False,
+                       cache_dir=layout.generation_cache_dir(profile),
                        innocent_shadows=pair["innocent_shadows"], infringing_shadows=pair["infringing_shadows"],
                        # the ablation asks how a null of one method judges models of the other, over the
                        # domain's shadows of both bases (as stage 08 did when this notebook was written):

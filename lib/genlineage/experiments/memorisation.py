@@ -138,7 +138,8 @@ def memorisation_checks(summary: pd.DataFrame, per_sample: pd.DataFrame, alpha: 
     for _, r in summary[summary.finetuned].iterrows():
         base = summary[(~summary.finetuned) & (summary.base == r.base) & (summary.domain == r.domain)]
         src_images = own[own.model == r.model].reset_index(drop=True).nearest_own  # same captions, same order
-        base_images = own[own.model == base.model.iloc[0]].reset_index(drop=True).nearest_own if len(base) else src_images * np.nan
+        base_images = (own[own.model == base.model.iloc[0]].reset_index(drop=True).nearest_own if len(base)
+                       else src_images * np.nan)
         if len(base_images) != len(src_images):
             base_images = src_images * np.nan
         paired = pd.concat([src_images.rename("source"), base_images.rename("base")], axis=1).dropna()

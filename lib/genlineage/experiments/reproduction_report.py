@@ -11,8 +11,8 @@ import pandas as pd
 
 from .. import runner
 from ..config import Profile
-from .claims import (COLUMNS, PRIMARY_DELTA0, as_sensitivity, figure6_claims, figure7_claims, inheritance_claims, memorisation_claims,
-                     table1_claims, table2_claims)
+from .claims import (COLUMNS, PRIMARY_DELTA0, as_sensitivity, figure6_claims, figure7_claims, inheritance_claims,
+                     memorisation_claims, table1_claims, table2_claims)
 from .instance_attribution import load_results
 from .instance_tables import deltas, evaluated_confs, figure7_per_model, inheritance, table2_per_model
 from .memorisation import load_memorisation, memorisation_checks
@@ -79,7 +79,8 @@ def owner_test_rows(table: pd.DataFrame) -> list[dict]:
     rows = []
     for r in false_positive_rates(table).to_dict("records"):
         rows.append({"section": "model owner's tool",
-                     "paper's claim": f"(beyond the paper) false-positive rate on evaluated innocents at target {r['target FPR']:g}",
+                     "paper's claim": "(beyond the paper) false-positive rate on evaluated innocents at target "
+                                      f"{r['target FPR']:g}",
                      "ours": f"{r['innocent called']} called: {r['FPR']:.3f} [{r['FPR_low']:.3f}, {r['FPR_high']:.3f}]"
                              f"{'' if r['target within interval'] else ' (the target lies outside this interval)'}",
                      "held": "n/a"})

@@ -21,6 +21,7 @@ from ..cache import Result, content_id
 from ..io import derive_seed, read_json, stable_hash, write_json
 from ..jobs import executor_for, run_jobs, torch_threads
 from ..models.pipeline_io import PROVENANCE, model_trust, quiet_hub
+from ..models import storage
 from ..models.tiny import build_base, build_vae
 from ..training.finetune import finetune_folder, finetune_result, train_and_save
 from ..training.vae import train_vae
@@ -107,7 +108,9 @@ def source_result(profile: Profile, base: str, domain: str) -> Result:
 
 
 def finetune_source(profile: dict, base: str, domain: str, progress: bool = True) -> str:
-    """Fine-tune base ``base`` on the ``domain`` source set into ``models/<base>_<domain>``."""
+    """Fine-tune base ``base`` on the ``domain`` source set into ``models/<base>_<domain>``; kept
+    whole, or its own weights in fp16 where the profile releases its models and infers in float16
+    (``storage.source_policy``: later stages ask a source new images, so it is never pruned)."""
     profile = as_profile(profile)
     out = finetune_folder(
         layout.base_dir(profile, base), layout.datasets_dir(profile) / f"{domain}_{DOMAINS_ROLE}",
@@ -116,6 +119,7 @@ def finetune_source(profile: dict, base: str, domain: str, progress: bool = True
         {"role": "source", "base": base, "domain": domain, "profile": profile.name},
         device=profile.run.device, progress=progress, desc=f"{base}-{domain}",
         trust=model_trust(profile, layout.base_dir(profile, base)))
+    storage.release(out, storage.source_policy(storage.profile_policy(profile), profile.run.dtype), profile.run.dtype)
     return str(out)
 
 

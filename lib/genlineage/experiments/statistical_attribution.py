@@ -69,8 +69,9 @@ def score_models(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFram
         x_ev = _features(per_sample, ev, strategy, n, delta0)
         score, pred, _ = fit_score(classifier, x_tr, shadow.label.to_numpy(), x_ev, profile.run.seed)
         tau = threshold_at_fpr(x_tr[shadow.label.to_numpy() == 0, -1], fpr) if (shadow.label == 0).any() else 0.5
-        rows.append(pd.DataFrame({"model": ev.name.to_numpy(), "source": ev.source.to_numpy(), "lineage": ev.lineage.to_numpy(),
-                                  "replicate": replicate_of(ev).to_numpy(), "rho": ev.rho.to_numpy(), "label": ev.label.to_numpy(),
+        rows.append(pd.DataFrame({"model": ev.name.to_numpy(), "source": ev.source.to_numpy(),
+                                  "lineage": ev.lineage.to_numpy(), "replicate": replicate_of(ev).to_numpy(),
+                                  "rho": ev.rho.to_numpy(), "label": ev.label.to_numpy(),
                                   "discriminator": score, "discriminator_pred": pred,
                                   "conf": x_ev[:, -1], "conf_pred": (x_ev[:, -1] >= tau).astype(int), "conf_threshold": tau,
                                   "classifier": classifier, "pooled": pooled}))

@@ -24,6 +24,8 @@ from ..generation import GenerationCache, generate_cached
 from ..cache import Result, content_id
 from ..io import atomic_path, derive_seed, read_json
 from ..jobs import executor_for, run_jobs
+from ..keys import profile_seeds
+from ..models import storage
 from ..models.pipeline_io import fingerprint, load_model, model_trust
 from ..training.finetune import finetune_folder, finetune_result
 from .. import layout
@@ -208,14 +210,60 @@ def model_result(profile: Profile, row: dict) -> Result:
 
 
 def build_suspicious_model(profile: dict, row: dict, progress: bool = False) -> str:
-    """One job: the training set, then the fine-tune (both cached)."""
+    """One job: the training set, then the fine-tune (both cached); then, where the profile keeps
+    less than the whole model (``models.keep_finetuned``), its answers and its release."""
     profile = as_profile(profile)
     data = build_training_set(profile, row)
     finetune_folder(row["base_path"], data, row["path"], _train_config(profile, row), profile.data.image_size,
                     layout.work_dir(profile), {k: row[k] for k in ("name", "source", "rho", "role", "lineage", "base")},
                     device=profile.run.device, progress=progress, desc=row["name"],
                     trust=model_trust(profile, row["base_path"]))
+    if is_released(profile, row):
+        answer_then_release(profile, row)
     return row["path"]
+
+
+def is_released(profile: Profile, row: dict) -> bool:
+    """Whether stage 03 releases this model once it is queried: an evaluated or shadow model of a
+    replicate, fully fine-tuned, under a policy other than ``full``. The shared null shadows and
+    the world grid's shadows stay whole (stage 08 and the grid ask them images no stage asks
+    before), and so do LoRA folders (a few MB each)."""
+    return (storage.profile_policy(profile) != "full" and row["role"] in ("evaluated", "shadow")
+            and int(row["replicate"]) >= 0 and _train_config(profile, row).finetune == "full")
+
+
+def answer_then_release(profile: Profile, row: dict) -> None:
+    """Keep only what ``models.keep_finetuned`` keeps of a finished model. Why here: the paper's
+    264 fine-tunes in fp32 need 908 GB; released as each is made, at most ``parallel_jobs`` are
+    whole at a time. Before a pruning, the model is asked everything stages 04 and 08 will ask it
+    (through the shared caches); fp16 weights draw what the fp32 ones drew, so they need no answers
+    first. A model released before under this policy (or pruned) has nothing left to do."""
+    from .instance_attribution import query_model, query_result
+
+    policy = storage.profile_policy(profile)
+    record = storage.StorageRecord.read(row["path"])
+    if record is not None and record.policy in (policy, "none"):
+        return
+    needed = []
+    if policy == "none":
+        query_model(profile, row)
+        ask_owner_test(profile, row)
+        needed = [query_result(profile, row)]
+    storage.release(row["path"], policy, profile.run.dtype, needed_by=needed)
+
+
+def ask_owner_test(profile: Profile, row: dict) -> None:
+    """Stage 08's images of this model, drawn into the generation cache at every query seed
+    (``model_owner_verify.owner_test_prompts``); the model is loaded only when one is missing."""
+    from .model_owner_verify import owner_test_prompts
+
+    _, seeds = profile_seeds(profile)
+    captions = owner_test_prompts(profile, row)
+    prompts, query_seeds = [p for p in captions for _ in seeds], [s for _ in captions for s in seeds]
+    cache = GenerationCache(layout.generation_cache_dir(profile))
+    if all(p.is_file() for p in cache.paths(fingerprint(row["path"]), prompts, query_seeds, profile.generation)):
+        return
+    generate_cached(load_model(profile, row["path"]), prompts, query_seeds, profile.generation, cache)
 
 
 def stage_results(profile: Profile) -> list[Result]:
@@ -230,6 +278,10 @@ def build_suspicious_models(profile: Profile, progress: bool = True) -> pd.DataF
     manifest, null_shadows = plan_manifest(profile), plan_null_shadows(profile)
     write_manifest(profile, manifest)
     write_manifest(profile, null_shadows, NULL_SHADOWS)
+    if storage.profile_policy(profile) == "none":  # each model is queried before it is pruned: keys first
+        run_jobs("genlineage.experiments.instance_attribution.build_keys",
+                 [{"profile": profile, "source": s} for s in source_table(profile).source], profile.run.parallel_jobs,
+                 profile.run.threads_per_job, desc="key samples" if progress else None, executor=executor_for(profile.run))
     rows = manifest.to_dict("records") + null_shadows.to_dict("records")
     jobs = [{"profile": profile, "row": row} for row in rows]
     run_jobs("genlineage.experiments.suspicious_models.build_suspicious_model", jobs, profile.run.parallel_jobs,

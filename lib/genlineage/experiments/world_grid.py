@@ -122,12 +122,18 @@ def measure_grid_shadow(profile: dict, row: dict) -> dict:
     return summary
 
 
-def grid_table(profile: Profile, progress: bool = True) -> pd.DataFrame:
-    """Every grid shadow with its measurements (trained and measured as parallel jobs; cached)."""
+def ensure_keys(profile: Profile, progress: bool = False) -> None:
+    """Every source's key sets (stage 04's, cached): the grid and the coverage need them in stage 03."""
     run = profile.run
     run_jobs("genlineage.experiments.instance_attribution.build_keys",
              [{"profile": profile, "source": s} for s in source_table(profile).source], run.parallel_jobs,
              run.threads_per_job, desc="key samples" if progress else None, executor=executor_for(run))
+
+
+def grid_table(profile: Profile, progress: bool = True) -> pd.DataFrame:
+    """Every grid shadow with its measurements (trained and measured as parallel jobs; cached)."""
+    run = profile.run
+    ensure_keys(profile, progress)
     rows = plan_grid(profile)
     answers = run_jobs("genlineage.experiments.world_grid.measure_grid_shadow",
                        [{"profile": profile, "row": r} for r in rows.to_dict("records")], run.parallel_jobs,
@@ -255,7 +261,9 @@ def load_coverage(profile: Profile) -> pd.DataFrame:
 
 
 def source_key_indices(profile: Profile) -> dict[str, list[int]]:
-    """Each source's first n_keys Strategy-2 keys, as indices into its candidates (stage 04's keys)."""
+    """Each source's first n_keys Strategy-2 keys, as indices into its candidates (stage 04's keys,
+    built here when stage 03 ran no grid that built them)."""
+    ensure_keys(profile)
     n = profile.attribution.n_keys
     return {s: [int(i) for i in _keys(profile, s).indices[:n]] for s in source_table(profile).source}
 

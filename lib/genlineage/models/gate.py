@@ -53,7 +53,7 @@ import numpy as np
 
 from .. import untrusted
 from ..errors import InputError
-from ..untrusted import file_kind, no_duplicate_keys, open_regular, parse_json
+from ..untrusted import file_kind, is_json_int, no_duplicate_keys, open_regular, parse_json
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 
@@ -151,7 +151,7 @@ class Trust:
         """Whether ``folder`` is known to be genlineage's or the owner's: the owner's trust, or a
         folder (by its real path) below one of genlineage's own roots."""
         real = Path(os.path.realpath(folder))
-        return self.owner or any(_inside(real, Path(os.path.realpath(own))) for own in self.own_roots)
+        return self.owner or any(real.is_relative_to(Path(os.path.realpath(own))) for own in self.own_roots)
 
 
 STRICT = Trust()
@@ -243,7 +243,7 @@ def _walk(root: Path, links_within: Path, hard_links: bool = False) -> list[Entr
             st = _entry_stat(item, links_within, hard_links)
             if stat.S_ISDIR(st.st_mode):
                 if item.is_symlink():
-                    if not _inside(Path(os.path.realpath(item)), root):  # a snapshot links files, not folders
+                    if not Path(os.path.realpath(item)).is_relative_to(root):  # a snapshot links files, not folders
                         raise InputError(f"{item} links to the folder {os.path.realpath(item)}, outside the model "
                                          f"folder {root}; copy the real files into the folder instead.")
                     continue  # an inside link to a folder: that folder is walked where it really lies
@@ -286,17 +286,13 @@ def _link_target_stat(item: Path, root: Path) -> os.stat_result:
         raise InputError(f"{item} is a link to nothing ({err.strerror}); remove it or copy the real file in its "
                          "place.") from None
     target = Path(os.path.realpath(item))
-    if not _inside(target, root):
+    if not target.is_relative_to(root):
         hint = (" It looks like a Hugging Face cache snapshot (its files link into blobs/): that is accepted for your "
                 "own base folders only; for a suspect, download with `huggingface-cli download REPO --local-dir DIR` "
                 "(real files)." if target.parent.name == "blobs" else "")
         raise InputError(f"{item} is a link that leads outside the model folder {root} (to {target}); "
                          f"copy the real files into the folder instead.{hint}")
     return st
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
 
 
 # --- per-file rules: pickles and sizes --------------------------------------------------------
@@ -461,14 +457,10 @@ def _check_config_bounds(file: Path, data: Any) -> None:
 
 def _check_bounded_value(file: Path, key: str, value: Any, low: int, high: int) -> None:
     values = value if isinstance(value, list) else [value]
-    if len(values) > MAX_BOUNDED_LIST or not all(_is_int(v) and low <= v <= high for v in values):
+    if len(values) > MAX_BOUNDED_LIST or not all(is_json_int(v) and low <= v <= high for v in values):
         raise InputError(f"{file}: '{key}' is {json.dumps(value)[:100]}, outside the bound [{low}, {high}] (an integer, "
                          f"or a list of at most {MAX_BOUNDED_LIST}) that admits SD-v1.5, SD-v2.1 and SDXL; "
                          "fix the config, or re-save the model with save_pretrained.")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # --- sharded weights --------------------------------------------------------------------------
@@ -577,10 +569,10 @@ def _tensor_span(path: Path, name: str, info: Any) -> tuple[int, int, str]:
         raise _bad_safetensors(path, f"tensor {name!r} has dtype {str(dtype)[:40]!r}, not one of "
                                      f"{', '.join(SAFETENSORS_DTYPES)}")
     if (not isinstance(shape, list) or len(shape) > SAFETENSORS_MAX_RANK
-            or not all(_is_int(d) and d >= 0 for d in shape)):
+            or not all(is_json_int(d) and d >= 0 for d in shape)):
         raise _bad_safetensors(path, f"tensor {name!r} has shape {str(shape)[:60]}, not a list of at most "
                                      f"{SAFETENSORS_MAX_RANK} non-negative integers")
-    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets)
+    if (not isinstance(offsets, list) or len(offsets) != 2 or not all(is_json_int(o) for o in offsets)
             or not 0 <= offsets[0] <= offsets[1]):
         raise _bad_safetensors(path, f"tensor {name!r} has data_offsets {str(offsets)[:60]}, not [begin, end]")
     if offsets[1] - offsets[0] != math.prod(shape) * SAFETENSORS_DTYPES[dtype]:

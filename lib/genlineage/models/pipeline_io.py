@@ -27,12 +27,13 @@ from .gate import (COMPONENTS, PICKLE_SUFFIXES, VARIANT_WEIGHTS, WEIGHTED, Trust
                    check_model_folder, loaded_weight_files, read_json, weights_variant)
 from .lora import LORA_WEIGHTS, LoraModel, apply_lora, check_lora_file, is_lora_folder, lora_folder_base, lora_identity
 from .quiet import quiet_hub
+from .storage import RECORD, CachedOnlyModel, cached_only_model, is_pruned, kept_identity
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-__all__ = ["COMPONENTS", "PICKLE_SUFFIXES", "PROVENANCE", "OWNER", "SDComponents", "Trust", "WEIGHTED", "check_pipeline_folder",
-           "fingerprint", "load_lora", "load_model", "load_pipeline", "model_trust", "own_data_roots", "quiet_hub", "save_pipeline",
-           "stage_model",
+__all__ = ["COMPONENTS", "PICKLE_SUFFIXES", "PROVENANCE", "OWNER", "SDComponents", "Trust", "WEIGHTED",
+           "check_pipeline_folder", "fingerprint", "is_own_pruned", "load_lora", "load_model", "load_pipeline", "model_trust",
+           "own_data_roots", "quiet_hub", "save_pipeline", "stage_model",
            "VARIANT_WEIGHTS", "weights_variant"]
 PROVENANCE = "genlineage.json"
 
@@ -265,9 +266,13 @@ def model_trust(profile: Any, path: str | Path) -> Trust:
 OWNER = Trust(owner=True)  # the model owner's own folders: a base, a source, a shadow
 
 
-def load_model(profile: Any, path: str | Path) -> SDComponents:
+def load_model(profile: Any, path: str | Path) -> SDComponents | CachedOnlyModel:
     """A pipeline folder loaded for inference on ``profile``'s device and dtype: the one way every
-    stage loads a model (through the gate, like any folder)."""
+    stage loads a model (through the gate, like any folder). A fine-tune of the stage's own that
+    kept only its recipe (``models.keep_finetuned: none``) comes as a :class:`CachedOnlyModel`: its
+    cached images read under its identity, and asking it a new one names the rebuild."""
+    if is_own_pruned(path):
+        return cached_only_model(path)
     model = stage_model(profile, path)
     if isinstance(model, LoraModel):  # a LoRA model of a stage, on one of the profile's bases
         return load_lora(model, profile.run.device, profile.torch_dtype, role=str(path))
@@ -288,7 +293,28 @@ def stage_model(profile: Any, path: str | Path) -> Path | LoraModel:
 def fingerprint(path: str | Path) -> str:
     """Content id of a pipeline folder's weights and configs (its components, not its provenance
     or stamp): what every result made with the model is keyed on (``cache.content_id``). A
-    genlineage LoRA folder's is its base's and its file's (:func:`~genlineage.models.lora.lora_identity`)."""
+    genlineage LoRA folder's is its base's and its file's (:func:`~genlineage.models.lora.lora_identity`).
+    A fine-tune genlineage released (``models.storage``: its weights in fp16, or only its recipe)
+    keeps the identity it had in full, so every result keyed on it stays valid."""
     if is_lora_folder(path):
         return lora_identity(fingerprint(lora_folder_base(path, OWNER)), Path(path) / LORA_WEIGHTS)
-    return content_id(path, parts=COMPONENTS)
+    return _released_identity(path) or content_id(path, parts=COMPONENTS)
+
+
+def _released_identity(path: str | Path) -> str | None:
+    """The identity a released folder recorded, believed only below genlineage's own data roots
+    (where genlineage wrote the record); None for any other folder. The record's existence is
+    asked first: a folder never released costs one ``stat``."""
+    if not (Path(path) / RECORD).is_file() or not _below_own_roots(Path(path)):
+        return None
+    return kept_identity(path)
+
+
+def is_own_pruned(path: str | Path) -> bool:
+    """Whether ``path`` is one of genlineage's own fine-tunes kept as its recipe and stamp only
+    (``models.keep_finetuned: none``): what loaders and verify's gate recognise instead of
+    refusing a folder without weights. A folder elsewhere is never believed to be one, and its
+    record is not even read."""
+    if not isinstance(path, (str, Path)) or not (Path(path) / RECORD).is_file():
+        return False
+    return _below_own_roots(Path(path)) and is_pruned(path)

@@ -23,6 +23,14 @@ atomic step (``io.atomic_dir``), so an interruption leaves the folder as it was.
 never pruned (later stages ask them new images); where fp16 is exact they are compacted
 (:func:`source_policy`). :func:`model_disk` gives the dry run its figures under each policy.
 
+Where it acts: stage 03 (``suspicious_models.answer_then_release``) releases each evaluated and
+shadow model as soon as it is trained, after asking it (under ``none``) everything stages 04 and 08
+will ask it; stage 02 (``source_models.finetune_source``) compacts the sources. Readers recognise a
+released folder of their own: ``pipeline_io.fingerprint`` gives its recorded identity,
+``pipeline_io.load_model`` a :class:`CachedOnlyModel`, and verify's gate and null
+(``verify.suspect``, ``verify.population``) answer a pruned model from the cache. The dry run
+(``cost_plan.finetuned_disk``) states the disk with and without the saving.
+
 This module imports nothing of ``pipeline_io``, so that ``pipeline_io.fingerprint`` and
 ``load_model`` can ask it for a released folder's identity.
 """
@@ -176,6 +184,13 @@ def check_policy(policy: str, inference_dtype: str | None = None) -> str:
                          f"{inference_dtype}, where fp16 weights would draw other images than the ones cached "
                          "under the model's identity); keep full, or use none.")
     return policy
+
+
+def profile_policy(profile: Any) -> str:
+    """The profile's ``models.keep_finetuned``, checked against its inference dtype. A profile
+    whose schema has no such key (one older than this module) keeps every model in full, as
+    before: nothing of its files, fingerprints or cache keys changes."""
+    return check_policy(getattr(profile.models, "keep_finetuned", "full"), profile.run.dtype)
 
 
 # --- releasing --------------------------------------------------------------------------------------
@@ -393,5 +408,4 @@ def rebuild_from_recipe(folder: str | Path, work_root: str | Path, device: str =
 __all__ = ["CachedOnlyModel", "EXACT_FP16_DTYPE", "ModelDisk", "POLICIES", "RECORD", "STUB_BYTES", "StorageRecord",
            "cached_only_model", "check_policy", "compact_fp16", "discard_recipe_folder", "disk_bytes", "ensure_weights",
            "folder_identity", "is_pruned", "kept_bytes", "kept_identity", "model_disk", "owned_bytes",
-           "prune_to_recipe",
-           "pruned_message", "rebuild_from_recipe", "release", "source_policy"]
+           "profile_policy", "prune_to_recipe", "pruned_message", "rebuild_from_recipe", "release", "source_policy"]

@@ -18,7 +18,8 @@ def rd_histograms(profile: Profile, per_sample: pd.DataFrame):
     for ax, ((base, domain), rows) in zip(axes[0], models):
         for split, colour in (("own", "tab:red"), ("heldout", "tab:blue")):
             ax.hist(rows.loc[rows.split == split, "rd"], bins=bins, alpha=0.55, color=colour, label=f"source, {split}")
-        ctrl = per_sample[(~per_sample.finetuned) & (per_sample.base == base) & (per_sample.domain == domain) & (per_sample.split == "own")]
+        ctrl = per_sample[(~per_sample.finetuned) & (per_sample.base == base) & (per_sample.domain == domain)
+                          & (per_sample.split == "own")]
         ax.hist(ctrl.rd, bins=bins, histtype="step", linestyle="--", color="black", label="base, same captions")
         ax.set_title(f"{base}-{domain}")
         ax.set_xlabel("reconstruction distance")

@@ -55,7 +55,8 @@ def build_report(profile: Profile, claims: pd.DataFrame, times: pd.DataFrame) ->
         "",
         f"**The fair tally: of {judged} claims this world can test, {tally['held']} held, {tally['not held']} not held, "
         f"{tally['inconclusive']} inconclusive; {tally['untestable here']} more are untestable here** (each says why and "
-        "what would test it; the sensitivity rows, read at the paper's delta0, are not counted). The paper's numbers are for SD-v1.5/v2.1 at 512 px; "
+        "what would test it; the sensitivity rows, read at the paper's delta0, are not counted). "
+        "The paper's numbers are for SD-v1.5/v2.1 at 512 px; "
         f"this profile is `{profile.name}` (see `lib/genlineage/profiles/{profile.name}.yaml`).",
         "",
         spread_text(profile),

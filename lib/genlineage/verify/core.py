@@ -2,7 +2,7 @@
 
 The same library code as the notebooks: keys from :mod:`genlineage.keys`, reconstruction distance
 from :mod:`genlineage.reconstruction`, conf, delta0 calibration and the discriminator from
-:mod:`genlineage.conf` and :mod:`genlineage.discriminator`. What this adds is the decision
+:mod:`genlineage.confidence` and :mod:`genlineage.discriminator`. What this adds is the decision
 for a single model: a p-value against an innocent null (:mod:`.null`), a verdict at the owner's
 target false-positive rate, and the evidence (:mod:`.report`).
 
@@ -31,15 +31,15 @@ from typing import Callable, Sequence, Union
 import numpy as np
 import pandas as pd
 
-from ..conf import calibrate_delta0, conf, delta_grid
-from ..config import Profile, load_profile
+from ..confidence import calibrate_delta0, conf, delta_grid
+from ..config import Profile, check_level, load_profile
 from ..data.imagefolder import ImageFolder, read_imagefolder
 from ..discriminator import features_from_rd, fit_score
 from ..errors import InputError
 from ..generation import GenerationCache, GenerationConfig
 from ..jobs import executor_for, run_jobs
 from ..reconstruction import reconstruct_with
-from ..keys import (KeySet, check_seeds_apart, detection_keys, generation_keys, profile_seeds, random_keys,
+from ..keys import (STRATEGIES, KeySet, check_seeds_apart, detection_keys, generation_keys, profile_seeds, random_keys,
                     reference_seeds, to_uint8)
 from ..models.lora import LoraModel
 from ..outdir import check_apart, check_output_folder, staged_output
@@ -48,7 +48,6 @@ from .population import describe_null
 from .suspect import (LOCAL, CallableSuspect, PipelineSuspect, Suspect, check_sd_model, check_sd_pipeline, drawing,
                       load_sd_pipeline, model_folders, model_identity)
 
-STRATEGIES = ("generation", "detection", "random")
 # a pipeline folder, a LoRA file on its base, a callable (prompt, seed) -> image, or a Suspect
 ModelSpec = Union[str, Path, LoraModel, Callable, Suspect]
 
@@ -248,12 +247,11 @@ class Decision:
 
 # --- 1. the inputs --------------------------------------------------------------------------------
 
-def check_settings(*, target_fpr: float, budget: int | None, n_keys: int | None, delta0: float | None,
+def check_settings(*, target_fpr: float | None, budget: int | None, n_keys: int | None, delta0: float | None,
                    profile: str | Profile, out: str | Path, cache_dir: str | Path | None, progress: bool,
                    statistic: str | None = None) -> VerifySettings:
     """Nonsense numbers refused with the fix, and the profile resolved: first, because they cost
     nothing to check and a run that would fail on them should load no model."""
-    alpha = _check_fpr(target_fpr)
     if n_keys is not None and int(n_keys) < 1:
         raise InputError(f"--n-keys {n_keys}: ask for at least 1 key sample.")
     if delta0 is not None and not (math.isfinite(float(delta0)) and float(delta0) > 0):
@@ -261,6 +259,7 @@ def check_settings(*, target_fpr: float, budget: int | None, n_keys: int | None,
     if budget is not None and int(budget) < 1:
         raise InputError(f"--budget {budget}: the query budget must be a positive number of images.")
     P = profile if isinstance(profile, Profile) else load_profile(profile)
+    alpha = _check_fpr(P.verify.target_fpr if target_fpr is None else target_fpr)  # one default: the profile's
     name = statistic or P.verify.statistic
     if name not in statistics.STATISTICS:
         raise InputError(f"--statistic {name!r}: choose one of {', '.join(statistics.STATISTICS)}.")
@@ -704,13 +703,14 @@ def _statistic_fields(test: NullTest, run: VerifySettings) -> dict:
 def verify(source: str | Path, suspect: str | Path | Callable, keys: str | Path | KeySet | None = None,
            key_data: str | Path | None = None, strategy: str = "generation", base: str | Path | None = None,
            innocent_shadows: Sequence[str | Path | Callable] = (), infringing_shadows: Sequence[str | Path | Callable] = (),
-           controls: str | Path | None = None, target_fpr: float = 0.01, budget: int | None = None,
+           controls: str | Path | None = None, target_fpr: float | None = None, budget: int | None = None,
            n_keys: int | None = None, delta0: float | None = None, profile: str | Profile = "tiny",
            out: str | Path = "verify_report", progress: bool = True, cache_dir: str | Path | None = None,
            suspect_name: str | None = None, statistic: str | None = None,
            allow_mismatched_null: bool = False) -> Verdict:
     """Is ``suspect`` fine-tuned on ``source``'s outputs? Query it with the owner's key samples and
-    decide at ``target_fpr`` against the innocent null (innocent shadow models, else controls).
+    decide at ``target_fpr`` (default: the profile's ``verify.target_fpr``) against the innocent null
+    (innocent shadow models, else controls).
 
     ``budget`` caps the images asked of the suspect; a budget that cannot reach ``target_fpr`` is
     refused before any query, with the smallest budget that would do. Generations are cached in
@@ -835,9 +835,7 @@ def check_key_seeds(key_set: KeySet, query_seeds: Sequence[int]) -> list[int] | 
 # --- shared helpers ---------------------------------------------------------------------------------
 
 def _check_fpr(target_fpr: float) -> float:
-    if not 0 < float(target_fpr) < 1:
-        raise InputError(f"target FPR {target_fpr} must lie strictly between 0 and 1 (e.g. 0.01 for 1%).")
-    return float(target_fpr)
+    return check_level(target_fpr, "--target-fpr")
 
 
 def _rd(suspect: Suspect, prompts: Sequence[str], references: np.ndarray, seeds: list[int], distance: str,

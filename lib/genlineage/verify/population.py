@@ -49,6 +49,7 @@ from ..errors import InputError
 from ..models.gate import (VARIANT_WEIGHTS, check_safetensors_header, read_bounded, read_json, snapshot_repository,
                            weights_variant)
 from ..models.lora import PROVENANCE, LoraModel
+from ..models.pipeline_io import is_own_pruned
 from ..untrusted import open_regular, parse_json
 from .suspect import LOCAL, check_sd_model, check_sd_pipeline, role_trust
 
@@ -133,6 +134,8 @@ def describe_model(model: ModelSpec, role: str, candidate_bases: Sequence[Path] 
     if not isinstance(model, LOCAL):
         return Make(role, None, UNKNOWN, "a callable: cannot tell")
     checked = check_sd_model(model, role)
+    if not isinstance(checked, LoraModel) and is_own_pruned(checked):
+        return pruned_make(checked, role)
     if isinstance(checked, LoraModel):
         evidence = ("LoRA file's declared base" if isinstance(model, LoraModel)
                     else "genlineage.json of a LoRA folder genlineage made (lora_base)")
@@ -142,6 +145,17 @@ def describe_model(model: ModelSpec, role: str, candidate_bases: Sequence[Path] 
         if recorded is not None:
             return Make(role, base_identity(recorded[0]), "full", recorded[1])
     return measured_make(checked, role, candidate_bases)
+
+
+def pruned_make(folder: Path, role: str) -> Make:
+    """A fine-tune genlineage made and kept as its recipe (``models.keep_finetuned: none``): no
+    UNet is left to measure, and genlineage wrote its record (only folders below its own data roots
+    are recognised as such), so the record's base is believed for a suspect too, and said so."""
+    recorded = recorded_base(folder)
+    if recorded is None:
+        return Make(role, None, UNKNOWN, "kept only its recipe, which names no base on this machine: cannot tell")
+    return Make(role, base_identity(recorded[0]), "full",
+                f"{recorded[1]} (its weights were released once its queries were cached: nothing left to measure)")
 
 
 def base_identity(folder: str | Path) -> str:

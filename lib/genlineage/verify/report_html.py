@@ -33,7 +33,8 @@ pre { background: #f5f5f5; padding: 1rem; overflow-x: auto; }
 <p id="verdict" class="verdict {{ css }}">{{ verdict }}</p>
 <p id="summary">{{ summary }}</p>
 {% if warning %}<p class="warning"><strong>Warning.</strong> {{ warning }}</p>{% endif %}
-{% if mismatch %}<p id="mismatch" class="warning"><strong>Null made differently from the suspect.</strong> {{ mismatch }}</p>{% endif %}
+{% if mismatch -%}
+<p id="mismatch" class="warning"><strong>Null made differently from the suspect.</strong> {{ mismatch }}</p>{% endif %}
 <h2>Decision</h2>
 <table id="decision">{% for name, value in facts %}<tr><th>{{ name }}</th><td>{{ value }}</td></tr>{% endfor %}</table>
 <h2>{{ figure_heading }}</h2>
@@ -41,13 +42,17 @@ pre { background: #f5f5f5; padding: 1rem; overflow-x: auto; }
 <img id="statistic-figure" alt="{{ figure_alt }}" src="data:image/png;base64,{{ figure }}">
 <h2>{{ key_heading }}</h2>
 <p id="key-note">{{ key_note }}</p>
-<table id="keys"><tr><th>order</th><th>key #</th><th>prompt</th><th>RD</th><th>below delta0</th><th>reference / reconstruction</th></tr>
-{% for key in keys %}<tr><td class="order">{{ key.order }}</td><td class="key-id">{{ key.key }}</td><td>{{ key.prompt }}</td><td>{{ key.rd }}</td>
-<td>{{ "yes" if key.hit else "no" }}</td><td><img class="pair" alt="key {{ key.key }}" src="data:image/png;base64,{{ key.png }}"></td></tr>
+<table id="keys"><tr><th>order</th><th>key #</th><th>prompt</th><th>RD</th><th>below delta0</th>
+{#- #}<th>reference / reconstruction</th></tr>
+{% for key in keys %}<tr><td class="order">{{ key.order }}</td><td class="key-id">{{ key.key }}</td>
+{#- #}<td>{{ key.prompt }}</td><td>{{ key.rd }}</td>
+<td>{{ "yes" if key.hit else "no" }}</td>
+{#- #}<td><img class="pair" alt="key {{ key.key }}" src="data:image/png;base64,{{ key.png }}"></td></tr>
 {% endfor %}</table>
 <h2>Settings</h2>
 <pre id="settings">{{ settings }}</pre>
-<p>How the p-values are computed: <code>genlineage.verify.null</code> and <code>genlineage.verify.statistics</code> (their docstrings).</p>
+<p>How the p-values are computed: <code>genlineage.verify.null</code> and <code>genlineage.verify.statistics</code>
+{#- #} (their docstrings).</p>
 </body></html>
 """
 

@@ -279,7 +279,8 @@ def _missing_inputs(stat: Statistic, innocent: Sequence[Unit], infringing: Seque
     # one shadow is left out, and a statistic fitted on references fits each innocent one on the others
     least = 4 if stat.uses_reference else 3
     if len(innocent) < least:
-        return f"needs at least {least} innocent shadows (one is left out{', one more is its reference' if stat.uses_reference else ''})"
+        reference = ", one more is its reference" if stat.uses_reference else ""
+        return f"needs at least {least} innocent shadows (one is left out{reference})"
     return ""
 
 

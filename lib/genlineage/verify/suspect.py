@@ -6,9 +6,9 @@ diffusers' format with the base it was trained on, through the LoRA gate of
 safetensors only (``check_pipeline_folder``, the one gate of :mod:`genlineage.models.gate`, refuses
 pickles, shards and links leaving the folder, special files, oversized or out-of-bounds configs,
 corrupt safetensors and configs that ask for remote code) and never written to: its generations
-are cached in the verify run's own folder. ``CallableSuspect`` wraps any function ``generate(prompt, seed) -> image`` (a remote API,
-another library): images are resized to the key size and cached by (name, prompt, seed), so an
-interrupted run never pays for a query twice.
+are cached in the verify run's own folder. ``CallableSuspect`` wraps any function
+``generate(prompt, seed) -> image`` (a remote API, another library): images are resized to the key
+size and cached by (name, prompt, seed), so an interrupted run never pays for a query twice.
 """
 from __future__ import annotations
 
@@ -31,8 +31,9 @@ from ..io import atomic_path, stable_hash
 from ..keys import to_uint8
 from ..models.gate import TOKENIZER_MAX_BYTES, read_json
 from ..models.lora import LORA_WEIGHTS, LoraModel, check_lora_file, is_lora_folder, lora_folder_base
-from ..models.pipeline_io import (OWNER, SDComponents, Trust, check_pipeline_folder, folder_image_size, load_lora,
-                                  load_pipeline, model_content_id, own_data_roots, quiet_hub)
+from ..models.pipeline_io import (OWNER, SDComponents, Trust, check_pipeline_folder, folder_image_size, is_own_pruned,
+                                  load_lora, load_pipeline, model_content_id, own_data_roots, quiet_hub)
+from ..models.storage import pruned_message
 
 SD_PIPELINES = ("StableDiffusionPipeline",)
 
@@ -159,7 +160,8 @@ def _check_timesteps(file: Path, config: dict, total: int, steps: int) -> None:
 def _check_widths(path: Path, configs: dict[str, dict]) -> None:
     """The UNet reads the text encoder's hidden states (cross-attention) and the VAE's latents."""
     unet, vae, text = configs["unet"], configs["vae"], configs["text_encoder"]
-    unet_file, vae_file, text_file = path / "unet" / "config.json", path / "vae" / "config.json", path / "text_encoder" / "config.json"
+    unet_file, vae_file = path / "unet" / "config.json", path / "vae" / "config.json"
+    text_file = path / "text_encoder" / "config.json"
     hidden = _config_value(text_file, text, "hidden_size", int)
     cross = _config_value(unet_file, unet, "cross_attention_dim", (int, list), 1280)
     if any(width != hidden for width in (cross if isinstance(cross, list) else [cross])):
@@ -227,7 +229,11 @@ def check_sd_model(model: str | Path | LoraModel, role: str, steps: int | None =
     which the owner's roles may pass as a folder (its provenance names its base; a suspect's is
     believed only below genlineage's data roots, where genlineage wrote it; anyone else's LoRA comes
     with its base given beside it). The base passes the gate with the trust the model carries, else
-    the role's (a suspect's base like the suspect)."""
+    the role's (a suspect's base like the suspect). One of genlineage's own fine-tunes kept as its
+    recipe (``models.keep_finetuned: none``, below its data roots) is recognised as it is: it holds
+    no weights to check, and :class:`PipelineSuspect` answers only from its cached images."""
+    if is_own_pruned(model):
+        return Path(model)
     if not isinstance(model, LoraModel) and is_lora_folder(model):
         try:
             model = LoraModel(Path(model) / LORA_WEIGHTS,
@@ -309,7 +315,10 @@ class PipelineSuspect:
 
     @property
     def components(self) -> SDComponents:
-        """The loaded pipeline (loaded on first use; a loading failure names the role)."""
+        """The loaded pipeline (loaded on first use; a loading failure names the role). A pruned
+        fine-tune has none: asked an image its cache does not hold, it is refused with the rebuild."""
+        if self._components is None and is_own_pruned(self.path):
+            raise InputError(f"{self.role}: {pruned_message(self.path)}")
         if self._components is None:
             self._components = load_sd_pipeline(self.path, self.role, self.device, self.dtype)
         return self._components
@@ -415,4 +424,5 @@ class CallableSuspect:
 
     def generate(self, prompts: Sequence[str], seeds: Sequence[int], size: int, progress: bool) -> np.ndarray:
         pairs = list(zip(prompts, seeds))
-        return np.stack([self._one(p, s, size) for p, s in tqdm(pairs, desc=f"query {self.name}", unit="query", disable=not progress)])
+        return np.stack([self._one(p, s, size)
+                         for p, s in tqdm(pairs, desc=f"query {self.name}", unit="query", disable=not progress)])
