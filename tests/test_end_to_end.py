@@ -332,7 +332,7 @@ def test_a_killed_run_resumes_to_the_same_tables(smoke_root, tmp_path):
                            capture_output=True, text=True, cwd=REPO)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     made = sorted((killed / "smoke" / "tables").glob("*.csv"))
-    assert {p.name for p in made} == {"table1_statistical.csv", "world_grid.csv", "coverage.csv"}
+    assert {p.name for p in made} == {"table1_statistical.csv", "world_grid.csv", "coverage.csv", "inheritance.csv"}
     for table in made:
         pd.testing.assert_frame_equal(pd.read_csv(table), pd.read_csv(complete / "tables" / table.name))
     for name in ("per_sample.csv", "models.csv"):

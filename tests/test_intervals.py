@@ -176,3 +176,13 @@ def test_a_cluster_interval_takes_the_source_as_its_unit():
     assert models.mean > iv.mean and (models.high - models.low) < (iv.high - iv.low)
     diff = cluster_difference_interval([0.5, 0.6, 0.9], ["a", "a", "b"], [0.4, 0.8, 0.7], ["a", "b", "c"])
     assert diff.n == 2 and diff.mean == pytest.approx(((0.55 - 0.4) + (0.9 - 0.8)) / 2)
+
+
+def test_one_cluster_falls_back_to_its_models():
+    """A profile of one source (tyres): the statement is about that source, its models the units."""
+    from genlineage.intervals import cluster_difference_interval, cluster_interval
+
+    iv = cluster_interval([0.2, 0.3, 0.4], ["a"] * 3)
+    assert iv.n == 3 and iv.unit == "" and np.isfinite(iv.low)
+    diff = cluster_difference_interval([0.5, 0.6, 0.7], ["a"] * 3, [0.1, 0.2, 0.3], ["a"] * 3)
+    assert diff.mean == pytest.approx(0.4) and diff.n == 6 and np.isfinite(diff.low)

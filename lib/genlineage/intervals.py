@@ -105,6 +105,8 @@ def cluster_interval(values: Sequence[float], clusters: Sequence, level: float =
     treating the sources as the units is the simplest interval that respects that design (with 4
     sources it is wide, and says so)."""
     means = _cluster_means(values, clusters)
+    if len(means) < 2:  # one source: the statement is about it alone, and its models are the units
+        return t_interval(values, level, bounds)
     return dataclasses.replace(t_interval(means.to_numpy(), level, bounds), unit=unit)
 
 
@@ -114,6 +116,8 @@ def cluster_difference_interval(a: Sequence[float], a_clusters: Sequence, b: Seq
     that hold both groups: each source's infringing models against its own innocent ones."""
     ma, mb = _cluster_means(a, a_clusters), _cluster_means(b, b_clusters)
     common = ma.index.intersection(mb.index)
+    if len(common) < 2:  # one source: Welch over its models
+        return difference_interval(a, b, level)
     return dataclasses.replace(t_interval((ma[common] - mb[common]).to_numpy(), level), unit=unit)
 
 

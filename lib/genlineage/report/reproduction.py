@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..config import REPO_ROOT, Profile
 from ..experiments.claims import verdict_tally
-from ..experiments.suspicious_models import replicates
+from ..experiments.suspicious_models import replicates, source_table
 from ..io import write_text
 from ..markdown import markdown
 
@@ -27,15 +27,18 @@ def report_path(profile: Profile) -> Path:
 def spread_text(profile: Profile) -> str:
     """What the intervals resample and how many seeds stand behind them."""
     seeds = replicates(profile)
-    return (f"Spread: stages 03-08 ran for {len(seeds)} master seeds ({', '.join(map(str, seeds))}), each its own draw "
+    n_sources = len(source_table(profile))
+    return (f"Spread: stages 03-08 ran for {len(seeds)} master seed{'s' if len(seeds) != 1 else ''} "
+            f"({', '.join(map(str, seeds))}), each its own draw "
             "of the suspicious models' training pairs, model seeds and shadow set; the sources of stage 02 and their "
             "key sets are shared. Models of one source share its key set and its calibrated delta0, so a claim "
             "pooled over sources takes the **source** as its unit: the models' values are averaged within each "
             "source, and the 95% interval is Student-t over the source means (an infringing-minus-innocent "
-            "difference is taken within each source first); it is wide with 4 sources, and says so (\"n = 4 "
-            "sources\"). Within one source the unit is the model (Student-t over models; exact permutation tests "
-            "over models for inheritance; bootstrap resampling models for Table 1; Clopper-Pearson for the tool's "
-            "rates). Shares, rates and AUCs have intervals inside [0, 1]. A claim is *held* when its whole interval "
+            f"difference is taken within each source first); it is wide with {n_sources} sources, and says so "
+            f"(\"n = {n_sources} sources\"); a profile of one source takes its models as the units. Within one "
+            "source the unit is the model (Student-t over models; exact permutation tests over models for "
+            "inheritance; bootstrap resampling models for Table 1; Clopper-Pearson for the tool's rates). "
+            "Shares, rates and AUCs have intervals inside [0, 1]. A claim is *held* when its whole interval "
             "lies on the paper's side, *not held* when none of it does, *inconclusive* when it straddles, and "
             "*untestable here* when this world cannot decide it (the reason and what would test it are given).")
 
