@@ -34,7 +34,7 @@ from genlineage.models.pipeline_io import load_pipeline, save_pipeline  # noqa: 
 from genlineage.training.finetune import finetune_folder  # noqa: E402
 from genlineage.training.sd import TrainConfig  # noqa: E402
 from genlineage.verify import select_keys  # noqa: E402
-from genlineage.verify.core import _rd  # noqa: E402
+from genlineage.verify.verdict import _rd  # noqa: E402
 from genlineage.verify.suspect import PipelineSuspect  # noqa: E402
 from test_verify import _pattern  # noqa: E402
 

@@ -74,7 +74,7 @@ def verify_inputs(where: Path, n_keys: int = 6, n_controls: int = 8, size: int =
     """A random key set and a folder of control pairs at ``size`` px, made without any model: what
     a ``verify`` run with the controls null needs beside its models (the hostile batteries' runs)."""
     from genlineage.data.imagefolder import write_imagefolder
-    from genlineage.keys import KeySet
+    from genlineage.key_sets import KeySet
 
     rng = np.random.default_rng(7)
     references = rng.integers(0, 256, (n_keys, size, size, 3), dtype=np.uint8)

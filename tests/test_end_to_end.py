@@ -163,8 +163,8 @@ def test_changing_an_input_redoes_exactly_the_work_that_depends_on_it(P):
     the ones made from it (the expected sets are written out from the manifest, not from the
     code under test); then one change is carried through: the rebuilt key sets make every query
     stale and nothing else, and changing the setting back makes the world fresh again."""
-    from genlineage.experiments.instance_attribution import build_keys
-    from genlineage.experiments.suspicious_models import plan_manifest, plan_null_shadows
+    from genlineage.study.queries import build_keys
+    from genlineage.study.manifest import plan_manifest, plan_null_shadows
 
     assert _stale(P) == set(), "a finished build: nothing to redo"
     M = plan_manifest(P)
@@ -350,7 +350,7 @@ def test_verify_command_runs_on_smoke_profile_models_and_reports_what_it_decided
     same domain) as the null, as notebook 08 does. At smoke size the verdicts mean nothing (models trained 3 steps), so which
     verdict comes out is not checked; what must hold is the whole path: safe loading, querying, a
     verdict that follows from its p-value, a report that says it, the query count."""
-    from genlineage.experiments.instance_attribution import keys_dir
+    from genlineage.study.queries import keys_dir
     from genlineage.experiments.model_owner_verify import all_shadows, population_paths
 
     monkeypatch.setenv("GENLINEAGE_DATA", str(smoke_root))

@@ -28,7 +28,7 @@ from genlineage.data import imagefolder
 from genlineage.data.imagefolder import (MAX_IMAGE_PIXELS, METADATA_MAX_BYTES, read_imagefolder,
                                          write_imagefolder)
 from genlineage.errors import InputError
-from genlineage.keys import KEYS_FILE, KEYS_MAX_BYTES, KeySet
+from genlineage.key_sets import KEYS_FILE, KEYS_MAX_BYTES, KeySet
 
 Edit = Callable[[Path, Path], Path]
 
@@ -756,3 +756,45 @@ def test_a_nan_shadow_never_joins_the_null(saved_pipeline, tmp_path, capsys):
     argv = _verify(saved_pipeline, tmp_path) + ["--innocent-shadow", str(good), "--innocent-shadow", str(bad)]
     code, err = _run(argv, capsys)
     assert code == 2 and f"innocent shadow {bad}" in err and "not finite" in err
+
+
+# --- a folder changed between the gate and the loaders -------------------------------------------
+
+def _flip_last_byte(file: Path) -> None:
+    blob = bytearray(file.read_bytes())
+    blob[-1] ^= 0x01
+    file.write_bytes(bytes(blob))
+
+
+def test_a_suspect_folder_changed_while_it_is_loaded_is_refused(saved_pipeline, tmp_path, monkeypatch):
+    """The gate and the finiteness pass read one set of bytes; a weights file rewritten before the
+    loader reads it would have been loaded, and its images cached under the checked fingerprint."""
+    from diffusers import UNet2DConditionModel
+
+    from genlineage.models import pipeline_io
+
+    suspect = tmp_path / "suspect"
+    shutil.copytree(saved_pipeline, suspect)
+    weights = next((suspect / "unet").glob("*.safetensors"))
+    real = UNet2DConditionModel.from_pretrained.__func__
+
+    def rewritten_first(cls, *args, **kwargs):
+        _flip_last_byte(weights)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(UNet2DConditionModel, "from_pretrained", classmethod(rewritten_first))
+    with pytest.raises(InputError, match="changed while it was checked and loaded"):
+        pipeline_io.load_pipeline(suspect)
+
+
+def test_a_loaded_model_keeps_the_identity_of_the_bytes_it_loaded(saved_pipeline, tmp_path):
+    """Images are cached under the model's identity: a folder edited after the load must not make
+    the loaded weights' images pass for the new files'."""
+    from genlineage.models import pipeline_io
+
+    suspect = tmp_path / "suspect"
+    shutil.copytree(saved_pipeline, suspect)
+    components = pipeline_io.load_pipeline(suspect)
+    loaded = components.content_id
+    _flip_last_byte(next((suspect / "unet").glob("*.safetensors")))
+    assert pipeline_io.fingerprint(suspect) != loaded and components.content_id == loaded

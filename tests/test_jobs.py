@@ -1,6 +1,8 @@
 """Jobs give the same results side by side as one after another."""
 from __future__ import annotations
 
+import jobs_target
+
 from genlineage.jobs import run_jobs
 
 
@@ -8,7 +10,7 @@ def test_parallel_jobs_match_sequential_ones():
     """Three training jobs at 1, 2 and 3 workers (a profile's ``parallel_jobs``, or "auto" on a
     machine with that many cores): the same results, in the order given."""
     jobs = [{"seed": 1}, {"seed": 2}, {"seed": 3}]
-    results = {workers: run_jobs("jobs_target.train_checksum", jobs, parallel=workers) for workers in (1, 2, 3)}
+    results = {workers: run_jobs(jobs_target.train_checksum, jobs, parallel=workers) for workers in (1, 2, 3)}
     assert results[1] == results[2] == results[3]
     assert len(set(results[1])) == 3
 

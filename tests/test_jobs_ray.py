@@ -3,6 +3,7 @@ job that raised or whose worker was killed (it resumes from its checkpoint), and
 fails every try named."""
 from __future__ import annotations
 
+import jobs_target
 import pytest
 
 from genlineage.jobs import Executor, JobFailed, executor_for, run_jobs
@@ -20,27 +21,27 @@ def _local_ray():
 @pytest.fixture(scope="module")
 def straight() -> str:
     """The weights of the local engine's uninterrupted fine-tune (seed 3)."""
-    return run_jobs("jobs_target.train_checksum", [{"seed": 3}])[0]
+    return run_jobs(jobs_target.train_checksum, [{"seed": 3}])[0]
 
 
 def test_ray_gives_the_local_pools_results(straight):
-    assert run_jobs("jobs_target.train_checksum", [{"seed": 3}], executor=RAY) == [straight]
+    assert run_jobs(jobs_target.train_checksum, [{"seed": 3}], executor=RAY) == [straight]
 
 
 def test_a_killed_worker_is_retried_and_its_job_resumes_to_the_same_weights(straight, tmp_path):
     killed = {"seed": 3, "work": str(tmp_path / "work"), "die_at": 2, "marker": str(tmp_path / "died")}
-    assert run_jobs("jobs_target.train_checksum", [killed], executor=RAY) == [straight]
+    assert run_jobs(jobs_target.train_checksum, [killed], executor=RAY) == [straight]
     assert (tmp_path / "died").exists(), "the first try did die"
 
 
 def test_a_job_that_raised_once_is_retried(tmp_path):
-    assert run_jobs("jobs_target.fail_once", [{"marker": str(tmp_path / "m")}], executor=RAY) == ["ok"]
+    assert run_jobs(jobs_target.fail_once, [{"marker": str(tmp_path / "m")}], executor=RAY) == ["ok"]
 
 
 def test_a_job_failing_every_try_stops_the_run_naming_it():
     jobs = [{"name": "x", "fail": True}, {"name": "y", "fail": False}]
     with pytest.raises(JobFailed, match=r"1 of 2 jobs_target.fail_or_pass jobs failed after 1 retries: name=x \("):
-        run_jobs("jobs_target.fail_or_pass", jobs, executor=Executor("ray", retries=1))
+        run_jobs(jobs_target.fail_or_pass, jobs, executor=Executor("ray", retries=1))
 
 
 def test_the_profile_or_the_environment_chooses_the_engine(monkeypatch):
@@ -58,8 +59,8 @@ def test_verifys_shadow_queries_on_ray_equal_the_local_ones(saved_pipeline, tmp_
     import numpy as np
 
     from genlineage.config import load_profile
-    from genlineage.keys import KeySet
-    from genlineage.verify.core import VerifySettings, query_kind
+    from genlineage.key_sets import KeySet
+    from genlineage.verify.verdict import VerifySettings, query_kind
 
     from conftest import CAPTIONS
 

@@ -9,8 +9,9 @@ import pytest
 
 from genlineage.errors import InputError
 from genlineage.generation import GenerationCache, GenerationConfig
-from genlineage.keys import (KEYS_FILE, KeySet, detection_keys, generation_keys, generation_scores, medoid,
-                             random_keys, select_lowest, select_random, self_consistency)
+from genlineage.keys import (detection_keys, generation_keys, generation_scores, medoid, random_keys, select_lowest,
+                             select_random, self_consistency)
+from genlineage.key_sets import KEYS_FILE, KeySet
 from genlineage.models.pipeline_io import load_pipeline
 
 from conftest import CAPTIONS, make_components

@@ -337,7 +337,8 @@ def test_verify_refuses_a_lora_on_another_base(shadow_world, trained, tmp_path):
 
 def test_a_profile_chooses_lora_for_its_suspicious_models_with_its_own_settings():
     lora_profile = load_profile("smoke", {"suspicious": {"finetune": "lora", "lora": {"lora_rank": 8, "lr": 0.01}}})
-    from genlineage.experiments.suspicious_models import _train_config, plan_manifest
+    from genlineage.experiments.suspicious_models import _train_config
+    from genlineage.study.manifest import plan_manifest
 
     row = plan_manifest(lora_profile).iloc[0].to_dict()
     cfg = _train_config(lora_profile, row)

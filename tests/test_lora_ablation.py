@@ -9,7 +9,7 @@ import pytest
 
 from genlineage.config import load_profile
 from genlineage.experiments import lora_ablation as la
-from genlineage.experiments.suspicious_models import plan_manifest
+from genlineage.study.manifest import plan_manifest
 
 
 @pytest.fixture()
@@ -28,7 +28,7 @@ def test_twins_keep_their_originals_pairs_seed_and_base_and_train_a_lora(profile
 
 
 def test_the_ablation_twins_its_replicates_evaluated_models_and_every_replicates_shadows(profile):
-    ablated = la._ablated(profile)
+    ablated = la.ablated_models(profile)
     evaluated = ablated[ablated.role == "evaluated"]
     assert set(evaluated.rho) == {0.0, 1.0} and set(ablated.lineage) == {"same"}
     assert set(evaluated.replicate) == set(profile.suspicious.lora_ablation.replicates) == {0}
@@ -41,7 +41,7 @@ def test_the_ablation_twins_its_replicates_evaluated_models_and_every_replicates
     shadows = manifest[manifest.role == "shadow"]
     assert set(ablated[ablated.role == "shadow"].name) == set(shadows.name), \
         "every replicate's shadows, so verify's LoRA null is as large as its full one"
-    every = la._ablated(load_profile("smoke", {"suspicious": {"lora_ablation": {"replicates": [], "sources": []}}}))
+    every = la.ablated_models(load_profile("smoke", {"suspicious": {"lora_ablation": {"replicates": [], "sources": []}}}))
     assert set(every[every.role == "evaluated"].replicate) == set(profile.suspicious.replicates)
     assert set(every.source) == set(plan_manifest(profile).source)
 
@@ -103,7 +103,7 @@ def test_conf_by_method_pools_every_source_beside_each_source():
 
 def test_verification_pairs_ask_every_suspect_against_shadows_of_both_methods(profile):
     manifest = plan_manifest(profile)
-    twins = la.twin_rows(profile, la._ablated(profile), 0.01)
+    twins = la.twin_rows(profile, la.ablated_models(profile), 0.01)
     pairs = pd.DataFrame(la.verification_pairs(manifest, twins))
     n_suspects = int((twins.role == "evaluated").sum()) * 2  # each twin and its full original
     assert len(pairs) == 2 * n_suspects and set(pairs.shadow_finetune) == {"full", "lora"}

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from genlineage.config import load_profile
-from genlineage.experiments.suspicious_models import plan_manifest, replicates, source_table
+from genlineage.study.manifest import plan_manifest, replicates
+from genlineage.study.sources import source_table
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from genlineage.generation import GenerationCache, GenerationConfig, generate, g
 from genlineage.models import storage
 from genlineage.models.gate import COMPONENTS, check_safetensors_header
 from genlineage.models.pipeline_io import OWNER, fingerprint, folder_image_size, load_pipeline
-from genlineage.training.finetune import finetune_folder, finetune_result
+from genlineage.training.finetune import finetune_folder, finetune_result, rebuild_from_recipe
 from genlineage.training.sd import TrainConfig
 
 from conftest import CAPTIONS, snapshot
@@ -130,7 +130,7 @@ def test_a_pruned_model_is_rebuilt_from_its_recipe_to_the_same_bytes_on_this_cpu
     storage.prune_to_recipe(folder)  # an fp16 folder pruned keeps the fp32 identity it recorded
     assert storage.folder_identity(folder) == identity
 
-    storage.rebuild_from_recipe(folder, made["work"], trust=OWNER)
+    rebuild_from_recipe(folder, made["work"], trust=OWNER)
 
     assert not storage.is_pruned(folder) and (folder / UNET).is_file()
     assert fingerprint(folder) == identity, "the same recipe trained the same weights"
@@ -141,7 +141,7 @@ def test_a_recipe_whose_data_changed_is_not_rebuilt(made):
     storage.prune_to_recipe(made["folder"])
     (made["data"] / "metadata.jsonl").write_text((made["data"] / "metadata.jsonl").read_text() + "\n")
     with pytest.raises(InputError, match="data changed"):
-        storage.rebuild_from_recipe(made["folder"], made["work"], trust=OWNER)
+        rebuild_from_recipe(made["folder"], made["work"], trust=OWNER)
     assert storage.is_pruned(made["folder"])
 
 
@@ -203,8 +203,8 @@ def _profile_keeping(policy: str, monkeypatch):
 
 
 def _keys(profile, source: str, strategy: str) -> None:
-    from genlineage.experiments.instance_attribution import keys_dir
-    from genlineage.keys import KeySet
+    from genlineage.study.queries import keys_dir
+    from genlineage.key_sets import KeySet
 
     rng = np.random.default_rng(len(strategy))
     KeySet(strategy=strategy, prompts=CAPTIONS[:3], references=rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8),
@@ -219,7 +219,7 @@ def stage03(saved_pipeline, tmp_path, monkeypatch) -> dict:
     sets, a one-row manifest, under a profile that keeps only recipes."""
     from genlineage import layout
     from genlineage.data.imagefolder import write_imagefolder
-    from genlineage.experiments.suspicious_models import write_manifest
+    from genlineage.study.manifest import write_manifest
     from genlineage.models.pipeline_io import save_pipeline
 
     from conftest import make_components
@@ -248,8 +248,10 @@ def stage03(saved_pipeline, tmp_path, monkeypatch) -> dict:
 def test_under_none_stage_03_queries_then_prunes_and_every_later_read_is_cached(stage03, monkeypatch):
     from genlineage import layout
     from genlineage.experiments import suspicious_models
-    from genlineage.experiments.instance_attribution import STRATEGIES, keys_dir, query_model, query_result
-    from genlineage.keys import KeySet, profile_seeds
+    from genlineage.key_sets import STRATEGIES
+    from genlineage.study.queries import keys_dir, query_model, query_result
+    from genlineage.keys import profile_seeds
+    from genlineage.key_sets import KeySet
     from genlineage.models.pipeline_io import load_model
     from genlineage.reconstruction import reconstruct
     from genlineage.verify import verify
@@ -293,7 +295,7 @@ def test_under_none_stage_03_queries_then_prunes_and_every_later_read_is_cached(
 def test_under_full_stage_03_writes_what_it_wrote_before(stage03, monkeypatch):
     """The tiny and smoke profiles keep every model whole: no record, the weights' own identity, and
     nothing of stage 04 asked in stage 03."""
-    from genlineage.experiments.instance_attribution import query_result
+    from genlineage.study.queries import query_result
     from genlineage.experiments.suspicious_models import build_suspicious_model, is_released
 
     monkeypatch.setattr(storage, "profile_policy", lambda profile: "full")

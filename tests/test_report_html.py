@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from genlineage.verify.core import Verdict
+from genlineage.verify.verdict import Verdict
 from genlineage.verify.report import write_report
 from genlineage.verify.report_html import PAGE, render_html
 

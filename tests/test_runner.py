@@ -8,7 +8,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from genlineage import runner
+from genlineage import notebook_copies, runner, timings
 
 
 def _notebook(path: Path, *cells: str) -> Path:
@@ -56,8 +56,8 @@ def test_a_failing_cell_stops_the_run_and_names_notebook_and_cell(stages, tmp_pa
     assert not list((out / "smoke").glob(".*running*")), "no partial copy is left"
     executed = nbformat.read(out / "smoke" / "01_first.ipynb", as_version=4)
     assert "first ran with smoke" in str(executed.cells[-1].outputs)
-    timings = runner.read_timings(smoke_profile)
-    assert list(timings.stage) == ["01_first", "02_broken"] and list(timings.status) == ["ok", "failed"]
+    record = timings.read_timings(smoke_profile)
+    assert list(record.stage) == ["01_first", "02_broken"] and list(record.status) == ["ok", "failed"]
 
 
 def test_main_reports_the_failure_and_exits_non_zero(stages, tmp_path, smoke_profile, monkeypatch, capsys):
@@ -70,8 +70,8 @@ def test_main_reports_the_failure_and_exits_non_zero(stages, tmp_path, smoke_pro
 
 def test_timings_are_appended_not_overwritten(tmp_path):
     path = tmp_path / "t.csv"
-    runner.record_timing(path, {"run": "a", "stage": "01", "seconds": 1.0, "status": "ok"})
-    runner.record_timing(path, {"run": "b", "stage": "01", "seconds": 0.5, "status": "ok"})
+    timings.record_timing(path, {"run": "a", "stage": "01", "seconds": 1.0, "status": "ok"})
+    timings.record_timing(path, {"run": "b", "stage": "01", "seconds": 0.5, "status": "ok"})
     assert list(pd.read_csv(path).run) == ["a", "b"]
 
 
@@ -80,9 +80,9 @@ STAGES = ["01_a", "02_b", "03_c"]
 
 def _plant(profile, rows: list[dict]) -> None:
     """Write a time record as the runner does, one row per (run facts, stage, seconds, status)."""
-    path = profile.data_root / "results" / runner.TIMINGS
+    path = profile.data_root / "results" / timings.TIMINGS
     for row in rows:
-        runner.record_timing(path, row)
+        timings.record_timing(path, row)
 
 
 def _run_rows(run: str, seconds: list[float], cold: bool, statuses: list[str] | None = None,
@@ -91,13 +91,13 @@ def _run_rows(run: str, seconds: list[float], cold: bool, statuses: list[str] | 
     facts = {"run": run, "full_run": cold, "empty_cache": cold, "n_stages": n_stages, "cpus": 2,
              "platform": "Linux-test", "device": "cpu", "commit": "abc123"}
     statuses = statuses or ["ok"] * len(seconds)
-    return [runner.timing_row(facts, stage, sec, status) for stage, sec, status in zip(stages, seconds, statuses)]
+    return [timings.timing_row(facts, stage, sec, status) for stage, sec, status in zip(stages, seconds, statuses)]
 
 
 def test_the_table_takes_cold_times_from_the_one_cold_run_and_latest_from_the_re_run(smoke_profile, monkeypatch):
     from genlineage.experiments.reproduction_report import timing_table
 
-    monkeypatch.delenv(runner.RUN_ID_ENV, raising=False)
+    monkeypatch.delenv(timings.RUN_ID_ENV, raising=False)
     # a cold complete run, then a cached re-run from stage 02 that is slower at 03 (a busy machine):
     # the old "longest run per stage" rule would have mixed the two
     _plant(smoke_profile, _run_rows("cold", [10.0, 100.0, 20.0], cold=True)
@@ -112,12 +112,12 @@ def test_the_table_takes_cold_times_from_the_one_cold_run_and_latest_from_the_re
 def test_a_run_with_a_failed_or_missing_stage_is_not_a_complete_cold_run(smoke_profile, monkeypatch):
     from genlineage.experiments.reproduction_report import timing_table
 
-    monkeypatch.delenv(runner.RUN_ID_ENV, raising=False)
+    monkeypatch.delenv(timings.RUN_ID_ENV, raising=False)
     failed = _run_rows("failed", [10.0, 50.0, 1.0], cold=True, statuses=["ok", "ok", "failed"])
     killed = _run_rows("killed", [11.0, 60.0], cold=True)  # stopped before its last stage: no row for it
     _plant(smoke_profile, failed + killed)
-    t = runner.read_timings(smoke_profile)
-    assert runner.complete_cold_runs(t) == [] and runner.latest_cold_run(t) is None
+    t = timings.read_timings(smoke_profile)
+    assert timings.complete_cold_runs(t) == [] and timings.latest_cold_run(t) is None
     table = timing_table(smoke_profile)
     assert set(table["cold (s)"]) == {"-"}, "no cold time is invented"
     assert table.attrs["cold_run"].startswith("**No complete cold run is recorded**")
@@ -128,52 +128,52 @@ def test_the_report_names_its_own_unfinished_cold_run(smoke_profile, monkeypatch
     from genlineage.experiments.reproduction_report import timing_table
 
     _plant(smoke_profile, _run_rows("now", [10.0, 20.0], cold=True))
-    monkeypatch.setenv(runner.RUN_ID_ENV, "now")
+    monkeypatch.setenv(timings.RUN_ID_ENV, "now")
     assert "this run (`now`) is cold but still running" in timing_table(smoke_profile).attrs["cold_run"]
 
 
 def test_an_old_record_without_run_facts_reads_as_not_cold(smoke_profile):
-    path = smoke_profile.data_root / "results" / runner.TIMINGS
+    path = smoke_profile.data_root / "results" / timings.TIMINGS
     path.parent.mkdir(parents=True)
     path.write_text("run,stage,seconds,status,note\n2026-01-01T00:00:00,01_a,28.0,ok,typed by hand\n")
-    t = runner.read_timings(smoke_profile)
+    t = timings.read_timings(smoke_profile)
     assert list(t.stage) == ["01_a"] and not t.cold.any() and "note" not in t.columns
-    assert runner.latest_cold_run(t) is None
+    assert timings.latest_cold_run(t) is None
 
 
 def test_the_cold_flag_needs_every_stage_and_no_cached_work(tmp_path):
     root = tmp_path / "data" / "smoke"
-    assert not runner.has_cached_work(root), "no data folder: a fresh clone"
+    assert not timings.has_cached_work(root), "no data folder: a fresh clone"
     (root / "results").mkdir(parents=True)
-    (root / "results" / runner.TIMINGS).write_text("run\n")
+    (root / "results" / timings.TIMINGS).write_text("run\n")
     (root / "models").mkdir()
-    assert not runner.has_cached_work(root), "the time record itself and empty folders are no cached work"
+    assert not timings.has_cached_work(root), "the time record itself and empty folders are no cached work"
     (root / "models" / "weights.bin").write_bytes(b"0")
-    assert runner.has_cached_work(root)
+    assert timings.has_cached_work(root)
 
 
 def test_the_runner_records_run_id_cold_flag_and_machine(stages, tmp_path, smoke_profile, monkeypatch):
     for nb in ("02_broken.ipynb", "03_after.ipynb"):
         (stages / nb).unlink()
     _notebook(stages / "02_env.ipynb", "import os; print('run id', os.environ.get('GENLINEAGE_RUN_ID'))")
-    monkeypatch.delenv(runner.RUN_ID_ENV, raising=False)
+    monkeypatch.delenv(timings.RUN_ID_ENV, raising=False)
     runner.run_all("smoke", out_root=tmp_path / "out", notebooks_dir=stages, progress=False)
     (smoke_profile.data_root / "models").mkdir(parents=True)
     (smoke_profile.data_root / "models" / "cached.bin").write_bytes(b"0")
     runner.run_all("smoke", out_root=tmp_path / "out", notebooks_dir=stages, progress=False)  # cached work now
     runner.run_all("smoke", only=["02"], out_root=tmp_path / "out", notebooks_dir=stages, progress=False)
-    t = runner.read_timings(smoke_profile)
+    t = timings.read_timings(smoke_profile)
     runs = list(dict.fromkeys(t.run))
     assert len(runs) == 3 and list(t.groupby("run", sort=False).size()) == [2, 2, 1]
     first = t[t.run == runs[0]]
     assert first.cold.all() and first.full_run.all() and first.empty_cache.all() and (first.n_stages == 2).all()
     assert not t[t.run == runs[1]].cold.any() and t[t.run == runs[1]].full_run.all()
     assert not t[t.run == runs[2]].full_run.any()
-    assert runner.latest_cold_run(t) == runs[0]
+    assert timings.latest_cold_run(t) == runs[0]
     assert (t.cpus == __import__("os").cpu_count()).all() and t.platform.notna().all()
     executed = nbformat.read(tmp_path / "out" / "smoke" / "02_env.ipynb", as_version=4)
     assert f"run id {runs[2]}" in str(executed.cells[-1].outputs), "the stages' kernels see the run id"
-    assert runner.RUN_ID_ENV not in __import__("os").environ
+    assert timings.RUN_ID_ENV not in __import__("os").environ
 
 
 def test_an_unknown_profile_is_refused_with_exit_2(capsys):
@@ -190,7 +190,7 @@ def test_committed_copies_record_where_they_ran_relative_to_the_checkout(tmp_pat
                                 "parameters": {"profile": "tiny"}}
     executed, committed = tmp_path / "executed.ipynb", tmp_path / "committed.ipynb"
     nbformat.write(nb, executed)
-    runner.write_committed_copy(executed, committed)
+    notebook_copies.write_committed_copy(executed, committed)
     record = nbformat.read(committed, as_version=4).metadata["papermill"]
     assert record["input_path"] == "notebooks/01_datasets.ipynb"
     assert record["output_path"] == "outputs/tiny/01_datasets.ipynb"
@@ -220,7 +220,7 @@ def test_a_profile_that_switches_the_lora_ablation_off_skips_notebook_10_and_its
     done = runner.run_all(str(off), out_root=tmp_path / "out", notebooks_dir=stages, progress=False)
     assert [name for name, _ in done] == ["01_first"]
     assert "10_lora skipped: suspicious.lora_ablation.enabled is false" in capsys.readouterr().out
-    t = runner.read_timings(smoke_profile)
+    t = timings.read_timings(smoke_profile)
     assert t.full_run.all() and (t.n_stages == 1).all(), "every stage the profile runs"
     with pytest.raises(runner.StageFailure, match="notebook 10 must not run"):
         runner.run_all("smoke", out_root=tmp_path / "out", notebooks_dir=stages, progress=False)
@@ -241,7 +241,7 @@ def _tqdm_widget_state(model_id: str, done: int, total: int) -> dict:
 def _bar_output(model_id: str, total: int) -> dict:
     """A tqdm.notebook bar's output as papermill saves it: the view and its text captured at 0%."""
     return nbformat.v4.new_output("display_data", data={
-        runner.WIDGET_VIEW: {"model_id": model_id, "version_major": 2, "version_minor": 0},
+        notebook_copies.WIDGET_VIEW: {"model_id": model_id, "version_major": 2, "version_minor": 0},
         "text/plain": f"queries:   0%|          | 0/{total} [00:00<?, ?job/s]"})
 
 
@@ -253,11 +253,11 @@ def test_committed_copies_show_finished_bars_as_text_and_no_widget(tmp_path):
     cell.outputs = [_bar_output("done", 4), _bar_output("closed", 9),
                     nbformat.v4.new_output("stream", name="stdout", text="a printed line\n")]
     nb.cells = [cell]
-    nb.metadata["widgets"] = {runner.WIDGET_STATE: {"state": _tqdm_widget_state("done", 4, 4),
+    nb.metadata["widgets"] = {notebook_copies.WIDGET_STATE: {"state": _tqdm_widget_state("done", 4, 4),
                                                     "version_major": 2, "version_minor": 0}}
     executed, committed = tmp_path / "executed.ipynb", tmp_path / "committed.ipynb"
     nbformat.write(nb, executed)
-    runner.write_committed_copy(executed, committed)
+    notebook_copies.write_committed_copy(executed, committed)
     text = committed.read_text()
     assert "widget" not in text, "no widget view and no widget state"
     copy = nbformat.read(committed, as_version=4)
@@ -270,12 +270,12 @@ def test_committed_copies_show_finished_bars_as_text_and_no_widget(tmp_path):
 
 def test_a_bar_stopped_part_way_shows_where_it_stopped_and_a_notebook_without_state_keeps_its_text():
     states = _tqdm_widget_state("half", 3, 8)
-    assert runner._final_bar_text("half", states) == "queries:  38%|███▊      | 3/8 [00:03<00:00, 1.2job/s]"
+    assert notebook_copies._final_bar_text("half", states) == "queries:  38%|███▊      | 3/8 [00:03<00:00, 1.2job/s]"
     lagging = _tqdm_widget_state("lag", 7, 7)  # the HTML's last refresh was at the start; the progress is final
     lagging["laga"]["state"]["value"], lagging["lagc"]["state"]["value"] = "claims:\u20070%", "\u20070/7\u2007[00:00&lt;?]"
-    assert runner._final_bar_text("lag", lagging) == "claims: 100%|██████████| 7/7 [00:00<?]"
+    assert notebook_copies._final_bar_text("lag", lagging) == "claims: 100%|██████████| 7/7 [00:00<?]"
     nb = {"metadata": {}, "cells": [{"cell_type": "code", "outputs": [_bar_output("unsaved", 8)]}]}
-    assert runner.without_widgets(nb)["cells"][0]["outputs"][0]["data"] == {
+    assert notebook_copies.without_widgets(nb)["cells"][0]["outputs"][0]["data"] == {
         "text/plain": "queries:   0%|          | 0/8 [00:00<?, ?job/s]"}
 
 

@@ -18,10 +18,11 @@ import pandas as pd
 import pytest
 
 from conftest import CAPTIONS
-from genlineage.config import Profile, load_profile
+from genlineage.config import Profile, check_seeds_apart, load_profile
 from genlineage.data.imagefolder import write_imagefolder
 from genlineage.errors import InputError
-from genlineage.keys import KeySet, check_seeds_apart, profile_seeds, reference_seeds
+from genlineage.keys import profile_seeds, reference_seeds
+from genlineage.key_sets import KeySet
 
 SIZE = 32
 
@@ -94,7 +95,7 @@ def _keyset(strategy: str = "generation", seeds=(1000, 1001), per_key: dict | No
 
 
 def test_a_key_sets_reference_seeds_are_read_from_its_meta():
-    from genlineage.verify.core import check_key_seeds
+    from genlineage.verify.verdict import check_key_seeds
 
     assert reference_seeds(_keyset(per_key={"reference_seed": [1001, 1001]})) == [1000, 1001]
     assert reference_seeds(_keyset("random", seeds=None)) is None
@@ -111,7 +112,7 @@ def test_a_key_sets_reference_seeds_are_read_from_its_meta():
 def _stage04_world(P: Profile, monkeypatch, tmp_path) -> tuple[Spy, dict]:
     """Stage 04 on fakes: one source (its base too) and one suspect, folders holding only their
     stamp; candidates given; every generation answered by the spy."""
-    from genlineage.experiments import instance_attribution as stage
+    from genlineage.study import queries as stage
 
     spy = Spy()
     monkeypatch.setattr("genlineage.keys.generate_cached", spy)
@@ -131,7 +132,7 @@ def _stage04_world(P: Profile, monkeypatch, tmp_path) -> tuple[Spy, dict]:
 
 
 def test_stage04_makes_references_at_key_seeds_and_queries_at_query_seeds(smoke_profile, monkeypatch, tmp_path):
-    from genlineage.experiments.instance_attribution import build_keys, keys_dir, load_keys, query_model
+    from genlineage.study.queries import build_keys, keys_dir, load_keys, query_model
 
     P = smoke_profile
     key_seeds, query_seeds = P["attribution"]["key_seeds"], P["attribution"]["query_seeds"]
@@ -155,7 +156,7 @@ def test_stage04_makes_references_at_key_seeds_and_queries_at_query_seeds(smoke_
 
 
 def test_stage04_queries_again_when_the_query_seeds_change(smoke_profile, monkeypatch, tmp_path):
-    from genlineage.experiments.instance_attribution import build_keys, query_model
+    from genlineage.study.queries import build_keys, query_model
 
     P = smoke_profile
     spy, row = _stage04_world(P, monkeypatch, tmp_path)

@@ -22,16 +22,17 @@ from genlineage.config import load_profile
 from genlineage.data.imagefolder import ImageFolder, write_imagefolder
 from genlineage.errors import InputError
 from genlineage.generation import GenerationConfig, generate_cached
-from genlineage.keys import KeySet
+from genlineage.key_sets import KeySet
 from genlineage.models.pipeline_io import load_pipeline
 from genlineage.training.finetune import finetune_folder
 from genlineage.training.sd import TrainConfig
 from genlineage.verify import null, select_keys, verify, write_report
-from genlineage.verify.core import (InnocentNull, Models, QueryPlan, ShadowRDs, SuspectAnswers, Threshold, Verdict,
-                                    assemble_verdict, build_null, check_keys, check_models, check_settings,
-                                    choose_delta0, controls_null_test, decide, discriminator_score, fisher_split,
-                                    open_suspect, plan_budget, query_shadows, query_suspect, run_record,
-                                    shadow_key_count, shadow_null_test, warning_for)
+from genlineage.verify.verdict import (InnocentNull, Models, QueryPlan, ShadowRDs, SuspectAnswers, Threshold,
+                                       Verdict, assemble_verdict, build_null, check_keys, check_models,
+                                       check_settings, choose_delta0, controls_null_test, decide,
+                                       discriminator_score, open_suspect, plan_budget, query_shadows, query_suspect,
+                                       run_record, shadow_null_test, warning_for)
+from genlineage.verify.budget import (fisher_split, shadow_key_count)
 
 P = load_profile("smoke")
 
@@ -427,7 +428,7 @@ def test_plan_budget_spends_the_budget_on_keys_with_shadows_and_splits_it_with_c
 
 
 def test_without_a_budget_controls_are_capped_at_a_stated_number_per_key():
-    from genlineage.verify.core import CONTROLS_PER_KEY
+    from genlineage.verify.budget import CONTROLS_PER_KEY
 
     assert fisher_split(0.05, 30, 500, 4, None) == (30, CONTROLS_PER_KEY * 30)
     assert fisher_split(0.05, 30, 60, 4, None) == (30, 60), "fewer controls than the cap: all of them"
@@ -839,7 +840,7 @@ def test_pipeline_suspects_load_on_the_profiles_device_and_dtype(saved_pipeline,
 
     import torch
 
-    from genlineage.verify import core, suspect as sus
+    from genlineage.verify import suspect as sus, verdict
 
     seen = []
     real = sus.load_pipeline
@@ -847,7 +848,7 @@ def test_pipeline_suspects_load_on_the_profiles_device_and_dtype(saved_pipeline,
                         (seen.append((device, dtype)), real(path, device=device, dtype=dtype, trust=trust))[1])
     P = load_profile("smoke", {"dtype": "bfloat16"})
     run = SimpleNamespace(profile=P, generation=P.generation, cache_dir=tmp_path / "cache")
-    model = core._suspect(saved_pipeline, run, "innocent shadow")
+    model = verdict._suspect(saved_pipeline, run, "innocent shadow")
     assert seen == [], "nothing is loaded before an image is needed"
     assert model.components.unet.dtype == torch.bfloat16 and seen == [("cpu", torch.bfloat16)]
 
@@ -859,7 +860,7 @@ def test_a_suspect_whose_images_are_all_cached_is_never_loaded_and_gives_the_sam
     from types import SimpleNamespace
 
     from genlineage.models.pipeline_io import model_content_id
-    from genlineage.verify import core, suspect as sus
+    from genlineage.verify import suspect as sus, verdict
 
     loads = []
     real = sus.load_sd_pipeline
@@ -867,13 +868,13 @@ def test_a_suspect_whose_images_are_all_cached_is_never_loaded_and_gives_the_sam
     P = load_profile("smoke")
     run = SimpleNamespace(profile=P, generation=P.generation, cache_dir=tmp_path / "cache")
     prompts, seeds = ["a red star on a plain background", "a blue circle on a grassy background"], [0, 1]
-    first = core._suspect(saved_pipeline, run, "innocent shadow")
+    first = verdict._suspect(saved_pipeline, run, "innocent shadow")
     drawn = first.generate(prompts, seeds, 32, progress=False)
     assert len(loads) == 1 and model_content_id(saved_pipeline) == first.components.content_id
-    again = core._suspect(saved_pipeline, run, "innocent shadow")
+    again = verdict._suspect(saved_pipeline, run, "innocent shadow")
     np.testing.assert_array_equal(again.generate(prompts, seeds, 32, progress=False), drawn)
     assert len(loads) == 1, "every image was cached: the second suspect never loaded"
     again.generate(prompts + ["a green star on a plain background"], seeds + [2], 32, progress=False)
     assert len(loads) == 2, "a missing image loads the model"
     with pytest.raises(InputError, match="generates 32 px images but the key samples are 64 px"):
-        core._suspect(saved_pipeline, run, "innocent shadow").generate(prompts, seeds, 64, progress=False)
+        verdict._suspect(saved_pipeline, run, "innocent shadow").generate(prompts, seeds, 64, progress=False)

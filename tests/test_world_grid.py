@@ -56,7 +56,7 @@ def test_the_chosen_world_reaches_every_later_stage_and_only_for_its_own_grid(tm
     after = load_profile("tiny")
     assert after.suspicious.n_samples == 90
     assert after.suspicious.train_config(after.training.finetune).steps == 150
-    from genlineage.experiments.suspicious_models import plan_manifest
+    from genlineage.study.manifest import plan_manifest
 
     assert set(plan_manifest(after).n_samples) == {90}
     other = load_profile("tiny", {"suspicious": {"world": {"steps": [100, 200]}}})

@@ -280,6 +280,24 @@ class BaseSettings(Section):
     CHOICES: ClassVar[dict[str, tuple]] = {"prediction_type": ("epsilon", "v_prediction")}
 
 
+# What stage 03 keeps of a fine-tune once it is queried (``models.keep_finetuned``; the disk plan
+# and the release live in ``models.storage``; the choices and their check live here, with the settings).
+KEEP_POLICIES = ("full", "fp16", "none")
+EXACT_FP16_DTYPE = "float16"  # the inference dtype under which fp16 weights draw the same images
+
+
+def check_policy(policy: str, inference_dtype: str | None = None) -> str:
+    """Refuse a keep policy that is not one of :data:`KEEP_POLICIES`, and ``fp16`` where it would
+    change images (any inference dtype but float16)."""
+    if policy not in KEEP_POLICIES:
+        raise InputError(f"models.keep_finetuned: {policy!r} is not one of {', '.join(KEEP_POLICIES)}.")
+    if policy == "fp16" and inference_dtype is not None and inference_dtype != EXACT_FP16_DTYPE:
+        raise InputError(f"models.keep_finetuned: fp16 needs run.dtype: float16 (this profile infers in "
+                         f"{inference_dtype}, where fp16 weights would draw other images than the ones cached "
+                         "under the model's identity); keep full, or use none.")
+    return policy
+
+
 @dataclass(frozen=True)
 class ModelsSettings(Section):
     bases: dict[str, BaseSettings]
@@ -287,7 +305,7 @@ class ModelsSettings(Section):
     # What an evaluated or shadow fine-tune keeps once its queries are cached (models.storage):
     # full (as trained), fp16 (its own weights in float16; needs dtype: float16), none (its recipe).
     keep_finetuned: str = "full"
-    CHOICES: ClassVar[dict[str, tuple]] = {"keep_finetuned": ("full", "fp16", "none")}
+    CHOICES: ClassVar[dict[str, tuple]] = {"keep_finetuned": KEEP_POLICIES}
 
 
 @dataclass(frozen=True)
@@ -625,8 +643,6 @@ class Profile(dict):
         # suspicious.lora): build both merged configs now, so a misspelt key there stops the run here.
         for how in ("full", "lora"):
             self.suspicious.train_config(self.training.finetune, how)
-        from .models.storage import check_policy  # here: storage imports torch, which config must not
-
         check_policy(self.models.keep_finetuned, self.run.dtype)  # fp16 only where it draws the same images
         return self
 

@@ -69,6 +69,8 @@ def write_json(target: str | Path, obj: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
+    """A JSON file this tool wrote itself (a stamp, a record, splits.json). A file someone else
+    made goes through :func:`genlineage.models.gate.read_model_json` (bounded, strict) instead."""
     return json.loads(Path(path).read_text())
 
 

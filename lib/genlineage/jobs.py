@@ -15,14 +15,13 @@ machine. (Generations run at their own ``generation.threads`` whatever the job's
 """
 from __future__ import annotations
 
-import importlib
 import multiprocessing as mp
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -66,24 +65,38 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _call(target: str, kwargs: dict, threads: int) -> Any:
+def _call(target: Callable[..., Any], kwargs: dict, threads: int) -> Any:
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    module, _, name = target.rpartition(".")
     with torch_threads(threads):
-        return getattr(importlib.import_module(module), name)(**kwargs)
+        return target(**kwargs)
 
 
-def run_jobs(target: str, jobs: Sequence[dict], parallel: int = 1, threads: int = 1,
+def target_name(target: Callable[..., Any]) -> str:
+    """A job function's dotted name, for messages."""
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(target))}"
+
+
+def _check_target(target: Callable[..., Any]) -> None:
+    """A job must be a module-level function: spawned workers and Ray workers receive it by its
+    importable name (pickled by reference), so a lambda or a nested function cannot travel."""
+    qualname = getattr(target, "__qualname__", "")
+    if not callable(target) or "<" in qualname or not getattr(target, "__module__", None):
+        raise TypeError(f"run_jobs needs a module-level function, got {target!r}")
+
+
+def run_jobs(target: Callable[..., Any], jobs: Sequence[dict], parallel: int = 1, threads: int = 1,
              desc: str | None = None, executor: Executor | None = None) -> list[Any]:
     """Run ``target(**kwargs)`` for each kwargs in ``jobs``; return results in order.
 
-    ``target`` is a dotted path to a module-level function (spawned workers import it).
+    ``target`` is a module-level function, passed as itself: spawned workers and Ray tasks receive
+    it by its importable name, so the local pool and Ray run the same object.
     Locally, ``parallel`` processes run at once, each with ``threads`` torch threads; with
     ``parallel == 1`` the jobs run in this process with the same thread count. On Ray
     (``executor.engine == "ray"``) every job is a task of ``threads`` CPUs and
     ``executor.gpus_per_job`` GPUs, as many at once as the cluster holds. ``desc`` shows a
     progress bar over the jobs.
     """
+    _check_target(target)
     if executor is not None and executor.engine == "ray":
         return _run_on_ray(target, jobs, threads, desc, executor)
     bar = tqdm(total=len(jobs), desc=desc, disable=desc is None, unit="job")
@@ -122,7 +135,8 @@ def _ray_init(executor: Executor) -> None:
              ignore_reinit_error=True)
 
 
-def _run_on_ray(target: str, jobs: Sequence[dict], threads: int, desc: str | None, executor: Executor) -> list[Any]:
+def _run_on_ray(target: Callable[..., Any], jobs: Sequence[dict], threads: int, desc: str | None,
+                executor: Executor) -> list[Any]:
     """Every job as a Ray task; a task whose worker died or that raised is retried; after the last
     try the run stops with the names of the jobs that failed."""
     import ray
@@ -145,6 +159,6 @@ def _run_on_ray(target: str, jobs: Sequence[dict], threads: int, desc: str | Non
                 failed.append(f"{job_name(jobs[i])} ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
             bar.update()
     if failed:
-        raise JobFailed(f"{len(failed)} of {len(jobs)} {target} jobs failed after {executor.retries} retries: "
+        raise JobFailed(f"{len(failed)} of {len(jobs)} {target_name(target)} jobs failed after {executor.retries} retries: "
                         + "; ".join(failed))
     return results

@@ -4,14 +4,9 @@ Why a module and not a shell loop: the runner has to name the notebook *and the 
 stop there, let a user re-run one stage alone or resume from one, and record how long every stage
 took (the reproduction report's time table reads that record). All of that is testable here.
 
-The time record (``data/<profile>/results/run_all_timings.csv``) gets one row per stage run: the
-invocation's run id, stage, seconds, status, the machine (CPU count, platform, device) and the git
-commit. A row is *cold* when its invocation ran every stage (no ``--only``/``--from``) and started
-with no cached work: no file under ``data/<profile>/`` other than this record (a fresh clone, or a
-deleted data folder; empty folders do not count, a killed run's partial files do). The report's
-cold time is the latest run whose every stage is cold and ok, so it is one uninterrupted run
-measured from scratch, never stage maxima stitched from different runs. Committed ``figures/`` and
-``tables/`` are outputs, not cached work, and are not looked at.
+The time record (``data/<profile>/results/run_all_timings.csv``, :mod:`genlineage.timings`) gets
+one row per stage run; the committed copy of each notebook (:mod:`genlineage.notebook_copies`) has
+relative paths and finished progress bars.
 
 Resuming needs nothing special: every stage caches its work under ``data/<profile>/`` and writes
 atomically, so running again re-executes the notebooks and they pick up the cached work. The
@@ -19,42 +14,32 @@ executed copy of a notebook is written to a temporary name and renamed when the 
 through, so ``outputs/<profile>/`` only ever holds complete notebooks; a failed run leaves its
 copy, with the traceback, as ``<name>.failed.ipynb``.
 
-Before any stage, the preflight (:mod:`genlineage.experiments.preflight`) checks in seconds what
+Before any stage, the preflight (:mod:`genlineage.preflight`) checks in seconds what
 would otherwise fail hours in: the device and torch build, the base folders, the data releases'
 counts, the disk for the plan. ``--dry-run`` prints it with the cost plan
-(:mod:`genlineage.experiments.cost_plan`) and runs nothing.
+(:mod:`genlineage.cost_plan`) and runs nothing.
 
 Usage: ``python -m genlineage.runner [profile] [--only NN ...] [--from NN] [--list] [--dry-run [--probe]]``.
 """
 from __future__ import annotations
 
 import argparse
-import html
-import json
 import os
-import platform
-import re
-import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 
 from .config import REPO_ROOT, load_profile
 from .errors import InputError
-from .experiments.cost_plan import STATED, format_plan, measure_unit_costs
-from .experiments.preflight import format_checks, preflight
+from .cost_plan import STATED, format_plan, measure_unit_costs
+from .preflight import format_checks, preflight
 from .io import atomic_path, clean_partials
 from .jobs import EXECUTOR_ENV, RAY_ADDRESS_ENV
-
-TIMINGS = "run_all_timings.csv"
-RUN_ID_ENV = "GENLINEAGE_RUN_ID"  # set while run_all runs: the stage notebooks' kernels inherit it
-# what is true of a whole invocation, repeated on each of its rows (the record stays one flat CSV)
-RUN_FACTS = ["full_run", "empty_cache", "n_stages", "cpus", "platform", "device", "commit"]
-TIMING_COLUMNS = ["run", "stage", "seconds", "status", *RUN_FACTS]
+from .notebook_copies import write_committed_copy
+from .timings import (RUN_ID_ENV, TIMINGS, git_commit, has_cached_work, machine_info, new_run_id, record_timing,
+                      timing_row)
 
 
 @dataclass
@@ -140,238 +125,6 @@ def run_stage(notebook: Path, profile: str, out_dir: Path, progress: bool = True
     os.replace(partial, final)
     failed.unlink(missing_ok=True)
     return time.perf_counter() - start
-
-
-def record_timing(path: Path, row: dict) -> None:
-    """Append one stage's time to the record (rewritten atomically: never half a file)."""
-    table = pd.read_csv(path) if path.is_file() else pd.DataFrame()
-    table = pd.concat([table, pd.DataFrame([row])], ignore_index=True)
-    with atomic_path(path) as tmp:
-        table.to_csv(tmp, index=False)
-
-
-def write_committed_copy(executed: Path, target: Path) -> None:
-    """Copy an executed notebook for committing, with papermill's record of where it ran (its
-    ``input_path`` and ``output_path``) made relative to the checkout: an absolute path names one
-    machine's folders, which a reader elsewhere cannot use and every re-run changes."""
-    from .layout import shown_path
-
-    nb = without_widgets(json.loads(Path(executed).read_text()))
-    record = nb.get("metadata", {}).get("papermill", {})
-    for key in ("input_path", "output_path"):
-        if record.get(key):
-            record[key] = shown_path(record[key])
-    Path(target).write_text(notebook_text(nb))
-
-
-def notebook_text(nb: dict) -> str:
-    """A notebook as the committed copies are written (one-space indent, UTF-8 as it is), so a
-    refresh changes only what the run changed."""
-    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
-
-
-WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
-BAR_WIDTH = 10  # tqdm's text bar in a notebook: ``|██████████|``
-BAR_EIGHTHS = " ▏▎▍▌▋▊▉"
-
-
-def without_widgets(nb: dict) -> dict:
-    """The notebook without ipywidgets: each progress bar's view becomes the text of its last
-    state (``desc: 100%|██████████| 96/96 [..]``), and the saved widget state goes.
-
-    Why: a committed notebook is read without its kernel. JupyterLab then draws a widget view
-    from the state saved in the metadata as a bar frozen where the view first showed it (0%), and
-    GitHub shows the view's text fallback, also captured at 0%. The last state holds the finished
-    bar; its text is what a reader should see. A bar tqdm closed itself (``leave=False``) has no
-    saved state and is dropped, as the live notebook hid it. Without any saved state the text
-    fallback stays (the best there is)."""
-    saved = nb.get("metadata", {}).pop("widgets", None)
-    states = (saved or {}).get(WIDGET_STATE, {}).get("state", {})
-    for cell in nb.get("cells", []):
-        if "outputs" in cell:
-            kept = (_widget_as_text(output, states, saved is not None) for output in cell["outputs"])
-            cell["outputs"] = [output for output in kept if output is not None]
-    return nb
-
-
-def _widget_as_text(output: dict, states: dict, state_saved: bool) -> dict | None:
-    """One output without its widget view: the bar's final text, the fallback text, or nothing."""
-    data = output.get("data") or {}
-    if WIDGET_VIEW not in data:
-        return output
-    model_id = str((data[WIDGET_VIEW] or {}).get("model_id", ""))
-    rest = {mime: value for mime, value in data.items() if mime != WIDGET_VIEW}
-    if state_saved and model_id not in states:
-        return None  # closed by tqdm (leave=False): the live notebook no longer showed it
-    final = _final_bar_text(model_id, states)
-    if final is not None:
-        rest["text/plain"] = [final]
-    return {**output, "data": rest} if rest else None
-
-
-def _final_bar_text(model_id: str, states: dict) -> str | None:
-    """tqdm.notebook's bar as text from its saved state: an HBox of (HTML prefix, FloatProgress,
-    HTML suffix); None for any other widget. The share and the count are the progress widget's
-    (the saved HTML can lag it by the last refresh: ``0%|██████████| 0/7`` for a finished bar)."""
-    def state(ref: str) -> dict:
-        return (states.get(ref.removeprefix("IPY_MODEL_")) or {}).get("state") or {}
-
-    children = [state(str(ref)) for ref in state(model_id).get("children", [])]
-    if len(children) != 3 or "max" not in children[1]:
-        return None
-    prefix, progress, suffix = children
-    done, total = float(progress.get("value", 0)), float(progress["max"])
-    return (f"{_with_share(_html_text(prefix.get('value', '')), done, total)}|{_text_bar(done, total)}|"
-            f"{_with_count(_html_text(suffix.get('value', '')), done, total)}")
-
-
-TQDM_SHARE = re.compile(r"(?P<head>.*?)\s*\d+%$")
-TQDM_COUNT = re.compile(r"(?P<space>\s*)\d+/\d+(?P<tail>.*)$")
-
-
-def _with_share(prefix: str, done: float, total: float) -> str:
-    """``desc:  37%`` with the share of ``done`` in ``total``, as tqdm pads it (3 digits)."""
-    match = TQDM_SHARE.fullmatch(prefix)
-    if match is None or total <= 0:
-        return prefix
-    share = f"{min(max(done / total, 0.0), 1.0) * 100:3.0f}%"
-    return f"{match['head']} {share}" if match["head"] else share
-
-
-def _with_count(suffix: str, done: float, total: float) -> str:
-    """`` 3/8 [..]`` with the widget's count (whole numbers only: a scaled count stays as it is)."""
-    match = TQDM_COUNT.fullmatch(suffix)
-    if match is None or not (done.is_integer() and total.is_integer()):
-        return suffix
-    return f"{match['space']}{int(done)}/{int(total)}{match['tail']}"
-
-
-def _html_text(value: str) -> str:
-    """An HTML widget's value as plain text (tqdm writes figure spaces and escapes ``<``)."""
-    return html.unescape(str(value)).replace("\u2007", " ").replace("\xa0", " ")
-
-
-def _text_bar(value: float, total: float) -> str:
-    """The bar tqdm draws in text for ``value`` of ``total``, in eighths of a block."""
-    share = min(max(float(value) / float(total), 0.0), 1.0) if total else 0.0
-    full, eighths = divmod(int(share * BAR_WIDTH * 8), 8)
-    return ("█" * full + (BAR_EIGHTHS[eighths] if eighths and full < BAR_WIDTH else "")).ljust(BAR_WIDTH)
-
-
-def new_run_id() -> str:
-    """A start time a reader recognises, plus a random tail: two runs in one second stay apart."""
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S')}-{uuid.uuid4().hex[:6]}"
-
-
-def has_cached_work(data_root: Path) -> bool:
-    """Whether any file but the time record is under ``data_root``: a run that starts with one can
-    reuse work (models, generations, results), so its times are not the cost from scratch."""
-    record = data_root / "results" / TIMINGS
-    if not data_root.is_dir():
-        return False
-    for folder, _, files in os.walk(data_root):
-        if any(Path(folder, name) != record for name in files):
-            return True
-    return False
-
-
-def git_commit(repo: Path = REPO_ROOT) -> str:
-    """The checkout's commit (``+dirty`` when tracked files differ); "" without git. Ties a time to code."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-    try:
-        commit = git("rev-parse", "--short=12", "HEAD")
-        return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def machine_info(profile) -> dict:
-    """What the seconds depend on: CPU count, platform, and the device (with the GPU's name on
-    CUDA, asked of nvidia-smi: importing torch here would hold GPU memory for the whole run)."""
-    device = profile.run.device
-    if device.startswith("cuda"):
-        try:
-            names = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                                   capture_output=True, text=True, timeout=10, check=True).stdout.split("\n")
-            device += f" ({names[int(device.partition(':')[2] or 0)].strip()})"
-        except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-            pass  # the configured name still says what was asked for
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "device": device}
-
-
-def timing_row(run: dict, stage: str, seconds: float, status: str) -> dict:
-    """One row of the record: this invocation's facts (``run``) plus the stage's outcome."""
-    return {"run": run["run"], "stage": stage, "seconds": round(seconds, 1), "status": status,
-            **{k: run[k] for k in RUN_FACTS}}
-
-
-def _flag(value) -> bool:
-    """A boolean as the CSV holds it (True, "True", or NaN in a row from an older record)."""
-    return str(value).strip().lower() == "true"
-
-
-def normalise_timings(table: pd.DataFrame) -> pd.DataFrame:
-    """Every column present, flags as booleans, plus ``cold``. Rows of an older record (no flags,
-    maybe a ``note``) read as not cold; the hand-typed note is not carried on."""
-    table = table.drop(columns=["note"], errors="ignore").copy()
-    for col in TIMING_COLUMNS:
-        if col not in table:
-            table[col] = pd.NA
-    for col in ("full_run", "empty_cache"):
-        table[col] = table[col].map(_flag).astype(bool)
-    table["seconds"] = pd.to_numeric(table["seconds"], errors="coerce")
-    table["n_stages"] = pd.to_numeric(table["n_stages"], errors="coerce")
-    table["run"] = table["run"].astype(str)
-    table["cold"] = table.full_run & table.empty_cache
-    return table[TIMING_COLUMNS + ["cold"]].reset_index(drop=True)
-
-
-def read_timings(profile) -> pd.DataFrame:
-    """The time record of a profile, normalised (an empty table with the columns when none)."""
-    path = profile.data_root / "results" / TIMINGS
-    return normalise_timings(pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=TIMING_COLUMNS))
-
-
-def complete_cold_runs(timings: pd.DataFrame) -> list[str]:
-    """Run ids, oldest first, of runs that measured the cost from scratch: cold, every stage of
-    the invocation recorded once and ok. A failed, killed or partial run is left out."""
-    runs = []
-    for run, g in timings.groupby("run", sort=False):
-        expected = g.n_stages.iloc[0]
-        if (g.cold.all() and (g.status == "ok").all() and g.stage.is_unique
-                and pd.notna(expected) and len(g) == int(expected)):
-            runs.append(str(run))
-    return runs
-
-
-def latest_cold_run(timings: pd.DataFrame) -> str | None:
-    """The most recent complete cold run (the record is in run order); None when there is none."""
-    runs = complete_cold_runs(timings)
-    return runs[-1] if runs else None
-
-
-def describe_run(timings: pd.DataFrame, run: str) -> str:
-    """Where and from what code a run's seconds came: they mean little without the machine."""
-    row = timings[timings.run == run].iloc[0]
-    def known(v) -> bool:
-        return pd.notna(v) and str(v) != ""
-    parts = [f"{int(float(row.cpus))} CPUs" if known(row.cpus) else "",
-             str(row.platform) if known(row.platform) else "",
-             f"device {row.device}" if known(row.device) else "",
-             f"commit {row.commit}" if known(row.commit) else ""]
-    return f"run `{run}` ({', '.join(p for p in parts if p) or 'machine not recorded'})"
-
-
-def unfinished_cold_run(timings: pd.DataFrame) -> str | None:
-    """The run this process belongs to (``GENLINEAGE_RUN_ID``, set by run_all for its stages),
-    when it is cold and every stage so far is ok: a report written by its last stage cannot count
-    it yet, and says so instead."""
-    run = os.environ.get(RUN_ID_ENV)
-    rows = timings[timings.run == run] if run else timings.iloc[:0]
-    return run if len(rows) and rows.cold.all() and (rows.status == "ok").all() else None
 
 
 def notebook_profile_argument(profile: str) -> str:

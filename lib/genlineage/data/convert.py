@@ -138,6 +138,40 @@ def _numeric_key(name: str) -> tuple[int, str]:
     return (int(stem), name) if stem.isdigit() else (1 << 62, name)
 
 
+def _celeba_release_files(src: Path) -> tuple[Path, Path]:
+    """The image folder and the caption file of a CelebA-Dialog release, or a refusal naming what
+    is missing and what the folder holds."""
+    if not src.is_dir():
+        raise InputError(f"CelebA-Dialog root {src} is not a folder; pass the folder holding image/ and text/captions_hq.json.")
+    images_dir = next((src / d for d in CELEBA_IMAGE_DIRS if (src / d).is_dir()), None)
+    captions_file = next((src / f for f in CELEBA_CAPTION_FILES if (src / f).is_file()), None)
+    if images_dir is None or captions_file is None:
+        missing = []
+        if images_dir is None:
+            missing.append("an image folder (image/<n>.jpg, from the release's image.zip)")
+        if captions_file is None:
+            missing.append("text/captions_hq.json (from the release's text.zip)")
+        raise InputError(
+            f"{src} does not look like a CelebA-Dialog release: missing {' and '.join(missing)}. "
+            f"Expected <root>/image/<n>.jpg and <root>/text/captions_hq.json; found: {_listing(src)}."
+        )
+    return images_dir, captions_file
+
+
+def _celeba_captions(captions_file: Path) -> dict:
+    """The release's caption file: a non-empty object mapping image names to their captions."""
+    try:
+        captions = json.loads(captions_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{captions_file} is not valid JSON ({exc}); re-extract it from the release's text.zip.") from None
+    if not isinstance(captions, dict) or not captions:
+        raise InputError(
+            f"{captions_file} should map image names to {{'overall_caption': ..., 'attribute_wise_captions': ...}}; "
+            f"found {type(captions).__name__}. Use captions_hq.json, not request_hq.json."
+        )
+    return captions
+
+
 def convert_celeba_dialog(
     src_root: str | Path,
     out_dir: str | Path,
@@ -154,29 +188,8 @@ def convert_celeba_dialog(
     """
     _check_size(size)
     src, out_dir = Path(src_root), Path(out_dir)
-    if not src.is_dir():
-        raise InputError(f"CelebA-Dialog root {src} is not a folder; pass the folder holding image/ and text/captions_hq.json.")
-    images_dir = next((src / d for d in CELEBA_IMAGE_DIRS if (src / d).is_dir()), None)
-    captions_file = next((src / f for f in CELEBA_CAPTION_FILES if (src / f).is_file()), None)
-    if images_dir is None or captions_file is None:
-        missing = []
-        if images_dir is None:
-            missing.append("an image folder (image/<n>.jpg, from the release's image.zip)")
-        if captions_file is None:
-            missing.append("text/captions_hq.json (from the release's text.zip)")
-        raise InputError(
-            f"{src} does not look like a CelebA-Dialog release: missing {' and '.join(missing)}. "
-            f"Expected <root>/image/<n>.jpg and <root>/text/captions_hq.json; found: {_listing(src)}."
-        )
-    try:
-        captions = json.loads(captions_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{captions_file} is not valid JSON ({exc}); re-extract it from the release's text.zip.") from None
-    if not isinstance(captions, dict) or not captions:
-        raise InputError(
-            f"{captions_file} should map image names to {{'overall_caption': ..., 'attribute_wise_captions': ...}}; "
-            f"found {type(captions).__name__}. Use captions_hq.json, not request_hq.json."
-        )
+    images_dir, captions_file = _celeba_release_files(src)
+    captions = _celeba_captions(captions_file)
     summary = _Summary("celeba_dialog", src, out_dir, size)
     on_disk = {p.name for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_EXTS}
     for name in sorted(on_disk - set(captions), key=_numeric_key):

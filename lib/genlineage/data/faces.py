@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -375,52 +376,61 @@ def _ellipse(cx: float, cy: float, rx: float, ry: float) -> list[float]:
     return [cx - rx, cy - ry, cx + rx, cy + ry]
 
 
-def render_face(attributes: dict, size: int) -> np.ndarray:
-    """Draw the face described by ``attributes`` (levels + ``hidden``) as uint8 size×size×3.
+@dataclass
+class _Face:
+    """One face being drawn: the canvas at ``SUPERSAMPLE`` times the size, and the geometry and
+    colours every part of the face is placed by (units: the image is 1 x 1)."""
 
-    Separate from sampling so a test (or a notebook) can change only the hidden details and
-    show that the caption stays the same while the image changes.
-    """
-    if size < 16:
-        raise ValueError(f"face images need size >= 16 px, got {size}")
-    h = attributes["hidden"]
-    n = size * SUPERSAMPLE
-    S = float(n)
-    img = background(h, n)
-    d = ImageDraw.Draw(img)
-    male = attributes["gender"] == "male"
-    age = int(attributes["age"])
-    kid = age == 0
+    img: Image.Image
+    n: int
+    attributes: dict
+    cx: float
+    cy: float
+    rx: float
+    ry: float
+    skin: tuple
+    hair: tuple
 
-    rx = h["face_rx"] * (1.06 if kid else 1.0)
-    ry = rx * h["face_aspect"] * (0.9 if kid else 1.0)
-    cx, cy = 0.5 + h["face_dx"], 0.5 + h["face_dy"]
-    grey = {0: 0.0, 1: 0.0, 2: 0.0, 3: 0.3, 4: 0.6, 5: 0.92}[age]
-    hair = _mix(h["hair_rgb"], (222, 222, 226), grey)
-    skin = tuple(h["skin_rgb"])
-    dark_skin = _shade(skin, -0.25)
-    P = lambda *vals: [v * S for v in vals]  # noqa: E731  unit -> render pixels
+    @property
+    def draw(self) -> ImageDraw.ImageDraw:
+        return ImageDraw.Draw(self.img)
 
-    # Shoulders and neck (shirt colour is a hidden detail).
-    d.ellipse(P(cx - 0.42, cy + ry * 0.95, cx + 0.42, cy + ry * 0.95 + 0.6), fill=tuple(h["shirt_rgb"]))
-    d.rectangle(P(cx - rx * 0.38, cy + ry * 0.5, cx + rx * 0.38, cy + ry * 1.15), fill=dark_skin)
+    @property
+    def hidden(self) -> dict:
+        return self.attributes["hidden"]
 
-    # Hair behind the head: long for women, a cap for men; volume is a hidden detail.
-    vol = h["hair_volume"]
-    if male:
-        d.ellipse(P(*_ellipse(cx, cy - ry * 0.18, rx * (1.08 + 0.1 * vol), ry * (0.95 + 0.08 * vol))), fill=hair)
-    else:
-        d.ellipse(P(*_ellipse(cx, cy - ry * 0.12, rx * (1.2 + 0.15 * vol), ry * (1.02 + 0.06 * vol))), fill=hair)
-        d.rectangle(P(cx - rx * (1.2 + 0.15 * vol), cy - ry * 0.1, cx + rx * (1.2 + 0.15 * vol), cy + ry * (0.95 + 0.25 * vol)),
-                    fill=hair)
+    @property
+    def dark_skin(self) -> tuple:
+        return _shade(self.skin, -0.25)
 
-    # Face.
-    face_box = P(*_ellipse(cx, cy, rx, ry))
-    d.ellipse(face_box, fill=skin)
+    def px(self, *vals: float) -> list[float]:
+        """Units -> render pixels."""
+        return [v * float(self.n) for v in vals]
 
-    def masked(fill: tuple, shapes: list[tuple[str, list[float]]], cut_above: float | None = None,
+    def width(self, share: float) -> int:
+        """A line width of ``share`` of the image, at least one pixel."""
+        return max(1, int(round(float(self.n) * share)))
+
+    @property
+    def face_box(self) -> list[float]:
+        return self.px(*_ellipse(self.cx, self.cy, self.rx, self.ry))
+
+    @property
+    def eye_y(self) -> float:
+        return self.cy - self.ry * 0.12
+
+    @property
+    def brow_y(self) -> float:
+        return self.cy - self.ry * 0.3
+
+    @property
+    def hairline(self) -> float:
+        return self.cy - self.ry * 0.74
+
+    def masked(self, fill: tuple, shapes: list[tuple[str, list[float]]], cut_above: float | None = None,
                cut_below: float | None = None, alpha: int = 255) -> None:
         """Paint ``fill`` over the union of shapes, clipped to a horizontal band."""
+        n = self.n
         mask = Image.new("L", (n, n), 0)
         md = ImageDraw.Draw(mask)
         for kind, box in shapes:
@@ -429,72 +439,126 @@ def render_face(attributes: dict, size: int) -> np.ndarray:
             else:
                 md.polygon(box, fill=alpha)
         if cut_above is not None:  # keep only y >= cut_above
-            md.rectangle([0, 0, n, cut_above * S], fill=0)
+            md.rectangle([0, 0, n, cut_above * n], fill=0)
         if cut_below is not None:  # keep only y <= cut_below
-            md.rectangle([0, cut_below * S, n, n], fill=0)
-        img.paste(fill, (0, 0, n, n), mask)
+            md.rectangle([0, cut_below * n, n, n], fill=0)
+        self.img.paste(fill, (0, 0, n, n), mask)
 
-    # Age: wrinkles (forehead, cheeks) for 3+, rosy cheeks for children and teenagers.
-    line = max(1, int(round(S * 0.008)))
-    brow_y = cy - ry * 0.3
-    hairline = cy - ry * 0.74
+
+def render_face(attributes: dict, size: int) -> np.ndarray:
+    """Draw the face described by ``attributes`` (levels + ``hidden``) as uint8 size×size×3.
+
+    Separate from sampling so a test (or a notebook) can change only the hidden details and
+    show that the caption stays the same while the image changes. Drawn back to front, one step
+    per part of the face.
+    """
+    if size < 16:
+        raise ValueError(f"face images need size >= 16 px, got {size}")
+    face = _face_frame(attributes, size * SUPERSAMPLE)
+    for step in (_draw_body_and_back_hair, _draw_age, _draw_bangs, _draw_eyes_and_nose, _draw_beard, _draw_mouth,
+                 _draw_glasses):
+        step(face)
+    out = face.img.resize((size, size), Image.LANCZOS)
+    return np.asarray(out, dtype=np.uint8).copy()
+
+
+def _face_frame(attributes: dict, n: int) -> _Face:
+    """The background and the face's place, size and colours (children have rounder faces; grey
+    hair comes with age)."""
+    h = attributes["hidden"]
+    kid = int(attributes["age"]) == 0
+    rx = h["face_rx"] * (1.06 if kid else 1.0)
+    ry = rx * h["face_aspect"] * (0.9 if kid else 1.0)
+    grey = {0: 0.0, 1: 0.0, 2: 0.0, 3: 0.3, 4: 0.6, 5: 0.92}[int(attributes["age"])]
+    return _Face(background(h, n), n, attributes, 0.5 + h["face_dx"], 0.5 + h["face_dy"], rx, ry,
+                 tuple(h["skin_rgb"]), _mix(h["hair_rgb"], (222, 222, 226), grey))
+
+
+def _draw_body_and_back_hair(f: _Face) -> None:
+    """Shoulders and neck (shirt colour is a hidden detail); hair behind the head, long for women,
+    a cap for men, its volume a hidden detail; then the face."""
+    d, P, h, cx, cy, rx, ry = f.draw, f.px, f.hidden, f.cx, f.cy, f.rx, f.ry
+    d.ellipse(P(cx - 0.42, cy + ry * 0.95, cx + 0.42, cy + ry * 0.95 + 0.6), fill=tuple(h["shirt_rgb"]))
+    d.rectangle(P(cx - rx * 0.38, cy + ry * 0.5, cx + rx * 0.38, cy + ry * 1.15), fill=f.dark_skin)
+    vol = h["hair_volume"]
+    if f.attributes["gender"] == "male":
+        d.ellipse(P(*_ellipse(cx, cy - ry * 0.18, rx * (1.08 + 0.1 * vol), ry * (0.95 + 0.08 * vol))), fill=f.hair)
+    else:
+        d.ellipse(P(*_ellipse(cx, cy - ry * 0.12, rx * (1.2 + 0.15 * vol), ry * (1.02 + 0.06 * vol))), fill=f.hair)
+        d.rectangle(P(cx - rx * (1.2 + 0.15 * vol), cy - ry * 0.1, cx + rx * (1.2 + 0.15 * vol), cy + ry * (0.95 + 0.25 * vol)),
+                    fill=f.hair)
+    d.ellipse(f.face_box, fill=f.skin)
+
+
+def _draw_age(f: _Face) -> None:
+    """Wrinkles (forehead, cheeks) for age 3+, rosy cheeks for children and teenagers."""
+    d, P, cx, cy, rx, ry = f.draw, f.px, f.cx, f.cy, f.rx, f.ry
+    age, line = int(f.attributes["age"]), f.width(0.008)
     if age >= 3:
         for k in range(age - 2):
-            y = hairline + (brow_y - hairline) * (0.35 + 0.2 * k)
-            d.arc(P(cx - rx * 0.5, y - ry * 0.05, cx + rx * 0.5, y + ry * 0.05), 200, 340, fill=dark_skin, width=line)
+            y = f.hairline + (f.brow_y - f.hairline) * (0.35 + 0.2 * k)
+            d.arc(P(cx - rx * 0.5, y - ry * 0.05, cx + rx * 0.5, y + ry * 0.05), 200, 340, fill=f.dark_skin, width=line)
         for s in (-1, 1):
-            d.line(P(cx + s * rx * 0.28, cy + ry * 0.12, cx + s * rx * 0.42, cy + ry * 0.5), fill=dark_skin, width=line)
+            d.line(P(cx + s * rx * 0.28, cy + ry * 0.12, cx + s * rx * 0.42, cy + ry * 0.5), fill=f.dark_skin, width=line)
     if age <= 1:
         for s in (-1, 1):
             d.ellipse(P(*_ellipse(cx + s * rx * 0.55, cy + ry * 0.25, rx * 0.17, ry * 0.09)),
-                      fill=_mix(skin, (235, 110, 120), 0.45 if kid else 0.3))
+                      fill=_mix(f.skin, (235, 110, 120), 0.45 if age == 0 else 0.3))
 
-    # Scalp hair down to the hairline, then bangs over the forehead, graded 0..5.
-    face_shape = [("ellipse", face_box)]
-    bangs = int(attributes["bangs"])
-    bangs_y = hairline + (brow_y + ry * 0.06 - hairline) * bangs / 5.0
-    masked(hair, face_shape, cut_below=max(hairline, bangs_y))
 
-    # Eyes (eye colour and spacing are hidden details), eyebrows.
-    ex_off = rx * h["eye_spacing"]
-    eye_y = cy - ry * 0.12
+def _draw_bangs(f: _Face) -> None:
+    """Scalp hair down to the hairline, then bangs over the forehead, graded 0..5."""
+    bangs_y = f.hairline + (f.brow_y + f.ry * 0.06 - f.hairline) * int(f.attributes["bangs"]) / 5.0
+    f.masked(f.hair, [("ellipse", f.face_box)], cut_below=max(f.hairline, bangs_y))
+
+
+def _draw_eyes_and_nose(f: _Face) -> None:
+    """Eyes (eye colour and spacing are hidden details), eyebrows unless the bangs hide them, nose."""
+    d, P, h, cx, cy, rx, ry, eye_y = f.draw, f.px, f.hidden, f.cx, f.cy, f.rx, f.ry, f.eye_y
+    kid = int(f.attributes["age"]) == 0
     er_x, er_y = rx * (0.17 if kid else 0.14), ry * (0.1 if kid else 0.075)
     for s in (-1, 1):
-        ex = cx + s * ex_off
+        ex = cx + s * rx * h["eye_spacing"]
         d.ellipse(P(*_ellipse(ex, eye_y, er_x, er_y)), fill=(248, 248, 248))
         d.ellipse(P(*_ellipse(ex, eye_y, er_y * 0.95, er_y * 0.95)), fill=tuple(h["eye_rgb"]))
         d.ellipse(P(*_ellipse(ex, eye_y, er_y * 0.42, er_y * 0.42)), fill=(15, 15, 15))
-        if bangs < 5:
-            d.line(P(ex - er_x, eye_y - ry * 0.17, ex + er_x, eye_y - ry * 0.19 - 0.01 * s), fill=_shade(hair, -0.3),
-                   width=max(1, int(round(S * 0.012))))
-    # Nose.
-    d.line(P(cx, eye_y + ry * 0.08, cx - rx * 0.06, cy + ry * 0.22, cx + rx * 0.04, cy + ry * 0.24), fill=dark_skin, width=line)
+        if int(f.attributes["bangs"]) < 5:
+            d.line(P(ex - er_x, eye_y - ry * 0.17, ex + er_x, eye_y - ry * 0.19 - 0.01 * s), fill=_shade(f.hair, -0.3),
+                   width=f.width(0.012))
+    d.line(P(cx, eye_y + ry * 0.08, cx - rx * 0.06, cy + ry * 0.22, cx + rx * 0.04, cy + ry * 0.24), fill=f.dark_skin,
+           width=f.width(0.008))
 
-    # Beard, graded 0..5: stubble shading, then ever larger opaque regions, long ones past the chin.
-    beard = int(attributes["beard"])
-    beard_col = _shade(hair, -0.1)
+
+def _draw_beard(f: _Face) -> None:
+    """Beard, graded 0..5: stubble shading, then ever larger opaque regions, long ones past the chin."""
+    beard = int(f.attributes["beard"])
+    beard_col = _shade(f.hair, -0.1)
+    face_shape = [("ellipse", f.face_box)]
+    cx, cy, rx, ry = f.cx, f.cy, f.rx, f.ry
     if beard == 1:
-        masked(beard_col, face_shape, cut_above=cy + ry * 0.18, alpha=110)
+        f.masked(beard_col, face_shape, cut_above=cy + ry * 0.18, alpha=110)
     elif beard >= 2:
         top = {2: 0.55, 3: 0.35, 4: 0.2, 5: 0.12}[beard]
         extra = {2: 0.0, 3: 0.05, 4: 0.16, 5: 0.4}[beard]
-        shapes = face_shape + [("ellipse", P(*_ellipse(cx, cy + ry * (0.55 + extra / 2), rx * (0.9 + 0.1 * (beard >= 4)),
-                                                       ry * (0.45 + extra))))]
-        masked(beard_col, shapes, cut_above=cy + ry * top)
+        shapes = face_shape + [("ellipse", f.px(*_ellipse(cx, cy + ry * (0.55 + extra / 2), rx * (0.9 + 0.1 * (beard >= 4)),
+                                                          ry * (0.45 + extra))))]
+        f.masked(beard_col, shapes, cut_above=cy + ry * top)
         if beard >= 3:  # moustache
-            d.ellipse(P(*_ellipse(cx, cy + ry * 0.38, rx * 0.36, ry * 0.07)), fill=beard_col)
+            f.draw.ellipse(f.px(*_ellipse(cx, cy + ry * 0.38, rx * 0.36, ry * 0.07)), fill=beard_col)
 
-    # Mouth, graded 0..5: flat line, upturned arcs, then an ever wider open smile with teeth.
-    smile = int(attributes["smiling"])
-    my = cy + ry * 0.5
-    mw = rx * (0.3 + 0.05 * smile)
-    lip = _mix(skin, (150, 40, 50), 0.6)
-    mouth_w = max(1, int(round(S * 0.014)))
+
+def _draw_mouth(f: _Face) -> None:
+    """Mouth, graded 0..5: flat line, upturned arcs, then an ever wider open smile with teeth."""
+    d, P = f.draw, f.px
+    smile = int(f.attributes["smiling"])
+    cx, my, ry = f.cx, f.cy + f.ry * 0.5, f.ry
+    mw = f.rx * (0.3 + 0.05 * smile)
+    lip = _mix(f.skin, (150, 40, 50), 0.6)
     if smile == 0:
-        d.line(P(cx - mw, my, cx + mw, my), fill=lip, width=mouth_w)
+        d.line(P(cx - mw, my, cx + mw, my), fill=lip, width=f.width(0.014))
     elif smile <= 2:
         hgt = ry * (0.07 if smile == 1 else 0.13)
-        d.arc(P(cx - mw, my - hgt, cx + mw, my + hgt), 0, 180, fill=lip, width=mouth_w)
+        d.arc(P(cx - mw, my - hgt, cx + mw, my + hgt), 0, 180, fill=lip, width=f.width(0.014))
     else:
         hgt = ry * {3: 0.14, 4: 0.2, 5: 0.28}[smile]
         top = my - ry * (0.02 if smile < 5 else 0.06)
@@ -503,25 +567,26 @@ def render_face(attributes: dict, size: int) -> np.ndarray:
         if smile == 5:  # tongue
             d.chord(P(cx - mw * 0.5, top + hgt * 0.45, cx + mw * 0.5, top + hgt * 1.05), 180, 360, fill=(215, 90, 100))
 
-    # Eyeglasses, graded 0..5: rimless, thin frame, thick frame, thin / thick sunglasses.
-    glasses = int(attributes["eyeglasses"])
-    if glasses:
-        lens_r = rx * 0.27
-        frame = (205, 205, 215) if glasses == 1 else tuple(h["frame_rgb"])
-        width = {1: 0.006, 2: 0.011, 3: 0.028, 4: 0.011, 5: 0.028}[glasses]
-        fw = max(1, int(round(S * width)))
-        for s in (-1, 1):
-            ex = cx + s * ex_off
-            box = P(*_ellipse(ex, eye_y, lens_r, lens_r * 0.8))
-            if glasses >= 4:
-                d.ellipse(box, fill=(28, 28, 36), outline=frame, width=fw)
-            else:
-                d.ellipse(box, outline=frame, width=fw)
-            d.line(P(ex + s * lens_r, eye_y, cx + s * rx * 0.98, eye_y - ry * 0.03), fill=frame, width=fw)
-        d.line(P(cx - ex_off + lens_r, eye_y, cx + ex_off - lens_r, eye_y), fill=frame, width=fw)
 
-    out = img.resize((size, size), Image.LANCZOS)
-    return np.asarray(out, dtype=np.uint8).copy()
+def _draw_glasses(f: _Face) -> None:
+    """Eyeglasses, graded 0..5: rimless, thin frame, thick frame, thin / thick sunglasses."""
+    glasses = int(f.attributes["eyeglasses"])
+    if not glasses:
+        return
+    d, P, cx, rx, ry, eye_y = f.draw, f.px, f.cx, f.rx, f.ry, f.eye_y
+    ex_off = rx * f.hidden["eye_spacing"]
+    lens_r = rx * 0.27
+    frame = (205, 205, 215) if glasses == 1 else tuple(f.hidden["frame_rgb"])
+    fw = f.width({1: 0.006, 2: 0.011, 3: 0.028, 4: 0.011, 5: 0.028}[glasses])
+    for s in (-1, 1):
+        ex = cx + s * ex_off
+        box = P(*_ellipse(ex, eye_y, lens_r, lens_r * 0.8))
+        if glasses >= 4:
+            d.ellipse(box, fill=(28, 28, 36), outline=frame, width=fw)
+        else:
+            d.ellipse(box, outline=frame, width=fw)
+        d.line(P(ex + s * lens_r, eye_y, cx + s * rx * 0.98, eye_y - ry * 0.03), fill=frame, width=fw)
+    d.line(P(cx - ex_off + lens_r, eye_y, cx + ex_off - lens_r, eye_y), fill=frame, width=fw)
 
 
 def _streams(index: int, seed: int) -> list[np.random.Generator]:

@@ -70,91 +70,28 @@ def make_splits(profile: Mapping, available: Mapping[str, Sequence[str]] | None 
     data = profile.data
     seed = profile.run.seed
     available = available or {}
-    next_index: dict[str, int] = defaultdict(int)
+    next_index: dict[str, int] = defaultdict(int)  # each generator's next free image number
     domains: dict[str, Any] = {}
     for name in sorted(data.domains):
         cfg = data.domains[name]
-        kind = cfg.kind
-        counts = {}
-        for role in ROLES:
-            value = getattr(cfg, role)
-            if value < 0:
-                raise InputError(f"data.domains.{name}.{role} = {value!r}; it must be a count (an integer >= 0).")
-            counts[role] = value
-        roles: dict[str, list[str]] = {}
-        if kind in GENERATED_KINDS:
-            generator = GENERATED_KINDS[kind]
-            start = next_index[generator]
-            for role in ROLES:
-                roles[role] = [f"{generator}:{i}" for i in range(start, start + counts[role])]
-                start += counts[role]
-            if start > PRETRAIN_OFFSET:
-                raise InputError(f"data.domains.{name} asks for {start} {generator} images; at most {PRETRAIN_OFFSET} fit "
-                                 "below the pre-training range.")
-            next_index[generator] = start
-        elif kind in REAL_KINDS:
+        counts = _role_counts(name, cfg)
+        if cfg.kind in GENERATED_KINDS:
+            generator = GENERATED_KINDS[cfg.kind]
+            roles = _generated_roles(name, generator, counts, next_index)
+        elif cfg.kind in REAL_KINDS:
             generator = None
-            if name not in available:
-                raise InputError(
-                    f"data.domains.{name} is real data (kind {kind}); its pool must be converted first: "
-                    f"run genlineage.data.build_datasets(profile), which converts data.domains.{name}.root."
-                )
-            pool = [str(k) for k in available[name]]
-            if len(set(pool)) != len(pool):
-                raise InputError(f"the converted pool of data.domains.{name} has repeated ids; re-run its converter.")
-            need = sum(counts.values())
-            if len(pool) < need:
-                raise InputError(
-                    f"data.domains.{name} needs {need} images ({counts}) but its pool has {len(pool)}; "
-                    f"lower the counts in the profile or provide more data under data.domains.{name}.root."
-                )
-            order = _rng(seed, name, "roles").permutation(len(pool))
-            start = 0
-            for role in ROLES:
-                roles[role] = [f"{name}:{pool[int(i)]}" for i in order[start:start + counts[role]]]
-                start += counts[role]
+            roles = _real_roles(name, cfg.kind, counts, available, seed)
         else:
             raise InputError(
-                f"data.domains.{name}.kind = {kind!r} is unknown; use one of "
+                f"data.domains.{name}.kind = {cfg.kind!r} is unknown; use one of "
                 f"{sorted(GENERATED_KINDS) + list(REAL_KINDS)}."
             )
         domains[name] = {
-            "kind": kind,
+            "kind": cfg.kind,
             "generator": generator,
             "roles": roles,
             "duplication": _duplication(name, cfg.duplication, roles["source"], seed),
         }
-
-    pretrain: dict[str, Any] = {"n": 0, "mix": {}, "ids": [], "subsets": {}}
-    n = data.pretrain.n
-    if n > 0:
-        mix = dict(data.pretrain.mix)
-        bad = [k for k in mix if k not in MIX_GENERATORS]
-        total = float(sum(mix.values()))
-        if bad or total <= 0 or any(v < 0 for v in mix.values()):
-            raise InputError(f"data.pretrain.mix = {mix} is invalid; give non-negative shares for {list(MIX_GENERATORS)}.")
-        names = sorted(mix)
-        exact = [n * mix[k] / total for k in names]
-        counts_mix = [int(np.floor(e)) for e in exact]
-        for i in sorted(range(len(names)), key=lambda i: exact[i] - counts_mix[i], reverse=True)[: n - sum(counts_mix)]:
-            counts_mix[i] += 1
-        ids: list[str] = []
-        for generator, count in zip(names, counts_mix):
-            ids += [f"{generator}:{PRETRAIN_OFFSET + i}" for i in range(count)]
-        order = _rng(seed, "pretrain").permutation(n)
-        ids = [ids[int(i)] for i in order]
-        subsets = {}
-        bases = profile.models.bases
-        for base in sorted(bases):
-            frac = bases[base].pretrain_subset
-            if frac is None:
-                continue
-            if len(frac) != 2 or not 0.0 <= frac[0] < frac[1] <= 1.0:
-                raise InputError(f"models.bases.{base}.pretrain_subset = {frac}; use [start, end] with 0 <= start < end <= 1.")
-            a, b = frac
-            subsets[base] = {"fraction": [a, b], "start": int(round(a * n)), "end": int(round(b * n))}
-        pretrain = {"n": n, "mix": dict(zip(names, counts_mix)), "ids": ids, "subsets": subsets}
-
     return {
         "version": SPLITS_VERSION,
         "profile": profile.name,
@@ -162,8 +99,94 @@ def make_splits(profile: Mapping, available: Mapping[str, Sequence[str]] | None 
         "image_size": data.image_size,
         "roles": list(ROLES),
         "domains": domains,
-        "pretrain": pretrain,
+        "pretrain": _pretrain_split(profile, seed),
     }
+
+
+def _role_counts(name: str, cfg: Any) -> dict[str, int]:
+    """How many images each role of domain ``name`` takes, refused when one is negative."""
+    counts = {}
+    for role in ROLES:
+        value = getattr(cfg, role)
+        if value < 0:
+            raise InputError(f"data.domains.{name}.{role} = {value!r}; it must be a count (an integer >= 0).")
+        counts[role] = value
+    return counts
+
+
+def _generated_roles(name: str, generator: str, counts: dict[str, int], next_index: dict[str, int]) -> dict[str, list[str]]:
+    """A generated domain's roles: consecutive image numbers of its generator, after those earlier
+    domains of the same generator took (``next_index`` is advanced), below the pre-training range."""
+    roles = {}
+    start = next_index[generator]
+    for role in ROLES:
+        roles[role] = [f"{generator}:{i}" for i in range(start, start + counts[role])]
+        start += counts[role]
+    if start > PRETRAIN_OFFSET:
+        raise InputError(f"data.domains.{name} asks for {start} {generator} images; at most {PRETRAIN_OFFSET} fit "
+                         "below the pre-training range.")
+    next_index[generator] = start
+    return roles
+
+
+def _real_roles(name: str, kind: str, counts: dict[str, int], available: Mapping[str, Sequence[str]],
+                seed: int) -> dict[str, list[str]]:
+    """A real-data domain's roles: its converted pool shuffled by the seed and cut into the counts."""
+    if name not in available:
+        raise InputError(
+            f"data.domains.{name} is real data (kind {kind}); its pool must be converted first: "
+            f"run genlineage.data.build_datasets(profile), which converts data.domains.{name}.root."
+        )
+    pool = [str(k) for k in available[name]]
+    if len(set(pool)) != len(pool):
+        raise InputError(f"the converted pool of data.domains.{name} has repeated ids; re-run its converter.")
+    need = sum(counts.values())
+    if len(pool) < need:
+        raise InputError(
+            f"data.domains.{name} needs {need} images ({counts}) but its pool has {len(pool)}; "
+            f"lower the counts in the profile or provide more data under data.domains.{name}.root."
+        )
+    order = _rng(seed, name, "roles").permutation(len(pool))
+    roles, start = {}, 0
+    for role in ROLES:
+        roles[role] = [f"{name}:{pool[int(i)]}" for i in order[start:start + counts[role]]]
+        start += counts[role]
+    return roles
+
+
+def _pretrain_split(profile: Any, seed: int) -> dict[str, Any]:
+    """The pre-training corpus: ``data.pretrain.n`` images mixed from the generators in the stated
+    shares (largest remainders), shuffled, and the ``[start, end)`` rows each base sees."""
+    data = profile.data
+    n = data.pretrain.n
+    if n <= 0:
+        return {"n": 0, "mix": {}, "ids": [], "subsets": {}}
+    mix = dict(data.pretrain.mix)
+    bad = [k for k in mix if k not in MIX_GENERATORS]
+    total = float(sum(mix.values()))
+    if bad or total <= 0 or any(v < 0 for v in mix.values()):
+        raise InputError(f"data.pretrain.mix = {mix} is invalid; give non-negative shares for {list(MIX_GENERATORS)}.")
+    names = sorted(mix)
+    exact = [n * mix[k] / total for k in names]
+    counts_mix = [int(np.floor(e)) for e in exact]
+    for i in sorted(range(len(names)), key=lambda i: exact[i] - counts_mix[i], reverse=True)[: n - sum(counts_mix)]:
+        counts_mix[i] += 1
+    ids: list[str] = []
+    for generator, count in zip(names, counts_mix):
+        ids += [f"{generator}:{PRETRAIN_OFFSET + i}" for i in range(count)]
+    order = _rng(seed, "pretrain").permutation(n)
+    ids = [ids[int(i)] for i in order]
+    subsets = {}
+    bases = profile.models.bases
+    for base in sorted(bases):
+        frac = bases[base].pretrain_subset
+        if frac is None:
+            continue
+        if len(frac) != 2 or not 0.0 <= frac[0] < frac[1] <= 1.0:
+            raise InputError(f"models.bases.{base}.pretrain_subset = {frac}; use [start, end] with 0 <= start < end <= 1.")
+        a, b = frac
+        subsets[base] = {"fraction": [a, b], "start": int(round(a * n)), "end": int(round(b * n))}
+    return {"n": n, "mix": dict(zip(names, counts_mix)), "ids": ids, "subsets": subsets}
 
 
 def role_entries(splits: Mapping, domain: str, role: str | None = None) -> list[str]:

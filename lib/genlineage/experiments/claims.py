@@ -138,6 +138,18 @@ def figure6_claims(confs: pd.DataFrame, tag: str, watermark_accuracy: float | No
     section = f"Figure 6 (delta0 {tag})"
     wide = _per_model(confs)
     inf, inn = wide[wide.rho > 0], wide[wide.rho == 0]
+    rows = _margin_claims(section, wide, inf) + _watermark_claims(section, wide, inf, watermark_accuracy)
+    rows += _rho03_claims(section, wide, inf, inn, key_coverage)
+    if len(inn) and "generation" in wide.columns:
+        rows.append(claim(section, "(ours) innocent models score low",
+                          "Strategy 2 conf of innocent models "
+                          f"{cluster_interval(inn['generation'], inn.source, bounds=SHARE).text()}",
+                          NOT_JUDGED))
+    return _table(rows)
+
+
+def _margin_claims(section: str, wide: pd.DataFrame, inf: pd.DataFrame) -> list[dict]:
+    """Each strategy beats Baseline 2 by more than 0.2 conf at every rho (margins paired per model)."""
     rows = []
     for strategy, name in (("generation", "Strategy 2"), ("detection", "Strategy 1")):
         if {strategy, "random"} <= set(wide.columns):
@@ -148,47 +160,53 @@ def figure6_claims(confs: pd.DataFrame, tag: str, watermark_accuracy: float | No
             worst = min(cells.items(), key=lambda kv: kv[1].mean)
             rows.append(claim(section, f"{name} beats Baseline 2 by > 0.2 conf at every rho",
                               f"smallest mean margin over models at rho = {worst[0]:g}: {worst[1].text(signed=True)}", verdict))
+    return rows
+
+
+def _watermark_claims(section: str, wide: pd.DataFrame, inf: pd.DataFrame, watermark_accuracy: float | None) -> list[dict]:
+    """Strategy 2 within 0.1 of Baseline 1, untestable when the watermark decodes at chance."""
     text = "Strategy 2 within 0.1 of Baseline 1 (watermark)"
     at_chance = watermark_accuracy is not None and WATERMARK_CHANCE[0] <= watermark_accuracy <= WATERMARK_CHANCE[1]
     if at_chance and len(inf):
-        rows.append(untestable(section, text, f"Baseline 1's watermark is at chance here (mean bit accuracy "
-                               f"{watermark_accuracy:.2f}; chance 0.50): marks do not survive generate, fine-tune and "
-                               "generate again through this VAE", "a watermark that survives fine-tuning (decoded "
-                               "well above chance from the infringing models' outputs)"))
-    elif {"generation", "watermark"} <= set(wide.columns) and len(inf):
+        return [untestable(section, text, f"Baseline 1's watermark is at chance here (mean bit accuracy "
+                           f"{watermark_accuracy:.2f}; chance 0.50): marks do not survive generate, fine-tune and "
+                           "generate again through this VAE", "a watermark that survives fine-tuning (decoded "
+                           "well above chance from the infringing models' outputs)")]
+    if {"generation", "watermark"} <= set(wide.columns) and len(inf):
         iv = cluster_interval(inf["watermark"] - inf["generation"], inf.source)
-        rows.append(claim(section, text,
-                          f"Baseline 1 minus Strategy 2 over every infringing model: {iv.text(signed=True)}",
-                          judge(iv.low, iv.high, below=0.1)))
+        return [claim(section, text, f"Baseline 1 minus Strategy 2 over every infringing model: {iv.text(signed=True)}",
+                      judge(iv.low, iv.high, below=0.1))]
+    return []
+
+
+def _rho03_claims(section: str, wide: pd.DataFrame, inf: pd.DataFrame, inn: pd.DataFrame,
+                  key_coverage: pd.DataFrame | None) -> list[dict]:
+    """The levels the paper states at rho = 0.3, as excess over the innocent models; Strategy 2's
+    untestable when the keys' coverage caps it below the paper's level."""
     at03 = inf[np.isclose(inf.rho, 0.3)]
+    strategy2 = "Strategy 2 conf > 0.6 at rho = 0.3 (ours: excess over innocent models)"
+    baseline2 = "Baseline 2 about 0.4 at rho = 0.3 (ours: excess over innocent models, 0.3-0.5)"
     if not len(at03) or not len(inn):
-        for text in ("Strategy 2 conf > 0.6 at rho = 0.3 (ours: excess over innocent models)",
-                     "Baseline 2 about 0.4 at rho = 0.3 (ours: excess over innocent models, 0.3-0.5)"):
-            rows.append(claim(section, text, "no rho = 0.3 or no innocent model in this profile", NOT_JUDGED))
-    elif {"generation", "random"} <= set(wide.columns):
-        text = "Strategy 2 conf > 0.6 at rho = 0.3 (ours: excess over innocent models)"
-        capped = coverage_cap(key_coverage, 0.3)
-        iv = cluster_difference_interval(at03["generation"], at03.source, inn["generation"], inn.source)
-        measured = (f"excess {iv.text(signed=True)}; raw {at03['generation'].mean():.2f} "
-                    f"vs innocent {inn['generation'].mean():.2f}")
-        if capped is not None and capped.high < 0.6:
-            rows.append(untestable(section, text, f"{measured}, but the infringers at rho = 0.3 saw near-copies (within "
-                                   f"delta0) of only {capped.text()} of their keys among the images the source generated "
-                                   "for them, so conf's excess is capped below the paper's 0.6 by this world's coverage",
-                                   "suspects whose generated training images cover at least 60% of the keys (more "
-                                   "generated pairs per key, as the paper's 500-pair sets from a source's own captions)"))
-        else:
-            rows.append(claim(section, text, measured, judge(iv.low, iv.high, above=0.6)))
-        iv = cluster_difference_interval(at03["random"], at03.source, inn["random"], inn.source)
-        rows.append(claim(section, "Baseline 2 about 0.4 at rho = 0.3 (ours: excess over innocent models, 0.3-0.5)",
-                          f"excess {iv.text(signed=True)}; raw {at03['random'].mean():.2f} vs innocent "
-                          f"{inn['random'].mean():.2f}", judge(iv.low, iv.high, above=0.3, below=0.5)))
-    if len(inn) and "generation" in wide.columns:
-        rows.append(claim(section, "(ours) innocent models score low",
-                          "Strategy 2 conf of innocent models "
-                          f"{cluster_interval(inn['generation'], inn.source, bounds=SHARE).text()}",
-                          NOT_JUDGED))
-    return _table(rows)
+        return [claim(section, text, "no rho = 0.3 or no innocent model in this profile", NOT_JUDGED)
+                for text in (strategy2, baseline2)]
+    if not {"generation", "random"} <= set(wide.columns):
+        return []
+    capped = coverage_cap(key_coverage, 0.3)
+    iv = cluster_difference_interval(at03["generation"], at03.source, inn["generation"], inn.source)
+    measured = (f"excess {iv.text(signed=True)}; raw {at03['generation'].mean():.2f} "
+                f"vs innocent {inn['generation'].mean():.2f}")
+    if capped is not None and capped.high < 0.6:
+        rows = [untestable(section, strategy2, f"{measured}, but the infringers at rho = 0.3 saw near-copies (within "
+                           f"delta0) of only {capped.text()} of their keys among the images the source generated "
+                           "for them, so conf's excess is capped below the paper's 0.6 by this world's coverage",
+                           "suspects whose generated training images cover at least 60% of the keys (more "
+                           "generated pairs per key, as the paper's 500-pair sets from a source's own captions)")]
+    else:
+        rows = [claim(section, strategy2, measured, judge(iv.low, iv.high, above=0.6))]
+    iv = cluster_difference_interval(at03["random"], at03.source, inn["random"], inn.source)
+    rows.append(claim(section, baseline2, f"excess {iv.text(signed=True)}; raw {at03['random'].mean():.2f} vs innocent "
+                      f"{inn['random'].mean():.2f}", judge(iv.low, iv.high, above=0.3, below=0.5)))
+    return rows
 
 
 def coverage_cap(key_coverage: pd.DataFrame | None, rho: float):

@@ -24,18 +24,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from .. import layout
 from ..config import Profile, as_profile
+from ..errors import InputError
 from ..intervals import SHARE, binomial_interval, per_group, stratified_permutation_p, t_interval
 from ..cache import Result, content_id
 from ..io import atomic_path
 from ..jobs import executor_for, run_jobs
 from ..models.pipeline_io import fingerprint, model_trust, stage_model
 from ..training.finetune import finetune_folder
-from .instance_attribution import keys_dir
+from ..study.queries import keys_dir, query_model
 from .instance_tables import evaluated_confs, inheritance
-from .suspicious_models import build_training_set, plan_manifest
+from .suspicious_models import build_training_set
+from ..study.manifest import plan_manifest
+from ..verify import verify
 
 STAGE = "10_lora"
 TWINS = "lora_manifest.csv"
@@ -68,7 +72,7 @@ def twin_rows(profile: Profile, rows: pd.DataFrame, lr: float) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def _ablated(profile: Profile) -> pd.DataFrame:
+def ablated_models(profile: Profile) -> pd.DataFrame:
     """The stage 03 models the ablation twins: same-lineage evaluated infringers at the ablation's
     rhos and evaluated innocents, of the ablation's replicates, and the shadow sets of every
     replicate (so that verify's LoRA null holds as many shadows as its full one); of the ablation's
@@ -86,7 +90,7 @@ def _ablated(profile: Profile) -> pd.DataFrame:
 
 def selection_rows(profile: Profile) -> pd.DataFrame:
     """The twins that choose the learning rate: one replicate's shadow sets, at every rate of the grid."""
-    ablated = _ablated(profile)
+    ablated = ablated_models(profile)
     shadows = ablated[(ablated.role == "shadow") & (ablated.replicate == profile.suspicious.lora_ablation.selection_replicate)]
     return pd.concat([twin_rows(profile, shadows, lr) for lr in learning_rates(profile)], ignore_index=True)
 
@@ -124,10 +128,10 @@ def train_and_query(profile: Profile, rows: pd.DataFrame, desc: str, progress: b
     """Train every twin of ``rows`` and ask it every key (stage 04's query, cached per model).
     Returns (``rows`` with stage 04's watermark columns, the per-sample RD rows of all of them)."""
     records = rows.to_dict("records")
-    run_jobs("genlineage.experiments.lora_ablation.build_twin", [{"profile": profile, "row": r} for r in records],
+    run_jobs(build_twin, [{"profile": profile, "row": r} for r in records],
              profile.run.parallel_jobs, profile.run.threads_per_job, desc=f"LoRA {desc}" if progress else None,
              executor=executor_for(profile.run))
-    answers = run_jobs("genlineage.experiments.instance_attribution.query_model",
+    answers = run_jobs(query_model,
                        [{"profile": profile, "row": r} for r in records], profile.run.parallel_jobs,
                        profile.run.threads_per_job, desc=f"queries of {desc}" if progress else None,
                        executor=executor_for(profile.run))
@@ -221,7 +225,7 @@ def run_ablation(profile: Profile, progress: bool = True) -> dict:
     selection, selection_rd = train_and_query(profile, selection_rows(profile), "lr selection", progress)
     chosen_by = mean_rds(selection, selection_rd, att.main_strategy, att.n_keys)
     lr, gaps = choose_lr(chosen_by[chosen_by.role == "shadow"])
-    twins, per_sample = train_and_query(profile, twin_rows(profile, _ablated(profile), lr), "twins", progress)
+    twins, per_sample = train_and_query(profile, twin_rows(profile, ablated_models(profile), lr), "twins", progress)
     write_twins(profile, twins)
     return {"lr": lr, "lr_gaps": gaps, "twins": twins, "per_sample": per_sample, "selection": chosen_by}
 
@@ -311,11 +315,6 @@ def verify_pairs(profile: Profile, pairs: list[dict], keys_of=None, target_fpr: 
     verdict (``refused`` with the reason when the null cannot reach ``target_fpr``). ``keys_of``
     maps a source to its stored key set folder (default: stage 04's main strategy). Generations are shared with the other stages'
     cache, so a model asked before costs nothing; the table is cached under its inputs."""
-    from tqdm.auto import tqdm
-
-    from ..errors import InputError
-    from ..verify import verify
-
     keys_of = keys_of or main_keys_of(profile)
     target_fpr = profile.verify.target_fpr if target_fpr is None else target_fpr  # one default: the profile's
     result = verdicts_result(profile, pairs, keys_of, target_fpr)

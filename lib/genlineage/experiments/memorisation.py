@@ -87,7 +87,7 @@ def memorisation_table(profile: Profile, progress: bool = False) -> tuple[pd.Dat
     """(summary per model, RD per sample) for every fine-tuned source and its base as control."""
     jobs = [{"profile": profile, "base": b, "domain": d, "finetuned": ft, "progress": progress}
             for b, d, ft in memorisation_jobs(profile)]
-    summaries = run_jobs("genlineage.experiments.memorisation.measure_model", jobs, profile.run.parallel_jobs,
+    summaries = run_jobs(measure_model, jobs, profile.run.parallel_jobs,
                          profile.run.threads_per_job, desc="memorisation", executor=executor_for(profile.run))
     table = pd.DataFrame(summaries)
     table_result(profile).write(lambda tmp: table.to_csv(tmp, index=False))

@@ -23,7 +23,6 @@ No evaluated model is ever part of a null or of the choice. Rates are over model
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -38,13 +37,14 @@ from ..models.pipeline_io import fingerprint, stage_model
 from ..verify import verify, write_report
 from ..verify import statistics
 from ..verify.report import EVIDENCE_MARK
-from ..verify.core import check_settings, control_key_set, fisher_split, query_kind, statistic_settings
-from ..data.imagefolder import read_imagefolder
-from ..keys import KeySet, profile_seeds
+from ..verify.verdict import check_settings, control_key_set, query_kind, statistic_settings
+from ..key_sets import KeySet
 from .. import layout
-from .instance_attribution import keys_dir, load_results, results_tables
+from ..study.manifest import MANIFEST, NULL_SHADOWS, read_manifest, read_null_shadows
+from ..study.owner_prompts import controls_dir
+from ..study.queries import keys_dir
+from .instance_attribution import load_results, results_tables
 from .instance_tables import delta0_for, deltas
-from .suspicious_models import MANIFEST, NULL_SHADOWS, read_manifest, read_null_shadows
 
 STAGE = "08_verify"
 
@@ -72,11 +72,6 @@ def infringing_paths(shadows: pd.DataFrame, source: str) -> list[str]:
     return list(shadows[(shadows.label == 1) & (shadows.source == source)].sort_values("name").path)
 
 
-def controls_dir(profile: Profile, domain: str) -> Path:
-    """The domain's held-out pairs: never trained on by its sources, nor by any suspect or shadow."""
-    return layout.datasets_dir(profile) / f"{domain}_heldout"
-
-
 def null_models(profile: Profile, shadows: pd.DataFrame, model: pd.Series, pool: str, statistic: str) -> dict:
     """``verify``'s null arguments for one evaluated model: the population's innocent shadows and
     the source's infringing ones (with the control pairs when the statistic asks them), or the
@@ -90,54 +85,6 @@ def null_models(profile: Profile, shadows: pd.DataFrame, model: pd.Series, pool:
             "infringing_shadows": infringing_paths(shadows, model.source), "statistic": statistic,
             "controls": controls_dir(profile, model.domain) if needs else None}
 
-
-# --- what stage 08 will ask a stage-03 model -------------------------------------------------------
-
-def owner_test_prompts(profile: Profile, row: Mapping) -> list[str]:
-    """Every caption stage 08 asks one evaluated or shadow model of the manifest, at every query
-    seed: the main strategy's keys of each source it is judged for or is a null of, and the control
-    pairs. Stage 03 asks them before it releases the model's weights (``models.keep_finetuned``),
-    so that stage 08 reads them all from the generation cache; the rules are stage 08's own
-    (:func:`population_paths`, :func:`null_models`, :func:`source_shadow_units`)."""
-    prompts = []
-    for source in sorted(_judged_with_keys_of(profile, row)):
-        prompts += KeySet.load(keys_dir(profile, source, profile.attribution.main_strategy)).prompts
-    return prompts + _control_prompts(profile, row)
-
-
-def _judged_with_keys_of(profile: Profile, row: Mapping) -> set[str]:
-    """The sources whose keys stage 08 asks ``row``: its own, and for an innocent shadow every
-    source with an evaluated model of its base and domain (the population null of that model and
-    the choice of statistic on that source's shadows take every such shadow)."""
-    sources = {str(row["source"])}
-    if row["role"] == "shadow" and int(row["label"]) == 0:
-        manifest = read_manifest(profile)
-        made_alike = (manifest.role == "evaluated") & (manifest.base == row["base"]) & (manifest.domain == row["domain"])
-        sources |= set(manifest[made_alike].source)
-    return sources
-
-
-def _control_prompts(profile: Profile, row: Mapping) -> list[str]:
-    """The domain's first distinct held-out pairs stage 08 asks ``row``: ``verify.n_controls`` (the
-    choice of statistic asks them of every shadow; a statistic that compares keys with controls, of
-    every model), and for an evaluated model as many as the controls null's Fisher test asks it."""
-    folder = read_imagefolder(controls_dir(profile, row["domain"]), check_images=False)
-    rows = folder.distinct_indices()
-    n = int(profile.verify.n_controls)
-    if row["role"] == "evaluated":
-        n = max(n, _fisher_controls(profile, str(row["source"]), len(rows)))
-    return [folder.records[i]["text"] for i in rows[:n]]
-
-
-def _fisher_controls(profile: Profile, source: str, available: int) -> int:
-    """The controls :func:`verify_evaluated`'s controls null asks a suspect of ``source`` (every key,
-    no budget, at the profile's target); none where that null refuses the suspect unasked."""
-    n_keys = len(KeySet.load(keys_dir(profile, source, profile.attribution.main_strategy)))
-    _, seeds = profile_seeds(profile)
-    try:
-        return fisher_split(profile.verify.target_fpr, n_keys, available, len(seeds), None)[1]
-    except InputError:
-        return 0
 
 
 # --- the statistic, chosen on shadows ---------------------------------------------------------------

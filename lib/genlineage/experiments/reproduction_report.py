@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .. import runner
+from .. import timings
 from ..config import Profile
 from .claims import (COLUMNS, PRIMARY_DELTA0, as_sensitivity, figure6_claims, figure7_claims, inheritance_claims,
                      memorisation_claims, table1_claims, table2_claims)
@@ -99,8 +99,8 @@ def timing_table(profile: Profile) -> pd.DataFrame:
     its most recent successful run (a cached re-run when nothing changed). Cold times all come
     from one run, never from the slowest run of each stage; with no complete cold run the column
     holds "-" and ``attrs["cold_run"]`` (the sentence the report prints) says so."""
-    t = runner.read_timings(profile)  # the record's rules (what is cold, what is complete) live beside its writer
-    cold_id = runner.latest_cold_run(t)
+    t = timings.read_timings(profile)  # the record's rules (what is cold, what is complete) live beside its writer
+    cold_id = timings.latest_cold_run(t)
     cold = t[t.run == cold_id].set_index("stage").seconds if cold_id else pd.Series(dtype=float)
     latest = t[t.status == "ok"].groupby("stage", sort=True).seconds.last()
     rows = [{"stage": stage, "cold (s)": float(cold[stage]) if stage in cold.index else "-",
@@ -111,9 +111,9 @@ def timing_table(profile: Profile) -> pd.DataFrame:
                      "latest (s)": float(latest.sum())})
     table = pd.DataFrame(rows, columns=["stage", "cold (s)", "latest (s)"])
     if cold_id:
-        table.attrs["cold_run"] = f"*cold* is {runner.describe_run(t, cold_id)}, the latest complete cold run."
+        table.attrs["cold_run"] = f"*cold* is {timings.describe_run(t, cold_id)}, the latest complete cold run."
     else:
-        running = runner.unfinished_cold_run(t)
+        running = timings.unfinished_cold_run(t)
         table.attrs["cold_run"] = "**No complete cold run is recorded**, so no cold time is shown" + (
             f"; this run (`{running}`) is cold but still running (this report is one of its stages): "
             f"once it has finished, `bash run_all.sh {profile.name} --only 09` rewrites the report with it."

@@ -20,12 +20,13 @@ from ..data.imagefolder import read_imagefolder
 from ..cache import Result, content_id
 from ..io import derive_seed, read_json, stable_hash, write_json
 from ..jobs import executor_for, run_jobs, torch_threads
-from ..models.pipeline_io import PROVENANCE, model_trust, quiet_hub
+from ..models.pipeline_io import OWNER, PROVENANCE, check_pipeline_folder, model_trust, quiet_hub
 from ..models import storage
 from ..models.tiny import build_base, build_vae
 from ..training.finetune import finetune_folder, finetune_result, train_and_save
 from ..training.vae import train_vae
 from .. import layout
+from ..study.sources import source_models
 
 DOMAINS_ROLE = "source"
 
@@ -132,17 +133,6 @@ def stage_results(profile: Profile) -> list[Result]:
                       for d in sorted(profile.data.domains)]
 
 
-def source_models(profile: Profile) -> pd.DataFrame:
-    """The six source models: name, base, domain (None for a base as it is), folder."""
-    rows = []
-    for base in sorted(profile.models.bases):
-        rows.append({"source": base, "base": base, "domain": None, "path": str(layout.source_dir(profile, base, None))})
-        for domain in sorted(profile.data.domains):
-            rows.append({"source": f"{base}-{domain}", "base": base, "domain": domain,
-                         "path": str(layout.source_dir(profile, base, domain))})
-    return pd.DataFrame(rows)
-
-
 def build_source_models(profile: Profile, progress: bool = True) -> pd.DataFrame:
     """Datasets, VAE, bases and fine-tuned sources, each stage cached; returns the table."""
     build_datasets(profile, progress=progress)
@@ -155,21 +145,19 @@ def build_source_models(profile: Profile, progress: bool = True) -> pd.DataFrame
         with torch_threads(profile.models.vae.threads):
             train_shared_vae(profile, progress)
         todo = [{"profile": profile, "base": b, "progress": progress} for b in bases if b not in local]
-        run_jobs("genlineage.experiments.source_models.pretrain_base", todo, parallel, threads,
+        run_jobs(pretrain_base, todo, parallel, threads,
                  executor=executor_for(profile.run))
     for base, path in local.items():
         _link_local_base(profile, base, Path(path))
     jobs = [{"profile": profile, "base": b, "domain": d, "progress": progress}
             for b in sorted(bases) for d in sorted(profile.data.domains)]
-    run_jobs("genlineage.experiments.source_models.finetune_source", jobs, parallel, threads,
+    run_jobs(finetune_source, jobs, parallel, threads,
              executor=executor_for(profile.run))
     return source_models(profile)
 
 
 def _link_local_base(profile: Profile, base: str, path: Path) -> None:
     """Paper profile: a base is a local checkpoint folder; point ``models/base_<name>`` at it."""
-    from ..models.pipeline_io import OWNER, check_pipeline_folder
-
     check_pipeline_folder(path, OWNER)  # the owner's own folder: a cache snapshot will do
     target = layout.base_dir(profile, base)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Stage 03: suspicious models, evaluated and shadow, listed in one manifest.
+"""Stage 03: suspicious models, evaluated and shadow, listed in one manifest
+(:mod:`genlineage.study.manifest` plans it).
 
 Every suspicious model is a base fine-tuned on ``n_samples`` (caption, image) pairs drawn from its
 own pool (``<domain>_suspicious_pool`` for evaluated models, ``<domain>_shadow_pool`` for the
@@ -22,137 +23,19 @@ from ..config import Profile, TrainConfig, as_profile
 from ..data.build import load_split_folder
 from ..generation import GenerationCache, generate_cached
 from ..cache import Result, content_id
-from ..io import atomic_path, derive_seed, read_json
+from ..io import derive_seed, read_json
 from ..jobs import executor_for, run_jobs
 from ..keys import profile_seeds
 from ..models import storage
 from ..models.pipeline_io import fingerprint, load_model, model_trust
 from ..training.finetune import finetune_folder, finetune_result
 from .. import layout
-from .source_models import source_models
-from .training_sets import write_training_set
-
-MANIFEST = "manifest.csv"
-NULL_SHADOWS = "null_shadows.csv"
-
-
-def source_table(profile: Profile) -> pd.DataFrame:
-    """The sources of stages 03-08 with the domain their infringers draw from (a base: the
-    profile's choice). The bases used as they are count as sources when ``suspicious.base_sources``
-    is true (the paper's six); otherwise only the fine-tuned sources do."""
-    table = source_models(profile)
-    if not profile.suspicious.base_sources:
-        table = table[table.domain.notna()].reset_index(drop=True)
-    default = profile.suspicious.base_source_domain or sorted(profile.data.domains)[0]
-    table["pool_domain"] = [d if isinstance(d, str) else default for d in table.domain]
-    return table
-
-
-def _other_base(profile: Profile, base: str) -> str:
-    bases = sorted(profile.models.bases)
-    others = [b for b in bases if b != base]
-    return others[0] if others else base
-
-
-def replicates(profile: Profile) -> list[int]:
-    """The master seeds of stages 03-08 (``suspicious.replicates``; one draw when absent)."""
-    return list(profile.suspicious.replicates)
-
-
-def plan_manifest(profile: Profile) -> pd.DataFrame:
-    """Every suspicious model of the profile: one row each, deterministic in the profile seed.
-
-    Each replicate (master seed) is its own draw: the model names carry it, so every model's seed
-    and its training pairs (drawn from its pool with that seed), and every shadow's rho, differ
-    between replicates; the sources and their key sets are shared."""
-    rhos = list(profile.suspicious.rhos)
-    rows = []
-    for replicate in replicates(profile):
-        for _, src in source_table(profile).iterrows():
-            for lineage in profile.suspicious.lineages:
-                rows += _cell_rows(profile, src, lineage, replicate, rhos)
-    return pd.DataFrame(rows)
-
-
-NULL_SHADOW_REPLICATE = -1  # the replicate column of the shared null shadows: none of 0, 1, 2, ...
-
-
-def plan_null_shadows(profile: Profile) -> pd.DataFrame:
-    """Each source's shared innocent shadows (``suspicious.null_shadows``): fine-tuned from the
-    source's own base on real pairs of its domain's shadow pool, one draw serving every replicate
-    (replicate -1). They sit in their own table (``null_shadows.csv``), not the manifest, so the
-    per-replicate stages (04's delta0, 05's discriminator, 10's LoRA twins) never see them; stage
-    08's null takes them with each replicate's own innocent shadows."""
-    rows = [suspicious_row(profile, src, "shadow", "same", src.base, 0.0, 200 + rep, NULL_SHADOW_REPLICATE)
-            for _, src in source_table(profile).iterrows() for rep in range(profile.suspicious.null_shadows)]
-    return pd.DataFrame(rows)
-
-
-def suspicious_row(profile: Profile, src, role: str, lineage: str, base: str, rho: float, rep: int, replicate: int,
-                   *, n_samples: int | None = None, train_steps: int | None = None, tag: str | None = None) -> dict:
-    """One model's manifest row: its name carries every choice, and its seed derives from the name.
-    ``n_samples`` and ``train_steps`` (the world grid's cells) override the profile's for this row."""
-    cfg = profile.suspicious
-    tag = tag or ("shared" if replicate == NULL_SHADOW_REPLICATE else f"s{replicate}")
-    name = f"{src.source}__{role}__{lineage}__rho{rho:g}__r{rep}__{tag}"
-    return {
-        "name": name, "source": src.source, "source_path": src.path, "source_base": src.base,
-        "domain": src.pool_domain, "role": role, "lineage": lineage, "base": base,
-        "base_path": str(layout.base_dir(profile, base)), "rho": rho, "label": int(rho > 0),
-        "replicate": int(replicate), "n_samples": int(n_samples or cfg.n_samples),
-        "seed": derive_seed(profile.run.seed, "suspicious", name),
-        "pool": f"{src.pool_domain}_{'suspicious_pool' if role == 'evaluated' else 'shadow_pool'}",
-        "path": str(layout.models_dir(profile) / "suspicious" / name),
-        **({"train_steps": int(train_steps)} if train_steps else {}),
-    }
-
-
-def _cell_rows(profile: Profile, src, lineage: str, replicate: int, rhos: list[float]) -> list[dict]:
-    """The models of one (source, lineage, replicate): evaluated infringers per rho and innocents,
-    then the shadow set."""
-    cfg = profile.suspicious
-    base = src.base if lineage == "same" else _other_base(profile, src.base)
-    plan = [("evaluated", rho, rep) for rho in rhos for rep in range(cfg.evaluated.infringing)]
-    plan += [("evaluated", 0.0, rep) for rep in range(cfg.evaluated.innocent)]
-    rng = np.random.default_rng(derive_seed(profile.run.seed, "shadow-rho", src.source, lineage, replicate))
-    plan += [("shadow", float(rng.choice(rhos)), rep) for rep in range(cfg.shadow.infringing)]
-    plan += [("shadow", 0.0, 100 + rep) for rep in range(cfg.shadow.innocent)]
-    return [suspicious_row(profile, src, role, lineage, base, rho, rep, replicate) for role, rho, rep in plan]
-
-
-def write_manifest(profile: Profile, manifest: pd.DataFrame, name: str = MANIFEST) -> Path:
-    path = profile.data_root / name
-    with atomic_path(path) as tmp:
-        manifest.to_csv(tmp, index=False)
-    return path
-
-
-def read_manifest(profile: Profile) -> pd.DataFrame:
-    path = profile.data_root / MANIFEST
-    if not path.is_file():
-        from ..errors import InputError
-
-        raise InputError(f"{path} does not exist; run notebook 03 (build_suspicious_models) for profile {profile.name!r} first.")
-    return pd.read_csv(path)
-
-
-def read_null_shadows(profile: Profile) -> pd.DataFrame:
-    """The shared innocent shadows stage 03 trained (empty when the profile asks for none)."""
-    path = profile.data_root / NULL_SHADOWS
-    if profile.suspicious.null_shadows == 0:
-        return plan_null_shadows(profile)
-    if not path.is_file():
-        from ..errors import InputError
-
-        raise InputError(f"{path} does not exist; run notebook 03 (build_suspicious_models) for profile {profile.name!r} first.")
-    return pd.read_csv(path)
-
-
-def source_watermark_bits(profile: Profile, source: str) -> np.ndarray:
-    """The 32-bit key a source would stamp on its outputs (Baseline 1)."""
-    from ..watermark import random_bits
-
-    return random_bits(derive_seed(profile.run.seed, "watermark", source) % (2**31))
+from ..data.training_set import write_training_set
+from ..study.manifest import NULL_SHADOWS, plan_manifest, plan_null_shadows, write_manifest
+from ..study.owner_prompts import owner_test_prompts
+from ..study.queries import build_keys, query_model, query_result
+from ..study.sources import source_table, source_watermark_bits
+from ..watermark import embed, mode_for_size
 
 
 def training_set_result(profile: Profile, row: dict) -> Result:
@@ -186,8 +69,6 @@ def build_training_set(profile: Profile, row: dict) -> Path:
         generated = generate_cached(source, captions, seeds, profile.generation,
                                     GenerationCache(layout.generation_cache_dir(profile)))
         if profile.suspicious.watermark_generated:
-            from ..watermark import embed, mode_for_size
-
             generated = embed(generated, source_watermark_bits(profile, row["source"]), mode_for_size(*generated.shape[1:3]))
         return generated
 
@@ -238,8 +119,6 @@ def answer_then_release(profile: Profile, row: dict) -> None:
     whole at a time. Before a pruning, the model is asked everything stages 04 and 08 will ask it
     (through the shared caches); fp16 weights draw what the fp32 ones drew, so they need no answers
     first. A model released before under this policy (or pruned) has nothing left to do."""
-    from .instance_attribution import query_model, query_result
-
     policy = storage.profile_policy(profile)
     record = storage.StorageRecord.read(row["path"])
     if record is not None and record.policy in (policy, "none"):
@@ -255,8 +134,6 @@ def answer_then_release(profile: Profile, row: dict) -> None:
 def ask_owner_test(profile: Profile, row: dict) -> None:
     """Stage 08's images of this model, drawn into the generation cache at every query seed
     (``model_owner_verify.owner_test_prompts``); the model is loaded only when one is missing."""
-    from .model_owner_verify import owner_test_prompts
-
     _, seeds = profile_seeds(profile)
     captions = owner_test_prompts(profile, row)
     prompts, query_seeds = [p for p in captions for _ in seeds], [s for _ in captions for s in seeds]
@@ -279,12 +156,12 @@ def build_suspicious_models(profile: Profile, progress: bool = True) -> pd.DataF
     write_manifest(profile, manifest)
     write_manifest(profile, null_shadows, NULL_SHADOWS)
     if storage.profile_policy(profile) == "none":  # each model is queried before it is pruned: keys first
-        run_jobs("genlineage.experiments.instance_attribution.build_keys",
+        run_jobs(build_keys,
                  [{"profile": profile, "source": s} for s in source_table(profile).source], profile.run.parallel_jobs,
                  profile.run.threads_per_job, desc="key samples" if progress else None, executor=executor_for(profile.run))
     rows = manifest.to_dict("records") + null_shadows.to_dict("records")
     jobs = [{"profile": profile, "row": row} for row in rows]
-    run_jobs("genlineage.experiments.suspicious_models.build_suspicious_model", jobs, profile.run.parallel_jobs,
+    run_jobs(build_suspicious_model, jobs, profile.run.parallel_jobs,
              profile.run.threads_per_job, desc="suspicious models" if progress else None,
              executor=executor_for(profile.run))
     return manifest

@@ -31,12 +31,14 @@ from ..distances import get_distance, pairwise_l2
 from ..generation import GenerationCache
 from ..io import atomic_path, write_json
 from ..jobs import executor_for, run_jobs
-from ..keys import KeySet, profile_seeds
+from ..keys import profile_seeds
+from ..key_sets import KeySet
 from ..models.pipeline_io import fingerprint, load_model
 from ..reconstruction import nearest_own_per_image, reconstruct
-from .instance_attribution import candidates, keys_dir
-from .suspicious_models import (build_suspicious_model, plan_manifest, plan_null_shadows, read_manifest,
-                                source_table, suspicious_row, training_set_result)
+from ..study.queries import build_keys, candidates, keys_dir
+from .suspicious_models import build_suspicious_model, training_set_result
+from ..study.manifest import plan_manifest, plan_null_shadows, read_manifest, suspicious_row
+from ..study.sources import source_table
 
 STAGE = "03_world"
 GRID_REPLICATE = -2  # the replicate column of the grid's shadows: none of the run's replicates
@@ -125,7 +127,7 @@ def measure_grid_shadow(profile: dict, row: dict) -> dict:
 def ensure_keys(profile: Profile, progress: bool = False) -> None:
     """Every source's key sets (stage 04's, cached): the grid and the coverage need them in stage 03."""
     run = profile.run
-    run_jobs("genlineage.experiments.instance_attribution.build_keys",
+    run_jobs(build_keys,
              [{"profile": profile, "source": s} for s in source_table(profile).source], run.parallel_jobs,
              run.threads_per_job, desc="key samples" if progress else None, executor=executor_for(run))
 
@@ -135,7 +137,7 @@ def grid_table(profile: Profile, progress: bool = True) -> pd.DataFrame:
     run = profile.run
     ensure_keys(profile, progress)
     rows = plan_grid(profile)
-    answers = run_jobs("genlineage.experiments.world_grid.measure_grid_shadow",
+    answers = run_jobs(measure_grid_shadow,
                        [{"profile": profile, "row": r} for r in rows.to_dict("records")], run.parallel_jobs,
                        run.threads_per_job, desc="world grid" if progress else None, executor=executor_for(run))
     measured = pd.DataFrame(answers).drop(columns="name")

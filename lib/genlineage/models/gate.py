@@ -188,7 +188,7 @@ def check_model_folder(path: str | Path, trust: Trust = STRICT) -> Path:
     files = _walk(root, links_within, hard_links)
     for entry in files:
         _check_file(entry, root)
-    texts = {e.path: read_json(e.path, _size_bound(e.path, root)) for e in files if e.path.name.endswith(".json")}
+    texts = {e.path: read_model_json(e.path, _size_bound(e.path, root)) for e in files if e.path.name.endswith(".json")}
     for file, data in texts.items():
         _check_no_remote_code(file, data)
         _check_no_reach_elsewhere(file, data)
@@ -339,9 +339,10 @@ def read_bounded(path: str | Path, bound: int) -> bytes:
     return untrusted.read_bounded(path, bound, REFETCH, unreadable_fix="make the model folder readable")
 
 
-def read_json(path: str | Path, bound: int | None = CONFIG_MAX_BYTES) -> Any:
-    """A JSON file read under a size bound, refused if it is not UTF-8 JSON or gives a key twice
-    (two readers could then see two different configs)."""
+def read_model_json(path: str | Path, bound: int | None = CONFIG_MAX_BYTES) -> Any:
+    """A JSON file of a model folder someone else made, read under a size bound, refused if it is
+    not UTF-8 JSON or gives a key twice (two readers could then see two different configs). Not
+    :func:`genlineage.io.read_json`, which reads the files this tool wrote itself."""
     blob = read_bounded(path, CONFIG_MAX_BYTES if bound is None else bound)
     return parse_json(blob, path, "re-save the model with save_pretrained (it writes valid JSON, each key once)")
 
@@ -595,6 +596,42 @@ def _bad_safetensors(path: Path, why: str) -> InputError:
 FLOAT_VIEWS: dict[str, tuple[type, int | None]] = {"F32": (np.float32, None), "F64": (np.float64, None),
                                                    "F16": (np.uint16, 0x7C00), "BF16": (np.uint16, 0x7F80)}
 FINITE_CHUNK_BYTES = 64 * MiB  # what the streaming pass holds in memory at once
+
+
+def files_signature(path: str | Path) -> tuple:
+    """What every file at or below ``path`` is on disk now: (relative name, device, inode, size,
+    mtime, ctime), links followed (a broken one: its name alone).
+
+    Why: a folder checked by the gate and then loaded could be changed in between (a file rewritten,
+    another renamed into place). Any write to a file moves its ctime, which no one can set back, and
+    a file renamed into place has another inode; so two equal signatures taken before the check and
+    after the load mean that the loaders read the bytes the gate checked and the fingerprint names."""
+    root = Path(path)
+    if not root.is_dir():
+        return (_stat_row(root, root.name),)
+    rows = []
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        linked_dirs = [d for d in dirs if os.path.islink(os.path.join(folder, d))]
+        for name in sorted(files + linked_dirs):
+            item = Path(folder, name)
+            rows.append(_stat_row(item, item.relative_to(root).as_posix()))
+    return tuple(rows)
+
+
+def _stat_row(item: Path, name: str) -> tuple:
+    try:
+        st = os.stat(item)
+    except OSError:
+        return (name,)
+    return (name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def check_unchanged(before: tuple, path: str | Path, role: str = "") -> None:
+    """Refuse a folder (or file) whose :func:`files_signature` is not ``before`` any more."""
+    if files_signature(path) != before:
+        raise InputError(f"{role + ': ' if role else ''}{path} changed while it was checked and loaded (a file was "
+                         "written, added, removed or replaced); pass a model folder nobody writes to, and run again.")
 
 
 def loaded_weight_files(folder: str | Path) -> list[Path]:

@@ -32,7 +32,7 @@ from ..cache import content_id
 from ..errors import InputError
 from ..io import stable_hash
 from ..untrusted import open_regular, parse_json
-from .gate import VARIANT_WEIGHTS, GiB, MiB, Trust, check_safetensors_header, read_json, weights_variant
+from .gate import VARIANT_WEIGHTS, GiB, MiB, Trust, check_safetensors_header, read_model_json, weights_variant
 from .quiet import quiet_hub
 
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"  # diffusers' LORA_WEIGHT_NAME_SAFE
@@ -296,7 +296,7 @@ def lora_folder_base(path: str | Path, trust: Trust) -> Path:
     if not trust.vouches_for(path):
         raise InputError(f"{path} is a LoRA folder outside genlineage's data roots; give its file and the base it was "
                          f"trained on: --suspect-lora {path / LORA_WEIGHTS} --suspect-base BASE_DIR.")
-    meta = read_json(path / PROVENANCE) if (path / PROVENANCE).is_file() else {}
+    meta = read_model_json(path / PROVENANCE) if (path / PROVENANCE).is_file() else {}
     base = meta.get("lora_base") if isinstance(meta, dict) else None
     if not isinstance(base, str) or os.path.isabs(base):
         raise InputError(f"{path}: {PROVENANCE} names no relative lora_base; it is not a LoRA model genlineage wrote.")

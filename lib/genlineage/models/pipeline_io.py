@@ -24,7 +24,8 @@ from ..config import REPO_ROOT
 from ..io import atomic_dir, write_json
 from ..layout import base_dir
 from .gate import (COMPONENTS, PICKLE_SUFFIXES, VARIANT_WEIGHTS, WEIGHTED, Trust, check_finite_weights,
-                   check_model_folder, loaded_weight_files, read_json, weights_variant)
+                   check_model_folder, check_unchanged, files_signature, loaded_weight_files, read_model_json,
+                   weights_variant)
 from .lora import LORA_WEIGHTS, LoraModel, apply_lora, check_lora_file, is_lora_folder, lora_folder_base, lora_identity
 from .quiet import quiet_hub
 from .storage import RECORD, CachedOnlyModel, cached_only_model, is_pruned, kept_identity
@@ -52,7 +53,7 @@ def folder_image_size(model: str | Path | LoraModel) -> int:
     """A checked model's native image side read from its configs (a LoRA: its base's), no weights
     loaded: what a query can be checked against before anything is loaded."""
     folder = Path(model.base if isinstance(model, LoraModel) else model)
-    return native_image_size(read_json(folder / "unet" / "config.json"), read_json(folder / "vae" / "config.json"))
+    return native_image_size(read_model_json(folder / "unet" / "config.json"), read_model_json(folder / "vae" / "config.json"))
 
 
 def model_content_id(model: str | Path | LoraModel) -> str:
@@ -75,7 +76,7 @@ class SDComponents:
     scheduler_config: dict
     provenance: dict = field(default_factory=dict)
     path: Path | None = None        # the pipeline folder it was loaded from (None: built in memory, or a LoRA model)
-    identity: str | None = None     # the content id of a model that is not one folder (a LoRA on its base)
+    identity: str | None = None     # the content id of the bytes loaded (a folder's, pinned at load; a LoRA on its base)
 
     @property
     def content_id(self) -> str | None:
@@ -217,6 +218,12 @@ def load_pipeline(path: str | Path, device: str = "cpu", dtype: torch.dtype = to
     if is_lora_folder(path):
         trust = Trust(own_roots=own_data_roots()) if trust is None else trust
         return load_lora(LoraModel(Path(path) / LORA_WEIGHTS, lora_folder_base(path, trust)), device, dtype, trust)
+    given = Path(path)
+    # A folder nobody vouches for (a suspect's) must hold the same bytes from before the gate to after
+    # the loaders. Not asked of genlineage's own folders or the owner's: a parallel fine-tune's hard
+    # link to a base's frozen files moves those files' ctime, and no one else writes there.
+    watched = not (trust or Trust(own_roots=own_data_roots())).vouches_for(given)
+    before = files_signature(given) if watched else None
     path = check_pipeline_folder(path, trust)
     for weights_file in loaded_weight_files(path):  # NaN weights would draw NaN images, shown as black pixels
         check_finite_weights(weights_file)
@@ -231,8 +238,11 @@ def load_pipeline(path: str | Path, device: str = "cpu", dtype: torch.dtype = to
     tokenizer = CLIPTokenizer.from_pretrained(path, subfolder="tokenizer", **common)
     scheduler_config = dict(DDPMScheduler.load_config(path, subfolder="scheduler", **common))
     provenance_file = path / PROVENANCE
-    provenance = read_json(provenance_file) if provenance_file.is_file() else {}  # bounded, like every config
-    components = SDComponents(tokenizer, text_encoder, vae, unet, scheduler_config, provenance, path)
+    provenance = read_model_json(provenance_file) if provenance_file.is_file() else {}  # bounded, like every config
+    identity = fingerprint(path)  # pinned: what these very bytes' images are cached under
+    if watched:
+        check_unchanged(before, given)
+    components = SDComponents(tokenizer, text_encoder, vae, unet, scheduler_config, provenance, path, identity)
     for module in (text_encoder, vae, unet):
         module.requires_grad_(False).eval()
     return components.to(device)
@@ -244,11 +254,13 @@ def load_lora(model: LoraModel, device: str = "cpu", dtype: torch.dtype = torch.
     a factor of a layer the base has), then loaded and fused into the base's weights. The result
     has no folder of its own; its images are cached under the base's and the file's content."""
     base_trust = model.base_trust if model.base_trust is not None else base_trust
+    before = files_signature(model.weights)  # a LoRA file: the same bytes from its check to its fusing
     base = check_pipeline_folder(model.base, base_trust)
     check = check_lora_file(model.weights, base, role)
     check_finite_weights(model.weights)  # a NaN factor makes the fused weights NaN
     components = apply_lora(load_pipeline(base, device=device, dtype=dtype, trust=base_trust), check)
     components.identity = model_content_id(LoraModel(model.weights, base))
+    check_unchanged(before, model.weights, role)
     components.provenance = {**components.provenance, "lora": str(model.weights), "lora_base": str(base)}
     components.path = None  # not a folder: a fine-tune from it must not link the base's files as its own
     return components

@@ -16,7 +16,7 @@ means. A profile chooses one policy (``models.keep_finetuned``):
   settings), the two configs that give its image size, and its identity: under 32 KB. Every
   cached image stays valid; an image not in the cache cannot be drawn from it
   (:class:`CachedOnlyModel` refuses, naming the fix) until it is rebuilt from the recipe
-  (:func:`ensure_weights`, :func:`rebuild_from_recipe`).
+  (:func:`ensure_weights`; :func:`genlineage.training.finetune.rebuild_from_recipe`).
 
 A released folder records its policy, identity and sizes in ``_storage.json``; each release is one
 atomic step (``io.atomic_dir``), so an interruption leaves the folder as it was. The sources are
@@ -46,17 +46,16 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..cache import STAMP, Result, content_id
+from ..config import EXACT_FP16_DTYPE, KEEP_POLICIES, check_policy
 from ..errors import InputError
 from ..io import atomic_dir, write_json
-from .gate import COMPONENTS, VARIANT_WEIGHTS, WEIGHTED, check_safetensors_header, read_json
+from .gate import COMPONENTS, VARIANT_WEIGHTS, WEIGHTED, check_safetensors_header, read_model_json
 from .lora import PROVENANCE
 
-POLICIES = ("full", "fp16", "none")
 RECORD = "_storage.json"
 RECIPE_FILES = (STAMP, PROVENANCE)          # what a pruned folder must keep beside its record
 # kept too, when there: what reads a model's image size without loading it (pipeline_io.folder_image_size)
 SIZE_CONFIGS = ("unet/config.json", "vae/config.json")
-EXACT_FP16_DTYPE = "float16"                # the inference dtype under which fp16 weights draw the same images
 STUB_BYTES = 32 * 1024                      # a pruned folder on disk (5 small files, block-rounded): the test's bound
 FP16_VARIANT = "fp16"
 
@@ -79,8 +78,8 @@ class StorageRecord:
         path = Path(folder) / RECORD
         if not path.is_file():
             return None
-        data = read_json(path)  # bounded, like every config the gate reads
-        if not isinstance(data, dict) or data.get("policy") not in POLICIES:
+        data = read_model_json(path)  # bounded, like every config the gate reads
+        if not isinstance(data, dict) or data.get("policy") not in KEEP_POLICIES:
             return None
         if not isinstance(data.get("identity"), str):
             return None
@@ -173,17 +172,6 @@ def model_disk(*, sources: int, released: int, kept_full: int, unet_fp32_bytes: 
             + released * kept_bytes(unet_fp32_bytes, policy) + kept_full * unet_fp32_bytes
             + min(in_flight, released) * (unet_fp32_bytes - kept_bytes(unet_fp32_bytes, policy)))
     return ModelDisk(policy, total * unet_fp32_bytes / 1e9, kept / 1e9, min(in_flight, released))
-
-
-def check_policy(policy: str, inference_dtype: str | None = None) -> str:
-    """Refuse a policy this module does not know, and ``fp16`` where it would change images."""
-    if policy not in POLICIES:
-        raise InputError(f"models.keep_finetuned: {policy!r} is not one of {', '.join(POLICIES)}.")
-    if policy == "fp16" and inference_dtype is not None and inference_dtype != EXACT_FP16_DTYPE:
-        raise InputError(f"models.keep_finetuned: fp16 needs run.dtype: float16 (this profile infers in "
-                         f"{inference_dtype}, where fp16 weights would draw other images than the ones cached "
-                         "under the model's identity); keep full, or use none.")
-    return policy
 
 
 def profile_policy(profile: Any) -> str:
@@ -384,28 +372,7 @@ def ensure_weights(folder: str | Path, rebuild: Callable[[], object]) -> Path:
     return folder
 
 
-def rebuild_from_recipe(folder: str | Path, work_root: str | Path, device: str = "cpu", trust: Any = None) -> Path:
-    """Rebuild a pruned fine-tune from the recipe it kept (base folder, data folder, training
-    settings, image size), refused unless that recipe still describes its stamp: the base and the
-    data have the same content and the settings the same key (else the stage must re-run)."""
-    from ..config import TrainConfig
-    from ..training.finetune import finetune_folder, finetune_result
-
-    folder = Path(folder)
-    recipe, stamp = read_json(folder / PROVENANCE), read_json(folder / STAMP)
-    cfg = TrainConfig.from_mapping(recipe["train_config"], f"{folder / PROVENANCE} train_config")
-    image_size = int(stamp["inputs"]["image_size"])
-    changed = finetune_result(recipe["base_dir"], recipe["dataset_dir"], folder, cfg, image_size).changed_inputs()
-    if changed:
-        raise InputError(f"{folder}'s recipe no longer matches its stamp ({', '.join(changed)} changed); re-run the "
-                         "stage that made it.")
-    provenance = {k: v for k, v in recipe.items() if k not in ("train_config", "train_seconds", "n_train")}
-    return ensure_weights(folder, lambda: finetune_folder(recipe["base_dir"], recipe["dataset_dir"], folder, cfg,
-                                                          image_size, work_root, provenance, device=device,
-                                                          progress=False, trust=trust))
-
-
-__all__ = ["CachedOnlyModel", "EXACT_FP16_DTYPE", "ModelDisk", "POLICIES", "RECORD", "STUB_BYTES", "StorageRecord",
-           "cached_only_model", "check_policy", "compact_fp16", "discard_recipe_folder", "disk_bytes", "ensure_weights",
+__all__ = ["CachedOnlyModel", "ModelDisk", "RECORD", "STUB_BYTES", "StorageRecord",
+           "cached_only_model", "compact_fp16", "discard_recipe_folder", "disk_bytes", "ensure_weights",
            "folder_identity", "is_pruned", "kept_bytes", "kept_identity", "model_disk", "owned_bytes",
-           "profile_policy", "prune_to_recipe", "pruned_message", "rebuild_from_recipe", "release", "source_policy"]
+           "profile_policy", "prune_to_recipe", "pruned_message", "release", "source_policy"]

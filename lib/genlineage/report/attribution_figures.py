@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..config import Profile
 from .. import layout
+from ..experiments.lora_ablation import EVERY_SOURCE
 from ..experiments.instance_tables import METHOD_NAMES
 from .figures import save_figure
 
@@ -42,8 +43,6 @@ def delta0_words(profile: Profile, tag: str) -> str:
 
 
 def _panel_title(source: str) -> str:
-    from ..experiments.lora_ablation import EVERY_SOURCE
-
     return "every source, pooled" if source == EVERY_SOURCE else f"source {source}"
 
 
@@ -307,8 +306,6 @@ METHOD_STYLE = {"full": ("tab:red", "-"), "lora": ("tab:purple", "--")}
 def lora_figure(profile: Profile, table: pd.DataFrame, tag: str, confs: pd.DataFrame | None = None):
     """Figure 6's quantity for LoRA twins beside their full originals: mean conf vs rho per source
     with its 95% interval over models, one curve per fine-tuning method, dots are the models."""
-    from ..experiments.lora_ablation import EVERY_SOURCE
-
     def draw(ax, keys, g, shift):
         method = keys[0]
         colour, line = METHOD_STYLE.get(method, ("tab:gray", ":"))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import layout
+from ..experiments.lora_ablation import EVERY_SOURCE
 from ..config import REPO_ROOT, Profile
 from ..io import write_text
 from ..markdown import markdown
@@ -133,8 +134,6 @@ def lora_block(profile: Profile, lr: float, confs: pd.DataFrame, inherited: pd.D
                readme_dir: Path = REPO_ROOT) -> str:
     """Markdown for notebook 10's results: the figure, conf per method over every source's models,
     how many sources showed inheritance per method, and verify's call rates across methods."""
-    from ..experiments.lora_ablation import EVERY_SOURCE
-
     figures, tables = _relative(layout.figures_dir(profile), readme_dir), _relative(layout.tables_dir(profile), readme_dir)
     every = confs[confs.source == EVERY_SOURCE]
     conf_rows = pd.DataFrame([{"fine-tune": r.finetune, "rho": f"{r.rho:g}", "models": int(r.models),

@@ -14,7 +14,8 @@ import pandas as pd
 
 from ..config import REPO_ROOT, Profile
 from ..experiments.claims import verdict_tally
-from ..experiments.suspicious_models import replicates, source_table
+from ..study.manifest import replicates
+from ..study.sources import source_table
 from ..io import write_text
 from ..markdown import markdown
 

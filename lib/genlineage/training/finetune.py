@@ -12,13 +12,15 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import torch
 
 from ..cache import STAMP, Result, content_id
 from ..data.imagefolder import read_imagefolder
-from ..io import atomic_dir, stable_hash, write_json
+from ..errors import InputError
+from ..io import atomic_dir, read_json, stable_hash, write_json
+from ..models import storage
 from ..models.lora import PROVENANCE, add_lora, write_lora_weights
 from ..models.pipeline_io import SDComponents, Trust, fingerprint, load_pipeline, save_pipeline
 from .encode import encode_dataset
@@ -91,3 +93,21 @@ def finetune_folder(base_dir: str | Path, dataset_dir: str | Path, out_dir: str 
     prov = {"base_dir": str(base_dir), "dataset_dir": str(dataset_dir), **(provenance or {})}
     return train_and_save(components, folder.load_images(), folder.captions, cfg, result, Path(work_root), prov,
                           progress, desc)
+
+
+def rebuild_from_recipe(folder: str | Path, work_root: str | Path, device: str = "cpu", trust: Any = None) -> Path:
+    """Rebuild a pruned fine-tune from the recipe it kept (base folder, data folder, training
+    settings, image size), refused unless that recipe still describes its stamp: the base and the
+    data have the same content and the settings the same key (else the stage must re-run)."""
+    folder = Path(folder)
+    recipe, stamp = read_json(folder / PROVENANCE), read_json(folder / STAMP)
+    cfg = TrainConfig.from_mapping(recipe["train_config"], f"{folder / PROVENANCE} train_config")
+    image_size = int(stamp["inputs"]["image_size"])
+    changed = finetune_result(recipe["base_dir"], recipe["dataset_dir"], folder, cfg, image_size).changed_inputs()
+    if changed:
+        raise InputError(f"{folder}'s recipe no longer matches its stamp ({', '.join(changed)} changed); re-run the "
+                         "stage that made it.")
+    provenance = {k: v for k, v in recipe.items() if k not in ("train_config", "train_seconds", "n_train")}
+    return storage.ensure_weights(folder, lambda: finetune_folder(recipe["base_dir"], recipe["dataset_dir"], folder, cfg,
+                                                          image_size, work_root, provenance, device=device,
+                                                          progress=False, trust=trust))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from diffusers.optimization import get_scheduler
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -45,12 +46,15 @@ def _batch_indices(seed: int, step: int, batch: int, n: int) -> torch.Tensor:
     return out
 
 
-def _lr_lambda(cfg: TrainConfig):
-    if cfg.lr_scheduler == "constant":
-        return lambda step: 1.0
-    if cfg.lr_scheduler == "constant_with_warmup":
-        return lambda step: min(1.0, (step + 1) / max(1, cfg.lr_warmup_steps))
-    raise ValueError(f"lr_scheduler {cfg.lr_scheduler!r} is not supported; use 'constant' or 'constant_with_warmup'.")
+def lr_schedule(cfg: TrainConfig, optimizer: torch.optim.Optimizer, start: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """diffusers' schedule of ``cfg.lr_scheduler`` (what train_text_to_image.py uses), positioned at
+    step ``start`` of a resumed run."""
+    if cfg.lr_scheduler not in ("constant", "constant_with_warmup"):
+        raise ValueError(f"lr_scheduler {cfg.lr_scheduler!r} is not supported; use 'constant' or 'constant_with_warmup'.")
+    for group in optimizer.param_groups:  # a scheduler that starts part-way reads each group's first rate
+        group.setdefault("initial_lr", group["lr"])
+    return get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps,
+                         num_training_steps=cfg.steps, last_epoch=start - 1)
 
 
 class _Checkpoint:
@@ -152,8 +156,7 @@ def train_sd(components: SDComponents, data: EncodedDataset, cfg: TrainConfig, w
     checkpoint = _Checkpoint(Path(work_dir), cfg)
     scaler = torch.amp.GradScaler(device.type) if cfg.mixed_precision == "fp16" else None
     start = checkpoint.load(trained, optimizer, scaler)
-    schedule = _lr_lambda(cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: schedule(k + start))
+    scheduler = lr_schedule(cfg, optimizer, start)
     last = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
 
     with torch.no_grad():

@@ -41,20 +41,17 @@ import struct
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from ..errors import InputError
-from ..models.gate import (VARIANT_WEIGHTS, check_safetensors_header, read_bounded, read_json, snapshot_repository,
+from ..models.gate import (VARIANT_WEIGHTS, check_safetensors_header, read_bounded, read_model_json, snapshot_repository,
                            weights_variant)
 from ..models.lora import PROVENANCE, LoraModel
 from ..models.pipeline_io import is_own_pruned
 from ..untrusted import open_regular, parse_json
-from .suspect import LOCAL, check_sd_model, check_sd_pipeline, role_trust
-
-if TYPE_CHECKING:  # core imports this module: its names are for the type hints only
-    from .core import ModelSpec
+from .suspect import LOCAL, ModelSpec, check_sd_model, check_sd_pipeline, role_trust
 
 __all__ = ["BASE_MIN_CORRELATION", "Make", "NullPopulation", "UNetComparison", "compare_unets", "describe_model",
            "describe_null", "find_mismatch", "recorded_base", "unet_distances"]
@@ -230,7 +227,7 @@ def _provenance_base(folder: Path) -> Path | None:
     """``base_dir`` of the folder's ``genlineage.json``: the path ``finetune_folder`` was given
     (absolute in every stage and in ``genlineage shadows``; a relative one is read from the
     current folder, as it was written)."""
-    meta = read_json(folder / PROVENANCE) if (folder / PROVENANCE).is_file() else None
+    meta = read_model_json(folder / PROVENANCE) if (folder / PROVENANCE).is_file() else None
     base = meta.get("base_dir") if isinstance(meta, dict) else None
     return Path(base) if isinstance(base, str) and base else None
 
@@ -285,7 +282,7 @@ class TensorSpan:
 def unet_config(folder: Path) -> dict:
     """The UNet's architecture: its ``config.json`` without the bookkeeping keys (``_class_name``,
     ``_diffusers_version``, ``_name_or_path``), read bounded through the gate."""
-    config = read_json(Path(folder) / "unet" / "config.json")
+    config = read_model_json(Path(folder) / "unet" / "config.json")
     if not isinstance(config, dict):
         raise InputError(f"{folder}/unet/config.json is not a JSON object; re-save the model with save_pretrained.")
     return {k: v for k, v in config.items() if not k.startswith("_")}

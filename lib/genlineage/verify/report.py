@@ -22,7 +22,7 @@ from PIL import Image
 
 from ..io import atomic_path, write_text
 from ..outdir import check_output_folder, staged_output
-from .core import Verdict
+from .verdict import Verdict
 from .report_html import write_html
 
 FIGURE = "rd_histogram.png"  # the name the tests and older reports know; it now shows the statistic

@@ -15,6 +15,8 @@ from typing import Sequence
 
 from jinja2 import Environment
 
+from ..io import write_text
+
 PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -80,7 +82,5 @@ def render_html(*, verdict: str, summary: str, warning: str | None, facts: Seque
 
 
 def write_html(path: Path, **page) -> Path:
-    from ..io import write_text
-
     write_text(path, render_html(**page))
     return path

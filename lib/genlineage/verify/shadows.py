@@ -37,7 +37,7 @@ from ..cache import Result, content_id
 from ..config import Profile, as_profile, load_profile
 from ..data.imagefolder import ImageFolder, read_imagefolder
 from ..errors import InputError
-from ..experiments.training_sets import write_training_set
+from ..data.training_set import write_training_set
 from ..generation import GenerationCache, generate_cached
 from ..io import atomic_path, derive_seed
 from ..jobs import executor_for, run_jobs
@@ -166,7 +166,7 @@ def build_shadows(base: str | Path, data: str | Path, source_data: str | Path, o
                 "out": str(out), "train_override": override}
     with created_output(out, "shadows"):  # a failed first run leaves no --out; a re-run resumes an earlier one
         jobs = [{"row": row, "settings": settings} for row in rows]
-        paths = run_jobs("genlineage.verify.shadows.build_shadow", jobs, P.run.parallel_jobs, P.run.threads_per_job,
+        paths = run_jobs(build_shadow, jobs, P.run.parallel_jobs, P.run.threads_per_job,
                          desc="shadows" if progress else None, executor=executor_for(P.run))
         table = pd.DataFrame(rows).assign(path=paths, method=how, base=str(base))
         write_manifest(out, table, {"base": str(base), "source": settings["source"], "data": str(data),

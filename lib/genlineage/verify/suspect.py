@@ -17,7 +17,7 @@ import importlib.util
 import json
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence, Union
 
 import numpy as np
 import torch
@@ -28,8 +28,8 @@ from ..data.imagefolder import MAX_IMAGE_PIXELS
 from ..errors import InputError
 from ..generation import GenerationCache, GenerationConfig, cached_images, generate_cached
 from ..io import atomic_path, stable_hash
-from ..keys import to_uint8
-from ..models.gate import TOKENIZER_MAX_BYTES, read_json
+from ..key_sets import to_uint8
+from ..models.gate import TOKENIZER_MAX_BYTES, read_model_json
 from ..models.lora import LORA_WEIGHTS, LoraModel, check_lora_file, is_lora_folder, lora_folder_base
 from ..models.pipeline_io import (OWNER, SDComponents, Trust, check_pipeline_folder, folder_image_size, is_own_pruned,
                                   load_lora, load_pipeline, model_content_id, own_data_roots, quiet_hub)
@@ -63,7 +63,7 @@ def check_sd_pipeline(path: str | Path, role: str, trust: Trust | None = None, s
         path = check_pipeline_folder(path, trust if trust is not None else role_trust(role))
     except InputError as err:
         raise InputError(f"{role}: {err}") from None
-    index = read_json(path / "model_index.json")  # bounded: the gate has read it already
+    index = read_model_json(path / "model_index.json")  # bounded: the gate has read it already
     cls = index.get("_class_name") if isinstance(index, dict) else None
     if cls not in SD_PIPELINES:
         what = f"a {cls} folder" if cls else "a folder whose model_index.json names no pipeline class"
@@ -90,7 +90,7 @@ def check_sd_configs(path: Path, steps: int | None = None) -> None:
     positions or with token ids beyond its vocabulary, latents of another channel count than the
     VAE's. Each would otherwise fail (a traceback) only when the model is first sampled, after the
     shadows had been queried. Reads only the (bounded) configs, never the weights."""
-    configs = {name: read_json(path / name / file) for name, file in
+    configs = {name: read_model_json(path / name / file) for name, file in
                (("unet", "config.json"), ("vae", "config.json"), ("text_encoder", "config.json"),
                 ("scheduler", "scheduler_config.json"), ("tokenizer", "tokenizer_config.json"))}
     if not all(isinstance(c, dict) for c in configs.values()):
@@ -199,10 +199,10 @@ def _token_ids(folder: Path, config: dict) -> list[tuple[Path, list[int]]]:
     added tokens, tokenizer_config.json's added tokens), by file. A non-integer id is refused."""
     found: list[tuple[Path, list]] = []
     if (folder / "vocab.json").is_file():
-        vocab = read_json(folder / "vocab.json", TOKENIZER_MAX_BYTES)
+        vocab = read_model_json(folder / "vocab.json", TOKENIZER_MAX_BYTES)
         found.append((folder / "vocab.json", list(vocab.values()) if isinstance(vocab, dict) else [None]))
     if (folder / "tokenizer.json").is_file():
-        fast = read_json(folder / "tokenizer.json", TOKENIZER_MAX_BYTES)
+        fast = read_model_json(folder / "tokenizer.json", TOKENIZER_MAX_BYTES)
         model = fast.get("model") if isinstance(fast, dict) else None
         vocab = model.get("vocab") if isinstance(model, dict) else None
         added = fast.get("added_tokens") if isinstance(fast, dict) else None
@@ -426,3 +426,7 @@ class CallableSuspect:
         pairs = list(zip(prompts, seeds))
         return np.stack([self._one(p, s, size)
                          for p, s in tqdm(pairs, desc=f"query {self.name}", unit="query", disable=not progress)])
+
+
+# a pipeline folder, a LoRA file on its base, a callable (prompt, seed) -> image, or a Suspect
+ModelSpec = Union[str, Path, LoraModel, Callable, Suspect]

@@ -13,12 +13,12 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import Profile, as_profile
-from ..data import convert
-from ..errors import InputError
-from ..jobs import executor_for
-from ..models.gate import read_json
-from ..models.pipeline_io import OWNER, check_pipeline_folder, folder_image_size, weights_variant
+from .config import Profile, as_profile
+from .data import convert
+from .errors import InputError
+from .jobs import executor_for
+from .models.gate import read_model_json
+from .models.pipeline_io import OWNER, check_pipeline_folder, folder_image_size, weights_variant
 from .cost_plan import cost_plan
 
 CUDA_TORCH_FIX = ("install the CUDA build of the pinned torch into .venv: TORCH_INDEX_URL="
@@ -88,7 +88,7 @@ def check_base(profile: Profile, name: str) -> Check:
     try:
         check_pipeline_folder(path, OWNER)
         native = folder_image_size(path)  # its configs, bounded like every config the gate has seen
-        scheduler = read_json(path / "scheduler" / "scheduler_config.json")
+        scheduler = read_model_json(path / "scheduler" / "scheduler_config.json")
         variants = {part: weights_variant(path / part) or "plain" for part in ("unet", "vae", "text_encoder")}
     except (InputError, OSError, ValueError) as err:
         return Check(label, False, str(err)[:400], f"set models.bases.{name}.path to a diffusers Stable-Diffusion "

@@ -22,21 +22,23 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .. import layout
-from ..config import Profile, TrainConfig, as_profile
-from ..errors import InputError
-from ..generation import generate
-from ..models.gate import check_safetensors_header
-from ..models.lora import add_lora
-from ..models.pipeline_io import VARIANT_WEIGHTS, load_model, load_pipeline, model_trust, weights_variant
-from ..models import storage
-from ..models.storage import ModelDisk, model_disk
-from ..training.encode import EncodedDataset, tokenize
-from ..training.sd import train_sd
-from .memorisation import memorisation_jobs
-from ..verify.statistics import get_statistic
-from .suspicious_models import plan_manifest, plan_null_shadows, source_table
-from .world_grid import plan_grid
+from . import layout
+from .config import Profile, TrainConfig, as_profile
+from .errors import InputError
+from .generation import generate
+from .models.gate import check_safetensors_header
+from .models.lora import add_lora
+from .models.pipeline_io import VARIANT_WEIGHTS, load_model, load_pipeline, model_trust, weights_variant
+from .models import storage
+from .models.storage import ModelDisk, model_disk
+from .training.encode import EncodedDataset, tokenize
+from .training.sd import train_sd
+from .experiments.lora_ablation import ablated_models, learning_rates, selection_rows, twin_rows
+from .experiments.memorisation import memorisation_jobs
+from .study.manifest import plan_manifest, plan_null_shadows
+from .study.owner_prompts import control_count, judged_with_keys_of
+from .study.sources import source_table
+from .experiments.world_grid import plan_grid
 
 MB = 1e6
 
@@ -105,14 +107,9 @@ def plan_jobs(profile: Profile) -> pd.DataFrame:
          "steps": 0, "images": len(manifest) * 3 * n_keys * query_seeds},
     ]
     null_shadows = plan_null_shadows(profile)
-    asks_controls = any(get_statistic(name).needs_controls for name in (*profile.verify.candidates, profile.verify.statistic))
-    n_controls = profile.verify.n_controls if asks_controls else 0
     rows += [{"stage": "03", "kind": "shared innocent null shadows (fine-tunes)", "jobs": len(null_shadows),
               "steps": len(null_shadows) * suspicious.steps, "images": 0},
-             {"stage": "08", "kind": "null shadows' keys and (if a statistic asks them) every shadow's control pairs",
-              "jobs": len(null_shadows) + int((manifest.role == "shadow").sum()), "steps": 0,
-              "images": (len(null_shadows) * (profile.attribution.n_keys + n_controls)
-                         + int((manifest.role == "shadow").sum()) * n_controls) * query_seeds}]
+             owner_test_row(profile, manifest, null_shadows, sources)]
     rows += world_grid_jobs(profile)
     lora_settings = profile.suspicious.lora_ablation
     lora = lora_twin_count(profile) if lora_settings.enabled else 0
@@ -122,6 +119,23 @@ def plan_jobs(profile: Profile) -> pd.DataFrame:
              {"stage": stage10, "kind": "LoRA twins' queries (3 strategies)", "jobs": lora,
               "steps": 0, "images": lora * 3 * n_keys * query_seeds}]
     return pd.DataFrame(rows)
+
+
+def owner_test_row(profile: Profile, manifest: pd.DataFrame, null_shadows: pd.DataFrame, sources: pd.DataFrame) -> dict:
+    """Stage 08's new images, by the rule stage 03 asks them with (``study.owner_prompts``): each
+    model's keys of every source it is judged for or is a null of, less its own source's keys that
+    stage 04 already asked a model of the manifest, and its control pairs; at every query seed."""
+    n_keys = {s.source: min(max(profile.attribution.n_keys_grid), _candidate_count(profile, s)) for _, s in sources.iterrows()}
+    query_seeds = len(profile.attribution.query_seeds)
+    asked, images = 0, 0
+    for in_manifest, table in ((True, manifest), (False, null_shadows)):
+        for row in table.to_dict("records"):
+            keys = sum(n_keys[s] for s in judged_with_keys_of(row, manifest) if not (in_manifest and s == row["source"]))
+            controls = control_count(profile, row, n_keys[row["source"]], int(profile.data.domains[row["domain"]].heldout))
+            asked += (keys + controls) > 0
+            images += (keys + controls) * query_seeds
+    return {"stage": "08", "kind": "other sources' keys (innocent shadows, null shadows) and control pairs",
+            "jobs": int(asked), "steps": 0, "images": int(images)}
 
 
 def world_grid_jobs(profile: Profile) -> list[dict]:
@@ -142,9 +156,7 @@ def lora_twin_count(profile: Profile) -> int:
     """Stage 10's LoRA fine-tunes: the learning-rate selection's and the chosen rate's twins, each
     model once (the selection's shadows at the chosen rate are twins too). The rate is not known
     before the run, so this counts as if the first rate of the grid were chosen: the same count."""
-    from .lora_ablation import _ablated, learning_rates, selection_rows, twin_rows
-
-    twins = twin_rows(profile, _ablated(profile), learning_rates(profile)[0])
+    twins = twin_rows(profile, ablated_models(profile), learning_rates(profile)[0])
     return len(set(selection_rows(profile).name) | set(twins.name))
 
 
@@ -299,6 +311,6 @@ def format_plan(profile: Profile, costs: UnitCosts = STATED) -> str:
              "", disk.to_string(index=False, na_rep="(no base on disk yet)", float_format=lambda v: f"{v:,.1f}"), "",
              f"disk: {known.sum():,.1f} GB in all" + ("" if len(known) == len(disk) else " (without the unknown rows)"),
              *_saving_lines(profile, jobs, disk),
-             "Stage 08 asks the shared generation cache for the same queries as stage 04 (no new images but the "
-             "controls'); stages 05-07 and 09 only read tables."]
+             "Stage 08 reads stage 04's queries from the shared generation cache; its own row counts only what "
+             "stage 04 did not ask. Stages 05-07 and 09 only read tables."]
     return "\n".join(lines)
