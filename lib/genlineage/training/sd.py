@@ -133,23 +133,7 @@ def train_sd(components: SDComponents, data: EncodedDataset, cfg: TrainConfig, w
     """
     device = components.device
     unet, text_encoder = components.unet, components.text_encoder
-    trained: dict[str, torch.nn.Module] = {"unet": unet}
-    if cfg.train_text_encoder:
-        trained["text_encoder"] = text_encoder
-    for module in (unet, text_encoder, components.vae):
-        module.requires_grad_(False)
-    params = []
-    for module in trained.values():
-        module.train()
-        for name, param in module.named_parameters():
-            if cfg.finetune == "full" or is_lora_parameter(name):  # lora: the adapter add_lora gave the UNet
-                params.append(param.requires_grad_(True))
-    if not params:
-        raise ValueError("finetune lora needs the UNet's adapter first (genlineage.models.lora.add_lora)")
-    if cfg.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-        if cfg.train_text_encoder:
-            text_encoder.gradient_checkpointing_enable()
+    trained, params = _trainable(components, cfg)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     noise_scheduler = components.noise_scheduler()
     scaling = float(components.vae.config.scaling_factor)
@@ -179,19 +163,7 @@ def train_sd(components: SDComponents, data: EncodedDataset, cfg: TrainConfig, w
             states = text_encoder(data.input_ids[idx])[0] if frozen_states is None else frozen_states[idx]
             pred = unet(noisy, timesteps, states).sample
         loss = F.mse_loss(pred.float(), target.float(), reduction="mean")
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        _optimise(loss, params, optimizer, scheduler, scaler, cfg.max_grad_norm)
         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
         done = step + 1
         # periodic checkpoints, and one where a run stops on purpose; none at the final step: the caller
@@ -204,6 +176,50 @@ def train_sd(components: SDComponents, data: EncodedDataset, cfg: TrainConfig, w
     if cfg.gradient_checkpointing:
         unet.disable_gradient_checkpointing()
     return last >= cfg.steps
+
+
+def _trainable(components: SDComponents, cfg: TrainConfig) -> tuple[dict[str, torch.nn.Module], list[torch.nn.Parameter]]:
+    """The modules a run trains (the UNet, and the text encoder when asked) in train mode, and the
+    parameters it updates (all of them, or for LoRA the adapter's); everything else frozen."""
+    unet, text_encoder = components.unet, components.text_encoder
+    trained: dict[str, torch.nn.Module] = {"unet": unet}
+    if cfg.train_text_encoder:
+        trained["text_encoder"] = text_encoder
+    for module in (unet, text_encoder, components.vae):
+        module.requires_grad_(False)
+    params = []
+    for module in trained.values():
+        module.train()
+        for name, param in module.named_parameters():
+            if cfg.finetune == "full" or is_lora_parameter(name):  # lora: the adapter add_lora gave the UNet
+                params.append(param.requires_grad_(True))
+    if not params:
+        raise ValueError("finetune lora needs the UNet's adapter first (genlineage.models.lora.add_lora)")
+    if cfg.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        if cfg.train_text_encoder:
+            text_encoder.gradient_checkpointing_enable()
+    return trained, params
+
+
+def _optimise(loss: torch.Tensor, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
+              scheduler: torch.optim.lr_scheduler.LRScheduler, scaler: torch.amp.GradScaler | None,
+              max_grad_norm: float) -> None:
+    """One update: backward (scaled under fp16), gradients clipped, the optimizer and the schedule
+    stepped, gradients cleared."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def _encode_unique(text_encoder: torch.nn.Module, input_ids: torch.Tensor, batch: int = 256) -> torch.Tensor:
