@@ -264,6 +264,29 @@ def test_notebooks_run_at_the_smoke_profile_and_pass_nbval(smoke_root, tmp_path)
 
 
 @pytest.mark.slow
+def test_stage_08_asks_its_sources_and_suspects_as_parallel_jobs_to_the_same_tables(P, smoke_root):
+    """Stage 08's loops (each source's shadows for the choice of statistic, each suspect's verdict)
+    run as spawned jobs when the profile has cores for them: the tables are those of one process."""
+    from genlineage.experiments.model_owner_verify import statistic_selection, verify_evaluated
+    in_parallel = load_profile("smoke", {"parallel_jobs": 2})
+    assert in_parallel.run.parallel_jobs == 2
+    serial_choice = statistic_selection(P, progress=False)
+    statistic = serial_choice[2]
+    serial = {pool: verify_evaluated(P, progress=False, innocent_pool=pool, statistic=statistic)
+              for pool in ("population", "controls")}
+    results = layout.results_dir(P, "08_verify")
+    for made in [results / "statistic_selection.csv", *(results / f"verdicts_{pool}.csv" for pool in serial)]:
+        made.unlink()  # the stamp stays: the parallel run must make the table again, not read it
+    parallel_choice = statistic_selection(in_parallel, progress=False)
+    pd.testing.assert_frame_equal(parallel_choice[0], serial_choice[0])
+    assert parallel_choice[2] == statistic
+    for pool, table in serial.items():
+        again = verify_evaluated(in_parallel, progress=False, innocent_pool=pool, statistic=statistic)
+        pd.testing.assert_frame_equal(again, table)
+        assert (again.verdict != "refused").any() or pool == "controls"
+
+
+@pytest.mark.slow
 def test_the_report_refuses_a_missing_or_stale_table(P):
     """The report reads the tables of notebooks 02, 04, 05 and 08 and recomputes none: a table
     whose stamp does not match its inputs, or a missing one, stops it with the notebook to re-run."""

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.stats import kstest
-from tqdm.auto import tqdm
 
-from ..config import Profile
+from ..config import Profile, as_profile
 from ..errors import InputError
 from ..intervals import binomial_interval
+from ..jobs import executor_for, run_jobs
 from ..cache import Result, content_id
 from ..models.pipeline_io import fingerprint, stage_model
 from ..verify import verify, write_report
@@ -106,7 +106,9 @@ def selection_result(profile: Profile) -> Result:
 def source_shadow_units(profile: Profile, source_row: pd.Series, shadows: pd.DataFrame, progress: bool = False
                  ) -> tuple[list[statistics.Unit], list[statistics.Unit]]:
     """One source's shadows as the statistics' units (keys and control pairs asked, through the
-    tool's own query code and the pipeline's generation cache): (innocent population, infringing)."""
+    tool's own query code and the pipeline's generation cache): (innocent population, infringing).
+    A job of :func:`statistic_selection` (the sources' shadows are disjoint, so sources run at once)."""
+    profile = as_profile(profile)
     run = check_settings(target_fpr=profile.verify.selection_fpr, budget=None, n_keys=None, delta0=None,
                          profile=profile, out=layout.results_dir(profile, STAGE) / "selection",
                          cache_dir=layout.generation_cache_dir(profile), progress=progress)
@@ -131,9 +133,10 @@ def statistic_selection(profile: Profile, progress: bool = True) -> tuple[pd.Dat
         shadows = all_shadows(profile)
         manifest = read_manifest(profile)
         sources = manifest[manifest.lineage == "same"].drop_duplicates("source").sort_values("source")
-        per_source = {r.source: source_shadow_units(profile, r, shadows)
-                      for _, r in tqdm(list(sources.iterrows()), desc="shadows asked", unit="source",
-                                       disable=not progress)}
+        rows = [r for _, r in sources.iterrows()]
+        answers = run_jobs(source_shadow_units, [{"profile": profile, "source_row": r, "shadows": shadows} for r in rows],
+                           **outer_jobs(profile), desc="shadows asked (sources)" if progress else None)
+        per_source = {r.source: units for r, units in zip(rows, answers)}
         table = statistics.selection_table(per_source, candidates, alpha, statistic_settings(profile))
         result.write(lambda tmp: table.to_csv(tmp, index=False))
     table = pd.read_csv(result.path).fillna({"reason": ""})
@@ -182,34 +185,53 @@ def verify_evaluated(profile: Profile, target_fpr: float | None = None, progress
     statistic = statistic or profile.verify.statistic
     target_fpr = profile.verify.target_fpr if target_fpr is None else target_fpr  # one default: the profile's
     manifest, shadows = read_manifest(profile), all_shadows(profile)
-    strategy = profile.attribution.main_strategy
     result = verdicts_result(profile, target_fpr, showcase, innocent_pool, statistic)
     if result.fresh():
         return read_verdicts(result.path)
-    rows = []
     calibrated = None
     if innocent_pool == "controls":  # no shadow in the null: delta0 from notebook 04's shadow calibration
         calibrated = deltas(profile, *load_results(profile))[0]["calibrated"]
-    evaluated = manifest[manifest.role == "evaluated"]
-    for _, m in tqdm(list(evaluated.iterrows()), desc=f"verify ({innocent_pool})", unit="suspect", disable=not progress):
-        out = layout.results_dir(profile, STAGE) / innocent_pool / m["name"]
-        row = {"model": m["name"], "source": m.source, "lineage": m.lineage, "replicate": m.replicate, "rho": m.rho,
-               "label": m.label, "target_fpr": target_fpr}
-        delta0 = None if calibrated is None else delta0_for(calibrated, m.source)
-        try:
-            v = verify(m.source_path, stage_model(profile, m.path), keys=keys_dir(profile, m.source, strategy),
-                       target_fpr=target_fpr, delta0=delta0, profile=profile, out=out, progress=False,
-                       cache_dir=layout.generation_cache_dir(profile),
-                       **null_models(profile, shadows, m, innocent_pool, statistic))
-        except InputError as err:  # e.g. innocent shadows too few or too spread to reach target_fpr
-            rows.append({**row, "verdict": "refused", "reason": str(err)})
-            continue
-        if m["name"] in showcase:
-            write_report(v, out)
-        rows.append({**row, **verdict_row(v)})
+    evaluated = [m for _, m in manifest[manifest.role == "evaluated"].iterrows()]
+    jobs = [{"profile": profile, "model": m, "shadows": shadows, "target_fpr": target_fpr,
+             "innocent_pool": innocent_pool, "statistic": statistic, "showcase": m["name"] in showcase,
+             "delta0": None if calibrated is None else delta0_for(calibrated, m.source)} for m in evaluated]
+    rows = run_jobs(verify_one, jobs, **outer_jobs(profile),
+                    desc=f"verify ({innocent_pool}, suspects)" if progress else None)
     table = pd.DataFrame(rows, columns=VERDICT_COLUMNS)
     result.write(lambda tmp: table.to_csv(tmp, index=False))
     return read_verdicts(result.path)  # what a cached run returns
+
+
+def verify_one(profile: Profile, model: pd.Series, shadows: pd.DataFrame, target_fpr: float, innocent_pool: str,
+               statistic: str, delta0: float | None, showcase: bool) -> dict:
+    """One evaluated model's verdict row (a job of :func:`verify_evaluated`): the tool run as an owner
+    runs it, with the pool's null; a model the tool refuses (too few or too spread innocents to reach
+    ``target_fpr``) gets a "refused" row with the tool's reason. A showcased model's full report is
+    written under ``results/08_verify/<pool>/<name>/``."""
+    profile = as_profile(profile)
+    strategy = profile.attribution.main_strategy
+    out = layout.results_dir(profile, STAGE) / innocent_pool / model["name"]
+    row = {"model": model["name"], "source": model.source, "lineage": model.lineage, "replicate": model.replicate,
+           "rho": model.rho, "label": model.label, "target_fpr": target_fpr}
+    try:
+        v = verify(model.source_path, stage_model(profile, model.path), keys=keys_dir(profile, model.source, strategy),
+                   target_fpr=target_fpr, delta0=delta0, profile=profile, out=out, progress=False,
+                   cache_dir=layout.generation_cache_dir(profile),
+                   **null_models(profile, shadows, model, innocent_pool, statistic))
+    except InputError as err:
+        return {**row, "verdict": "refused", "reason": str(err)}
+    if showcase:
+        write_report(v, out)
+    return {**row, **verdict_row(v)}
+
+
+def outer_jobs(profile: Profile) -> dict:
+    """``run_jobs``' ``parallel`` and ``threads`` for stage 08's loops over sources and suspects.
+    Locally they are the parallel jobs (one per usable core). On Ray the tool already sends each
+    shadow to the cluster (``query_kind``), so these loops stay in this process: a task that waits
+    on tasks it submitted could hold the very CPUs they need."""
+    parallel = 1 if executor_for(profile.run).engine == "ray" else profile.run.parallel_jobs
+    return {"parallel": parallel, "threads": profile.run.threads_per_job}
 
 
 def verdict_row(v) -> dict:
