@@ -787,6 +787,36 @@ def test_a_suspect_folder_changed_while_it_is_loaded_is_refused(saved_pipeline, 
         pipeline_io.load_pipeline(suspect)
 
 
+def test_the_loaders_read_a_private_copy_of_a_suspect_holding_the_checked_bytes(saved_pipeline, tmp_path, monkeypatch):
+    """Issue 26.2: diffusers and transformers choose which files of a folder to read; a suspect's
+    folder is handed to them as a private copy (mode 0700, outside the suspect's folder) of the
+    bytes the gate checked, removed after the load. Genlineage's own folders load in place."""
+    import stat
+
+    from diffusers import UNet2DConditionModel
+
+    from genlineage.cache import content_id
+    from genlineage.models import pipeline_io
+
+    suspect = tmp_path / "suspect"
+    shutil.copytree(saved_pipeline, suspect)
+    real = UNet2DConditionModel.from_pretrained.__func__
+    seen: list[tuple[Path, int, str]] = []
+
+    def spy(cls, folder, *args, **kwargs):
+        folder = Path(folder)
+        seen.append((folder, stat.S_IMODE(folder.parent.stat().st_mode), content_id(folder, parts=pipeline_io.COMPONENTS)))
+        return real(cls, folder, *args, **kwargs)
+
+    monkeypatch.setattr(UNet2DConditionModel, "from_pretrained", classmethod(spy))
+    components = pipeline_io.load_pipeline(suspect)
+    (loaded_from, mode, loaded_content), = seen
+    assert not loaded_from.resolve().is_relative_to(suspect.resolve()) and mode == 0o700
+    assert loaded_content == pipeline_io.fingerprint(suspect) == components.content_id
+    assert not loaded_from.exists(), "the private copy is removed after the load"
+    assert components.path == suspect, "the model is still named by the folder the user gave"
+
+
 def test_a_loaded_model_keeps_the_identity_of_the_bytes_it_loaded(saved_pipeline, tmp_path):
     """Images are cached under the model's identity: a folder edited after the load must not make
     the loaded weights' images pass for the new files'."""

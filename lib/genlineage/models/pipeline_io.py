@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -27,6 +28,7 @@ from .gate import (COMPONENTS, PICKLE_SUFFIXES, VARIANT_WEIGHTS, WEIGHTED, Trust
                    check_model_folder, check_unchanged, files_signature, loaded_weight_files, read_model_json,
                    weights_variant)
 from .lora import LORA_WEIGHTS, LoraModel, apply_lora, check_lora_file, is_lora_folder, lora_folder_base, lora_identity
+from .private_copy import private_copy
 from .quiet import quiet_hub
 from .storage import RECORD, CachedOnlyModel, cached_only_model, is_pruned, kept_identity
 
@@ -220,12 +222,25 @@ def load_pipeline(path: str | Path, device: str = "cpu", dtype: torch.dtype = to
         return load_lora(LoraModel(Path(path) / LORA_WEIGHTS, lora_folder_base(path, trust)), device, dtype, trust)
     given = Path(path)
     # A folder nobody vouches for (a suspect's) must hold the same bytes from before the gate to after
-    # the loaders. Not asked of genlineage's own folders or the owner's: a parallel fine-tune's hard
-    # link to a base's frozen files moves those files' ctime, and no one else writes there.
+    # the loaders, and the loaders read a private copy of them (models.private_copy). Not asked of
+    # genlineage's own folders or the owner's: a parallel fine-tune's hard link to a base's frozen
+    # files moves those files' ctime, and no one else writes there.
     watched = not (trust or Trust(own_roots=own_data_roots())).vouches_for(given)
     before = files_signature(given) if watched else None
     path = check_pipeline_folder(path, trust)
-    for weights_file in loaded_weight_files(path):  # NaN weights would draw NaN images, shown as black pixels
+    with (private_copy(path, before) if watched else nullcontext(path)) as loaded:
+        components = _load_components(Path(loaded), dtype)
+    identity = fingerprint(path)  # pinned: what these very bytes' images are cached under
+    if watched:
+        check_unchanged(before, given)
+    components.path, components.identity = path, identity
+    return components.to(device)
+
+
+def _load_components(path: Path, dtype: torch.dtype) -> SDComponents:
+    """The components of a checked folder, weights from safetensors only, every weights file first
+    shown to hold only finite numbers (NaN weights would draw NaN images, shown as black pixels)."""
+    for weights_file in loaded_weight_files(path):
         check_finite_weights(weights_file)
     common: dict[str, Any] = {"local_files_only": True}
     weights: dict[str, Any] = {"use_safetensors": True, "torch_dtype": dtype, **common}
@@ -239,13 +254,9 @@ def load_pipeline(path: str | Path, device: str = "cpu", dtype: torch.dtype = to
     scheduler_config = dict(DDPMScheduler.load_config(path, subfolder="scheduler", **common))
     provenance_file = path / PROVENANCE
     provenance = read_model_json(provenance_file) if provenance_file.is_file() else {}  # bounded, like every config
-    identity = fingerprint(path)  # pinned: what these very bytes' images are cached under
-    if watched:
-        check_unchanged(before, given)
-    components = SDComponents(tokenizer, text_encoder, vae, unet, scheduler_config, provenance, path, identity)
     for module in (text_encoder, vae, unet):
         module.requires_grad_(False).eval()
-    return components.to(device)
+    return SDComponents(tokenizer, text_encoder, vae, unet, scheduler_config, provenance, path)
 
 
 def load_lora(model: LoraModel, device: str = "cpu", dtype: torch.dtype = torch.float32,
