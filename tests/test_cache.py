@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +151,45 @@ def test_hashes_are_not_remembered_when_switched_off(tmp_path, monkeypatch):
     big = tmp_path / "w.safetensors"
     big.write_bytes(b"a" * cache.REMEMBERED_MIN_BYTES)
     assert cache.remembered_sha256(big) == cache.file_sha256(big) and cache.hash_memo_dir() is None
+
+
+def _package(root: Path, name: str, files: dict[str, str]) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    for rel, text in files.items():
+        (folder / rel).write_text(text)
+    return folder
+
+
+def test_code_id_follows_the_code_a_result_is_computed_by_not_where_it_lies(tmp_path, monkeypatch):
+    """Issue 25.1: a result's key names the modules that compute it, so an edit to them makes it
+    stale without anyone bumping a version; a clone elsewhere keeps the key."""
+    from genlineage.cache import code_id
+
+    files = {"__init__.py": "", "rule.py": "THRESHOLD = 0.05\n"}
+    here, there = _package(tmp_path / "a", "planted_rule", files), _package(tmp_path / "b", "planted_rule", files)
+    monkeypatch.syspath_prepend(str(tmp_path / "a"))
+    first = code_id("planted_rule")
+    assert first == code_id("planted_rule") and code_id("planted_rule") != code_id("planted_rule.rule")
+    (here / "rule.py").write_text("THRESHOLD = 0.01\n")
+    assert code_id("planted_rule") != first, "an edit to the code changes the key"
+    (here / "rule.py").write_text(files["rule.py"])
+    (here / "extra.py").write_text("")
+    assert code_id("planted_rule") != first, "a module added to the package changes the key"
+    (here / "extra.py").unlink()
+    monkeypatch.syspath_prepend(str(tmp_path / "b"))
+    for name in [n for n in sys.modules if n.startswith("planted_rule")]:
+        monkeypatch.delitem(sys.modules, name)
+    assert code_id("planted_rule") == first and there.exists(), "the same code elsewhere has the same key"
+    with pytest.raises(ValueError, match="no module named"):
+        code_id("planted_rule_missing")
+
+
+def test_no_stage_result_carries_a_version_bumped_by_hand():
+    """Every stage result that used a hand-bumped ``format`` names its code instead."""
+    import re
+
+    stages = Path(__file__).resolve().parents[1] / "lib" / "genlineage" / "experiments"
+    bumped = [f"{f.name}:{i}" for f in sorted(stages.glob("*.py"))
+              for i, line in enumerate(f.read_text().splitlines(), 1) if re.search(r'"format":\s*\d', line)]
+    assert not bumped, f"hand-bumped cache versions: {bumped}"

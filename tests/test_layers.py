@@ -16,7 +16,7 @@ LAYERS = [
     ("core", {"config", "io", "cache", "untrusted", "errors", "layout", "jobs", "markdown", "timings", "outdir"}),
     ("maths on arrays", {"distances", "confidence", "watermark", "discriminator", "metrics", "intervals"}),
     ("models and data", {"models", "training", "data", "key_sets"}),
-    ("queries of a model", {"generation", "reconstruction", "keys"}),
+    ("queries of a model", {"generation", "reconstruction", "keys", "training_set"}),
     ("the tool", {"verify", "cli"}),
     ("the study", {"study"}),
     ("stages", {"experiments"}),

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -148,6 +149,30 @@ def listing_id(path: str | Path) -> str:
                        length=24)
 
 
+def code_id(*modules: str) -> str:
+    """Content id of the source code of the named modules (a package: every ``.py`` file below it):
+    the input that says *how* a result is computed from its other inputs.
+
+    Why: a result whose stamp records only its data and settings outlives a change to the code that
+    computes it, unless someone remembers to bump a version by hand. Naming the modules that compute
+    it makes the key follow the code, as a build tool's rule depends on its script. Any edit to them
+    (a comment included) makes the result stale, which costs a recomputation and never a stale table.
+    The id depends on the files' bytes and names within each package, not on where the clone lies."""
+    parts = []
+    for name in modules:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise ValueError(f"code_id: no module named {name!r}")
+        origin = Path(spec.origin)
+        if spec.submodule_search_locations:  # a package: all of its Python files
+            folder = origin.parent
+            files = sorted(f for f in folder.rglob("*.py") if "__pycache__" not in f.parts)
+            parts.append((name, [(f.relative_to(folder).as_posix(), file_sha256(f)) for f in files]))
+        else:
+            parts.append((name, file_sha256(origin)))
+    return stable_hash(parts, length=24)
+
+
 def _normalised(inputs: Mapping[str, Any]) -> dict:
     """Inputs as a stamp stores them (JSON: tuples become lists, keys strings), so that what is
     compared is what was written."""
@@ -250,4 +275,5 @@ def stale(results: Iterable[Result]) -> list[Path]:
     return [r.path for r in results if not r.fresh()]
 
 
-__all__ = ["STAMP", "FILE_STAMP_SUFFIX", "MISSING", "Result", "array_id", "StaleResult", "content_id", "listing_id", "stale"]
+__all__ = ["STAMP", "FILE_STAMP_SUFFIX", "MISSING", "Result", "array_id", "StaleResult", "code_id", "content_id",
+           "listing_id", "stale"]

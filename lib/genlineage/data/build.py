@@ -15,30 +15,26 @@ is left alone, so a second build costs nothing and an interrupted one resumes wh
 from __future__ import annotations
 
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Callable, Iterator, Mapping
 
 from tqdm import tqdm
 
 from ..errors import InputError
-from ..cache import STAMP, Result, listing_id
+from ..cache import STAMP, Result, code_id, listing_id
 from ..config import DomainSettings, as_profile
 from ..io import clean_partials, read_json, stable_hash, write_json
-from . import Sample, convert, faces, scenes
+from . import Sample
 from .convert import convert_cc3m, convert_celeba_dialog
 from .faces import face_sample
 from .imagefolder import ImageFolder, read_imagefolder, write_imagefolder
 from .scenes import scene_sample
 from .splits import REAL_KINDS, ROLES, check_disjoint, make_splits, parse_id, pretrain_subset, role_entries
 
-# Bump when the folder format changes, so cached folders are rebuilt. Changes to the generators'
-# or converters' code rebuild by themselves: their source text is part of the cache key.
-BUILD_VERSION = 1
+# The code a folder is made by is part of its cache key (``cache.code_id``): the converters' or the
+# generators' and the image-folder writer's. An edit to them rebuilds the folders by itself; no
+# version is bumped by hand.
+FOLDER_CODE = ("genlineage.data.imagefolder",)
 GENERATORS: dict[str, Callable[[int, int, int], Sample]] = {"faces": face_sample, "scenes": scene_sample}
-
-
-def _code_fingerprint(*modules: ModuleType) -> str:
-    return stable_hash([Path(m.__file__).read_text() for m in modules if m.__file__])
 
 
 def splits_path(profile: Any) -> Path:
@@ -54,7 +50,7 @@ def pool_result(name: str, cfg: DomainSettings, out_root: Path, size: int) -> Re
     """A real-data domain's converted pool: made from the release's files (by listing, see
     ``cache.listing_id``), the converter's code and the conversion settings."""
     return Result(out_root / f"{name}_pool", {
-        "version": BUILD_VERSION, "code": _code_fingerprint(convert), "kind": cfg.kind,
+        "code": code_id("genlineage.data.convert", *FOLDER_CODE), "kind": cfg.kind,
         "release": listing_id(Path(cfg.root).expanduser()),
         "images": listing_id(Path(cfg.images).expanduser()) if cfg.images else None,
         "size": size, "limit": cfg.limit}, folder=True)
@@ -124,8 +120,8 @@ def _role_results(profile: Any, out_root: Path, pools: Mapping[str, ImageFolder]
     out = []
     for folder_name, domain, entries, cfg in jobs:
         made_from = (stable_hash(read_json(pools[domain].root / STAMP)["inputs"]) if domain in pools
-                     else _code_fingerprint(faces, scenes))
-        result = Result(out_root / folder_name, {"version": BUILD_VERSION, "code": made_from, "seed": seed,
+                     else code_id("genlineage.data.faces", "genlineage.data.scenes"))
+        result = Result(out_root / folder_name, {"made_from": made_from, "code": code_id(*FOLDER_CODE), "seed": seed,
                                                  "image_size": size, "config": cfg, "entries": stable_hash(entries, 32),
                                                  "n": len(entries)}, folder=True)
         out.append((result, domain, entries))

@@ -30,14 +30,14 @@ from .. import layout
 from ..config import Profile, as_profile
 from ..errors import InputError
 from ..intervals import SHARE, binomial_interval, per_group, stratified_permutation_p, t_interval
-from ..cache import Result, content_id
+from ..cache import Result, code_id, content_id
 from ..io import atomic_path
 from ..jobs import executor_for, run_jobs
 from ..models.pipeline_io import fingerprint, model_trust, stage_model
 from ..training.finetune import finetune_folder
 from ..study.queries import keys_dir, query_model
 from .instance_tables import evaluated_confs, inheritance
-from .suspicious_models import build_training_set
+from .suspicious_models import training_set_job
 from ..study.manifest import plan_manifest
 from ..verify import verify
 
@@ -113,7 +113,7 @@ def build_twin(profile: dict, row: dict, progress: bool = False) -> str:
     """One job: the original's training pairs (cached by stage 03), then the LoRA fine-tune."""
     profile = as_profile(profile)
     original = {**row, "name": row["twin_of"]}
-    data = build_training_set(profile, original)
+    data = training_set_job(profile, original).build()
     cfg = profile.suspicious.train_config(profile.training.finetune, "lora", seed=int(row["seed"]) % (2**31),
                                           lr=float(row["lora_lr"]))
     finetune_folder(row["base_path"], data, row["path"], cfg, profile.data.image_size, layout.work_dir(profile),
@@ -300,7 +300,9 @@ def verdicts_result(profile: Profile, pairs: list[dict], keys_of, target_fpr: fl
         "keys": {s: content_id(keys_of(s)) for s, _ in sources},
         "pairs": [{k: v for k, v in p.items() if k not in ("path", "source_path")} for p in pairs],
         "attribution": profile.attribution.as_dict(), "statistical": profile.statistical.as_dict(),
-        "generation": profile.generation.as_dict(), "target_fpr": target_fpr, "format": 1},
+        "generation": profile.generation.as_dict(), "target_fpr": target_fpr,
+        "code": code_id(__name__, "genlineage.experiments.instance_tables", "genlineage.verify", "genlineage.metrics",
+                        "genlineage.intervals", "genlineage.distances")},
         made_by=f"notebook {STAGE}_ablation")
 
 

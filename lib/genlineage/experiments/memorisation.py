@@ -12,7 +12,7 @@ import pandas as pd
 from ..config import Profile, as_profile
 from ..data.imagefolder import read_imagefolder
 from ..generation import GenerationCache
-from ..cache import Result, content_id
+from ..cache import Result, code_id, content_id
 from ..models.pipeline_io import fingerprint, load_model
 from ..jobs import executor_for, run_jobs
 from ..intervals import paired_greater_p
@@ -33,7 +33,8 @@ def measure_result(profile: Profile, base: str, domain: str, finetuned: bool) ->
     return Result(layout.results_dir(profile, STAGE) / f"{_stem(base, domain, finetuned)}.csv", {
         "model": fingerprint(layout.source_dir(profile, base, domain if finetuned else None)),
         "own": content_id(data / f"{domain}_source"), "heldout": content_id(data / f"{domain}_heldout"),
-        "generation": profile.generation.key(), "memorisation": profile.memorisation.as_dict(), "format": 3})
+        "generation": profile.generation.key(), "memorisation": profile.memorisation.as_dict(),
+        "code": code_id(__name__, "genlineage.reconstruction", "genlineage.distances", "genlineage.intervals")})
 
 
 def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progress: bool = False) -> dict:

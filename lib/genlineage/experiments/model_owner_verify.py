@@ -32,7 +32,7 @@ from ..config import Profile, as_profile
 from ..errors import InputError
 from ..intervals import binomial_interval
 from ..jobs import executor_for, run_jobs
-from ..cache import Result, content_id
+from ..cache import Result, code_id, content_id
 from ..models.pipeline_io import fingerprint, stage_model
 from ..verify import verify, write_report
 from ..verify import statistics
@@ -166,7 +166,9 @@ def verdicts_result(profile: Profile, target_fpr: float, showcase: tuple[str, ..
         "attribution": profile.attribution.as_dict(), "statistical": profile.statistical.as_dict(),
         "verify": profile.verify.as_dict(), "statistic": statistic,
         "generation": profile.generation.as_dict(), "target_fpr": target_fpr, "showcase": sorted(showcase),
-        "innocent_pool": innocent_pool, "format": 9},  # bump when the table or the verdict logic changes
+        "innocent_pool": innocent_pool,
+        "code": code_id(__name__, "genlineage.experiments.instance_tables", "genlineage.verify", "genlineage.metrics",
+                        "genlineage.intervals", "genlineage.distances")},
         made_by="notebook 08_model_owner_verify")
 
 

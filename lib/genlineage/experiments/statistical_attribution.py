@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..cache import Result, content_id
+from ..cache import Result, code_id, content_id
 from ..config import Profile
 from ..discriminator import features, fit_score
 from ..intervals import binomial_interval
@@ -135,7 +135,9 @@ def table1_result(profile: Profile) -> Result:
         "models": content_id(tables["models"].path), "per_sample": content_id(tables["per_sample"].path),
         "statistical": profile.statistical.as_dict(), "attribution": profile.attribution.as_dict(),
         "seed": profile.run.seed,
-        "format": 2}, made_by="notebook 05_statistical_attribution")  # 2: tpr@0fp replaced tpr@1%fpr
+        "code": code_id(__name__, "genlineage.experiments.instance_tables", "genlineage.discriminator",
+                        "genlineage.metrics", "genlineage.intervals")},
+        made_by="notebook 05_statistical_attribution")
 
 
 def statistical_table1(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame,

@@ -36,7 +36,7 @@ from ..key_sets import KeySet
 from ..models.pipeline_io import fingerprint, load_model
 from ..reconstruction import nearest_own_per_image, reconstruct
 from ..study.queries import build_keys, candidates, keys_dir
-from .suspicious_models import build_suspicious_model, training_set_result
+from .suspicious_models import build_suspicious_model, training_set_job
 from ..study.manifest import plan_manifest, plan_null_shadows, read_manifest, suspicious_row
 from ..study.sources import source_table
 
@@ -93,7 +93,7 @@ def measure_result(profile: Profile, row: dict) -> Result:
     the seeds, the sampler and the distance."""
     _, query_seeds = profile_seeds(profile)
     return Result(layout.results_dir(profile, STAGE) / f"{row['name']}.json", {
-        "model": fingerprint(row["path"]), "data": content_id(training_set_result(profile, row).path),
+        "model": fingerprint(row["path"]), "data": content_id(training_set_job(profile, row).out),
         "keys": content_id(keys_dir(profile, row["source"], MAIN_STRATEGY_KEYS)), "n_keys": profile.attribution.n_keys,
         "query_seeds": query_seeds, "memorisation_seeds": list(profile.memorisation.seeds),
         "generation": profile.generation.key(), "distance": profile.attribution.distance})
@@ -113,7 +113,7 @@ def measure_grid_shadow(profile: dict, row: dict) -> dict:
     keys = _keys(profile, row["source"])
     n = min(profile.attribution.n_keys, len(keys))
     rd = reconstruct(model, keys.prompts[:n], keys.references[:n], query_seeds, cfg, cache, profile.attribution.distance)
-    folder = read_imagefolder(training_set_result(profile, row).path, size=profile.data.image_size)
+    folder = read_imagefolder(training_set_job(profile, row).out, size=profile.data.image_size)
     own_images = folder.load_images()
     own = reconstruct(model, folder.captions, own_images, list(profile.memorisation.seeds), cfg, cache,
                       profile.memorisation.distance)
@@ -203,7 +203,7 @@ def _nearest_distance(candidate_images: np.ndarray, generated: np.ndarray, dista
 
 def generated_images(profile: Profile, row: dict) -> np.ndarray:
     """The source-generated images of one model's training set (float [0, 1])."""
-    folder = read_imagefolder(training_set_result(profile, row).path, size=profile.data.image_size)
+    folder = read_imagefolder(training_set_job(profile, row).out, size=profile.data.image_size)
     rows = [i for i, r in enumerate(folder.records) if r.get("origin") == "generated"]
     return folder.load_images(rows=rows) if rows else np.zeros((0, *folder.load_images(rows=[0]).shape[1:]))
 

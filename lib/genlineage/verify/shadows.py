@@ -33,17 +33,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..cache import Result, content_id
 from ..config import Profile, as_profile, load_profile
 from ..data.imagefolder import ImageFolder, read_imagefolder
 from ..errors import InputError
-from ..data.training_set import write_training_set
-from ..generation import GenerationCache, generate_cached
 from ..io import atomic_path, derive_seed
 from ..jobs import executor_for, run_jobs
-from ..models.pipeline_io import OWNER, fingerprint, load_pipeline
+from ..models.pipeline_io import OWNER
 from ..outdir import check_output_folder, created_output
 from ..training.finetune import finetune_folder
+from ..training_set import TrainingSetJob
 from .suspect import check_sd_pipeline
 
 MANIFEST = "shadows.json"
@@ -90,39 +88,23 @@ def _pixel_hashes(folder: ImageFolder, size: int, chunk: int = 256) -> list[str]
     return out
 
 
-def training_set_result(row: dict, settings: dict) -> Result:
-    """A shadow's pairs: its row, the data's content, the image size; with generated images also
-    the source's weights and the sampler's settings."""
+def training_set_job(row: dict, settings: dict) -> TrainingSetJob:
+    """A shadow's pairs as the one training-set job declares them (stage 03's rule): rho*n generated
+    by the owner's source, the rest real pairs of ``--data``."""
     profile = as_profile(settings["profile"])
-    inputs = {"row": {k: row[k] for k in ("name", "rho", "n_samples", "seed")}, "data": content_id(settings["data"]),
-              "image_size": profile.data.image_size}
-    if row["rho"] > 0:
-        inputs.update({"source": fingerprint(settings["source"]), "generation": profile.generation.key()})
-    return Result(Path(settings["out"]) / "data" / row["name"], inputs, folder=True)
-
-
-def build_training_set(row: dict, settings: dict) -> Path:
-    result = training_set_result(row, settings)
-    if result.fresh():
-        return result.path
-    profile = as_profile(settings["profile"])
-    data = read_imagefolder(settings["data"], size=profile.data.image_size)
-    chosen = np.random.default_rng(row["seed"]).choice(len(data), size=row["n_samples"], replace=False)
-    n_generated = int(round(row["rho"] * len(chosen)))
-
-    def generate(captions: list[str]) -> np.ndarray:
-        source = load_pipeline(settings["source"], profile.run.device, profile.torch_dtype, trust=OWNER)
-        seeds = [derive_seed(row["seed"], "gen", i) % (2**31) for i in range(len(captions))]
-        return generate_cached(source, captions, seeds, profile.generation, GenerationCache(Path(settings["out"]) / "cache"))
-
-    return write_training_set(result.path, data, chosen, n_generated, generate, result.stamp_record())
+    generated = float(row["rho"]) > 0
+    return TrainingSetJob(
+        out=Path(settings["out"]) / "data" / row["name"], pool=Path(settings["data"]), n_samples=int(row["n_samples"]),
+        rho=float(row["rho"]), seed=int(row["seed"]), image_size=int(profile.data.image_size),
+        source=Path(settings["source"]) if generated else None, generation=profile.generation,
+        cache=Path(settings["out"]) / "cache", source_trust=OWNER, device=profile.run.device, dtype=profile.torch_dtype)
 
 
 def build_shadow(row: dict, settings: dict, progress: bool = False) -> str:
     """One job: the shadow's training pairs, then its fine-tune (both cached; an interrupted
     fine-tune resumes from its checkpoint)."""
     profile = as_profile(settings["profile"])
-    data = build_training_set(row, settings)
+    data = training_set_job(row, settings).build()
     cfg = profile.suspicious.train_config(profile.training.finetune, row["finetune"], seed=row["seed"],
                                           **settings.get("train_override", {}))
     out = Path(settings["out"])
