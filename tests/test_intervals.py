@@ -186,3 +186,12 @@ def test_one_cluster_falls_back_to_its_models():
     assert iv.n == 3 and iv.unit == "" and np.isfinite(iv.low)
     diff = cluster_difference_interval([0.5, 0.6, 0.7], ["a"] * 3, [0.1, 0.2, 0.3], ["a"] * 3)
     assert diff.mean == pytest.approx(0.4) and diff.n == 6 and np.isfinite(diff.low)
+
+
+def test_a_welch_interval_of_two_groups_of_shares_stays_inside_minus_one_one():
+    from genlineage.intervals import SHARE_DIFFERENCE, difference_interval
+
+    plain = difference_interval([1.0, 0.0], [0.0, 0.5])
+    bounded = difference_interval([1.0, 0.0], [0.0, 0.5], bounds=SHARE_DIFFERENCE)
+    assert plain.low < -1 and plain.high > 1, "the planted case is one the plain interval leaves"
+    assert (bounded.mean, bounded.low, bounded.high) == (plain.mean, -1.0, 1.0)

@@ -91,6 +91,18 @@ def test_paired_gaps_compare_each_twin_with_its_original_per_source_and_over_eve
     assert gaps.loc["s"].pairs == 2 and gaps.loc["t"].rd_lora_minus_full == pytest.approx(0.11)
 
 
+def test_a_paired_conf_gap_stays_inside_the_range_a_difference_of_shares_can_take():
+    """Two pairs at conf gaps -0.9 and +0.6: the plain paired t interval is [-9.7, 9.4]; the
+    difference of two shares lies in [-1, 1], and so does its interval (the committed table of
+    2026-12-03 showed [-1.23, 1.73])."""
+    confs = pd.DataFrame({"model": ["a", "b", "a__l", "b__l"], "twin_of": [None, None, "a", "b"],
+                          "finetune": ["full"] * 2 + ["lora"] * 2, "source": ["s"] * 4, "rho": [0.0] * 4,
+                          "mean_rd": [0.3, 0.3, 0.3, 0.3], "conf": [0.9, 0.1, 0.0, 0.7]})
+    gap = la.paired_gaps(confs).set_index("source").loc["s"]
+    assert gap.conf_lora_minus_full == pytest.approx(-0.15)
+    assert gap.conf_low == -1.0 and gap.conf_high == 1.0
+
+
 def test_conf_by_method_pools_every_source_beside_each_source():
     confs = pd.DataFrame({"finetune": ["lora"] * 4, "source": ["s", "s", "t", "t"], "rho": [1.0] * 4,
                           "conf": [0.2, 0.4, 0.6, 0.8]})

@@ -57,6 +57,7 @@ def _finite(values: Sequence[float]) -> np.ndarray:
 
 
 SHARE = (0.0, 1.0)  # the bounds of a share, a rate or an AUC: pass as ``bounds``
+SHARE_DIFFERENCE = (-1.0, 1.0)  # the bounds of a difference of two shares (a conf gap)
 
 
 def t_interval(values: Sequence[float], level: float = LEVEL, bounds: tuple[float, float] | None = None) -> Interval:
@@ -67,8 +68,9 @@ def t_interval(values: Sequence[float], level: float = LEVEL, bounds: tuple[floa
     interval to the range the quantity can take. Why: with 3 models the t interval of shares
     0, 0, 1 is [-1.1, 1.8], a statement about impossible values. Why it stays valid: the true
     mean of values in [0, 1] lies in [0, 1], so whenever the t interval covers it, its
-    intersection with [0, 1] does too; the coverage is unchanged. A mean difference of two
-    shares or a distance gap is not bounded this way: leave ``bounds`` None there."""
+    intersection with [0, 1] does too; the coverage is unchanged. A difference of two shares lies
+    in [-1, 1] (:data:`SHARE_DIFFERENCE`) by the same argument; a distance gap has no such bound:
+    leave ``bounds`` None there."""
     a = _finite(values)
     n = len(a)
     if n == 0:
@@ -121,8 +123,11 @@ def cluster_difference_interval(a: Sequence[float], a_clusters: Sequence, b: Seq
     return dataclasses.replace(t_interval((ma[common] - mb[common]).to_numpy(), level), unit=unit)
 
 
-def difference_interval(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Interval:
-    """mean(a) - mean(b) with a Welch interval (unequal spreads); ``n`` counts both groups."""
+def difference_interval(a: Sequence[float], b: Sequence[float], level: float = LEVEL,
+                        bounds: tuple[float, float] | None = None) -> Interval:
+    """mean(a) - mean(b) with a Welch interval (unequal spreads); ``n`` counts both groups.
+    ``bounds`` truncates the interval as in :func:`t_interval` (:data:`SHARE_DIFFERENCE` for two
+    groups of shares)."""
     x, y = _finite(a), _finite(b)
     n = len(x) + len(y)
     if not len(x) or not len(y):
@@ -136,7 +141,10 @@ def difference_interval(a: Sequence[float], b: Sequence[float], level: float = L
         return Interval(diff, diff, diff, n)
     dof = (vx + vy) ** 2 / ((vx ** 2) / (len(x) - 1) + (vy ** 2) / (len(y) - 1))
     half = float(stats.t.ppf(0.5 + level / 2, dof) * se)
-    return Interval(diff, diff - half, diff + half, n)
+    low, high = diff - half, diff + half
+    if bounds is not None:
+        low, high = max(low, float(bounds[0])), min(high, float(bounds[1]))
+    return Interval(diff, low, high, n)
 
 
 def _relabelled_differences(x: np.ndarray, y: np.ndarray) -> np.ndarray:

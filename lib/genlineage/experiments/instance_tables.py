@@ -15,7 +15,7 @@ import pandas as pd
 
 from ..confidence import attach, calibrate_delta0, conf_table, delta_grid, rd_distribution, shadow_rds, with_watermark
 from ..config import Profile
-from ..intervals import SHARE, difference_interval, per_group, permutation_p, t_interval
+from ..intervals import SHARE, SHARE_DIFFERENCE, difference_interval, per_group, permutation_p, t_interval
 
 METHOD_NAMES = {"detection": "Strategy 1 (detection)", "generation": "Strategy 2 (generation)",
                 "random": "Baseline 2 (random)", "watermark": "Baseline 1 (watermark)"}
@@ -162,7 +162,7 @@ def inheritance(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame
         if not len(inf) or not len(inn):
             continue
         gap = difference_interval(inn.mean_rd, inf.mean_rd)
-        conf_gap = difference_interval(inf.conf, inn.conf)
+        conf_gap = difference_interval(inf.conf, inn.conf, bounds=SHARE_DIFFERENCE)
         p = permutation_p(inn.mean_rd, inf.mean_rd)
         rows.append({"source": source, "lineage": lineage, "infringing models": len(inf), "innocent models": len(inn),
                      "rd_gap": gap.mean, "rd_gap_low": gap.low, "rd_gap_high": gap.high,

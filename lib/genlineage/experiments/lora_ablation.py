@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .. import layout
 from ..config import Profile, as_profile
 from ..errors import InputError
-from ..intervals import SHARE, binomial_interval, per_group, stratified_permutation_p, t_interval
+from ..intervals import SHARE, SHARE_DIFFERENCE, binomial_interval, per_group, stratified_permutation_p, t_interval
 from ..cache import Result, code_id, content_id
 from ..io import atomic_path
 from ..jobs import executor_for, run_jobs
@@ -158,7 +158,7 @@ def write_twins(profile: Profile, twins: pd.DataFrame) -> Path:
 def paired_gaps(confs: pd.DataFrame) -> pd.DataFrame:
     """Per (source, rho), and per rho over every source: the LoRA twin minus its full original, in
     mean RD and in conf, with a paired t interval over the pairs of models (a negative RD gap: the
-    LoRA twin comes closer to the keys). ``confs`` is :func:`method_confs`'s table."""
+    LoRA twin comes closer to the keys); the conf gap's interval is truncated to [-1, 1]. ``confs`` is :func:`method_confs`'s table."""
     lora = confs[confs.finetune == "lora"]
     full = confs.loc[confs.finetune == "full", ["model", "mean_rd", "conf"]].rename(
         columns={"model": "twin_of", "mean_rd": "mean_rd_full", "conf": "conf_full"})
@@ -166,7 +166,7 @@ def paired_gaps(confs: pd.DataFrame) -> pd.DataFrame:
     pairs = pd.concat([pairs, pairs.assign(source=EVERY_SOURCE)], ignore_index=True)
     rows = []
     for (source, rho), g in pairs.groupby(["source", "rho"]):
-        rd, cf = t_interval(g.mean_rd - g.mean_rd_full), t_interval(g.conf - g.conf_full)
+        rd, cf = t_interval(g.mean_rd - g.mean_rd_full), t_interval(g.conf - g.conf_full, bounds=SHARE_DIFFERENCE)
         rows.append({"source": source, "rho": rho, "pairs": len(g), "rd_lora_minus_full": rd.mean, "rd_low": rd.low,
                      "rd_high": rd.high, "conf_lora_minus_full": cf.mean, "conf_low": cf.low, "conf_high": cf.high})
     return pd.DataFrame(rows)
@@ -265,7 +265,7 @@ def pooled_inheritance(confs: pd.DataFrame) -> dict:
     inf, inn = confs[confs.rho == 1.0], confs[confs.rho == 0.0]
     rd = (inn.groupby("source").mean_rd.mean() - inf.groupby("source").mean_rd.mean()).dropna()
     cf = (inf.groupby("source").conf.mean() - inn.groupby("source").conf.mean()).dropna()
-    gap, conf_gap = t_interval(rd), t_interval(cf)
+    gap, conf_gap = t_interval(rd), t_interval(cf, bounds=SHARE_DIFFERENCE)
     p = stratified_permutation_p(inn.mean_rd, inn.source, inf.mean_rd, inf.source)
     return {"source": EVERY_SOURCE, "lineage": "same", "infringing models": len(inf), "innocent models": len(inn),
             "rd_gap": gap.mean, "rd_gap_low": gap.low, "rd_gap_high": gap.high,
