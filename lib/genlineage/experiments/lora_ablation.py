@@ -158,7 +158,8 @@ def write_twins(profile: Profile, twins: pd.DataFrame) -> Path:
 def paired_gaps(confs: pd.DataFrame) -> pd.DataFrame:
     """Per (source, rho), and per rho over every source: the LoRA twin minus its full original, in
     mean RD and in conf, with a paired t interval over the pairs of models (a negative RD gap: the
-    LoRA twin comes closer to the keys); the conf gap's interval is truncated to [-1, 1]. ``confs`` is :func:`method_confs`'s table."""
+    LoRA twin comes closer to the keys); the conf gap's interval is truncated to [-1, 1].
+    ``confs`` is :func:`method_confs`'s table."""
     lora = confs[confs.finetune == "lora"]
     full = confs.loc[confs.finetune == "full", ["model", "mean_rd", "conf"]].rename(
         columns={"model": "twin_of", "mean_rd": "mean_rd_full", "conf": "conf_full"})
