@@ -45,9 +45,21 @@ def test_a_share_keeps_two_decimals_however_wide_its_interval():
     assert round_to_interval(_planted(0.0101), {"auc": ("auc_low", "auc_high")}).attrs["decimals"]["auc"] == 2
     # a half-width given as a number: the column's values decide
     assert round_to_interval(tpr, {"tpr": 0.3}).tpr.iloc[0] == 0.12
-    # a column that leaves [0, 1] anywhere (its values or its bounds) is not a share
-    gap = pd.DataFrame({"gap": [0.125], "low": [-0.1], "high": [0.35]})
+    # a column that leaves [-1, 1] anywhere (its values or its bounds) is neither a share nor a difference of two
+    gap = pd.DataFrame({"gap": [0.125], "low": [-1.1], "high": [1.35]})
     assert round_to_interval(gap, {"gap": ("low", "high")}).attrs["decimals"]["gap"] == 0
+
+
+def test_a_difference_of_shares_keeps_two_decimals_however_wide_its_interval():
+    """The committed notebook 04 printed the inheritance table's conf gap 0.262 [0.030, 0.495] and
+    rd gap 0.032 [-0.004, 0.068] as 0.0 [0.0, 0.0]: a value in [-1, 1] keeps two decimals."""
+    inherited = pd.DataFrame({"conf_gap": [0.262, 0.5], "conf_gap_low": [0.030, -0.8], "conf_gap_high": [0.495, 1.0],
+                              "rd_gap": [0.032, 0.105], "rd_gap_low": [-0.004, -0.2], "rd_gap_high": [0.068, 0.41]})
+    out = round_to_interval(inherited, {"conf_gap": ("conf_gap_low", "conf_gap_high"),
+                                        "rd_gap": ("rd_gap_low", "rd_gap_high")})
+    assert out.attrs["decimals"]["conf_gap"] == out.attrs["decimals"]["rd_gap"] == 2
+    assert (out.conf_gap[0], out.conf_gap_low[0], out.conf_gap_high[0]) == (0.26, 0.03, 0.5)
+    assert (out.rd_gap[0], out.rd_gap_low[0], out.rd_gap_high[0]) == (0.03, -0.0, 0.07)
 
 
 def test_unnamed_columns_stay_exact_and_the_input_is_untouched():
@@ -59,7 +71,7 @@ def test_unnamed_columns_stay_exact_and_the_input_is_untouched():
 
 
 def test_the_widest_row_sets_the_precision_and_no_negative_zero_is_printed():
-    table = pd.DataFrame({"gap": [0.3, -0.004], "low": [0.29, -0.1], "high": [0.31, 0.09]})
+    table = pd.DataFrame({"gap": [3.0, -0.004], "low": [2.99, -0.1], "high": [3.01, 0.09]})  # not within [-1, 1]
     assert interval_half_width(table, "low", "high") == pytest.approx(0.095)
     out = round_to_interval(table, {"gap": ("low", "high")})
     assert out.attrs["decimals"]["gap"] == 1

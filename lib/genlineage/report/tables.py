@@ -1,7 +1,8 @@
 """Tables written beside the figures: CSV for machines, markdown for readers; and how the
 notebooks print a table so that its committed output is what another machine reproduces: paths
 relative to the checkout (``layout.shown_path``), trained-model figures at the precision their
-seed-to-seed interval supports, shares at two decimals at least (``round_to_interval``)."""
+seed-to-seed interval supports, shares and their differences at two decimals at least
+(``round_to_interval``)."""
 from __future__ import annotations
 
 import math
@@ -39,14 +40,15 @@ def interval_half_width(table: pd.DataFrame, low: str, high: str) -> float:
     return float(widths.max()) if widths.notna().any() else float("nan")
 
 
-SHARE_DECIMALS = 2  # the fewest decimals a column of values in [0, 1] is printed with
+SHARE_DECIMALS = 2  # the fewest decimals a column of values in [-1, 1] is printed with
 
 
 def _in_unit_range(table: pd.DataFrame, columns: list[str]) -> bool:
-    """Every finite value of ``columns`` lies in [0, 1] (a share, a rate, an AUC, an accuracy)."""
+    """Every finite value of ``columns`` lies in [-1, 1]: a share, a rate, an AUC, an accuracy, or
+    a difference of two of them (a conf gap, a normalised-distance gap)."""
     values = pd.concat([table[c].astype(float) for c in columns], ignore_index=True)
     values = values[values.notna()]
-    return bool(len(values)) and bool(((values >= 0) & (values <= 1)).all())
+    return bool(len(values)) and bool(((values >= -1) & (values <= 1)).all())
 
 
 def round_to_interval(table: pd.DataFrame, intervals: Mapping[str, float | tuple[str, str]],
@@ -57,13 +59,14 @@ def round_to_interval(table: pd.DataFrame, intervals: Mapping[str, float | tuple
     named are left exact: counts, ids and data figures reproduce to the last digit. The decimals
     used are in ``attrs["decimals"]`` so a notebook can print them beside the table.
 
-    The floor: a column whose values (and interval bounds) all lie in [0, 1] (a share, a rate, an
-    AUC) keeps at least ``least_for_shares`` decimals (2), however wide its interval. Why: with few
-    models a share's interval is wide (half-width above 0.1 gives 0 decimals), and the interval
-    rule alone printed a TPR of 0.125 [0.047, 0.252] as "0.0 [0.0, 0.0]", hiding the value and
-    its interval both. Two decimals say what was measured; the interval beside the value says how
-    little of it is certain. A column outside [0, 1] (a distance gap, a count) follows the interval
-    rule alone."""
+    The floor: a column whose values (and interval bounds) all lie in [-1, 1] (a share, a rate, an
+    AUC, a difference of two of them, a gap of normalised distances) keeps at least
+    ``least_for_shares`` decimals (2), however wide its interval. Why: with few models such an
+    interval is wide (half-width above 0.1 gives 0 decimals), and the interval rule alone printed a
+    TPR of 0.125 [0.047, 0.252] as "0.0 [0.0, 0.0]", and the committed inheritance table's conf gap
+    of 0.26 [0.03, 0.50] as "0.0 [0.0, 0.0]", hiding the value and its interval both. Two decimals
+    say what was measured; the interval beside the value says how little of it is certain. A
+    column that leaves [-1, 1] (a count, a distance in other units) follows the interval rule alone."""
     out = table.copy()
     decimals: dict[str, int] = {}
     for column, interval in intervals.items():
