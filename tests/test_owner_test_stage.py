@@ -65,6 +65,29 @@ def test_true_positive_rates_per_rho_and_the_aim():
     assert aim.reached["target 0.05 inside the realised FPR's interval"]  # 0/5 called: [0, 0.52]
 
 
+def test_an_aim_not_reached_is_told_with_its_facts_and_a_reached_one_is_not(monkeypatch):
+    """Issue 23.6: the notebook says what limits an aim it missed: the generations such an
+    infringer trained on, the calls per source, the sources' inheritance at rho = 1."""
+    from genlineage.config import load_profile
+    from genlineage.experiments import model_owner_verify as mov
+
+    table = verdicts([0.05] * 10 + [0.05, 0.5, 0.5, 0.5], [0.01] * 14, [1] * 14, rhos=[1.0] * 10 + [0.3] * 4)
+    table["source"] = ["a", "b"] * 5 + ["a", "a", "b", "b"]
+    planted = pd.DataFrame({"source": ["a", "b"], "lineage": ["same"] * 2, "rd_gap": [0.031, 0.004],
+                            "permutation_p": [0.012, 0.31]})
+    monkeypatch.setattr(mov, "load_results", lambda profile: (None, None))
+    monkeypatch.setattr(mov, "deltas", lambda profile, models, per_sample: ({"calibrated": {}}, None))
+    monkeypatch.setattr(mov, "inheritance", lambda profile, models, per_sample, delta0: planted)
+    profile = load_profile("smoke")
+    (line,) = mov.aim_limits(profile, table)
+    n = profile.suspicious.n_samples
+    assert line.startswith("TPR >= 0.5 at rho = 0.3 not reached: 1/4 infringers called at a 0.05 target.")
+    assert f"trained on {round(0.3 * n)} of the source's generations among its {n} pairs" in line
+    assert "Called per source: a 1/2, b 0/2." in line and "a +0.031 (p = 0.012), b +0.004 (p = 0.31)" in line
+    reached = table.assign(rank_p=0.05)
+    assert mov.aim_limits(profile, reached) == [], "every aim reached: nothing to explain"
+
+
 def test_innocent_p_values_against_the_uniform():
     rng = np.random.default_rng(0)
     uniform = verdicts(rng.uniform(size=200), rng.uniform(size=200), [0] * 200)

@@ -44,7 +44,7 @@ from ..study.manifest import MANIFEST, NULL_SHADOWS, read_manifest, read_null_sh
 from ..study.owner_prompts import controls_dir
 from ..study.queries import keys_dir
 from .instance_attribution import load_results, results_tables
-from .instance_tables import delta0_for, deltas
+from .instance_tables import delta0_for, deltas, inheritance
 
 STAGE = "08_verify"
 
@@ -344,18 +344,49 @@ def innocent_uniformity(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+AIMS = ((1.0, 0.9), (0.3, 0.5))  # (rho, the TPR aimed at there) at a 5% target: issue 23's benchmark
+
+
 def aim_reached(tpr_by_rho: pd.DataFrame, fpr: pd.DataFrame) -> pd.DataFrame:
     """The benchmark aim of notebook 08 (not a test): at a 5% target, TPR >= 0.9 at rho = 1 and
     >= 0.5 at rho = 0.3, with the realised FPR's interval holding the target."""
     at5 = tpr_by_rho[tpr_by_rho["target FPR"] == 0.05].set_index("rho")
     rows = []
-    for rho, aim in ((1.0, 0.9), (0.3, 0.5)):
+    for rho, aim in AIMS:
         tpr = float(at5.TPR.get(rho, np.nan))
         rows.append({"aim": f"TPR >= {aim:g} at rho = {rho:g}", "measured": tpr, "reached": bool(tpr >= aim)})
     f = fpr[fpr["target FPR"] == 0.05].iloc[0]
     rows.append({"aim": "target 0.05 inside the realised FPR's interval", "measured": float(f.FPR),
                  "reached": bool(f["target within interval"])})
     return pd.DataFrame(rows)
+
+
+def aim_limits(profile: Profile, table: pd.DataFrame, target: float = 0.05) -> list[str]:
+    """For each TPR aim not reached, the measured facts beside it: how many of the source's
+    generations an infringer at that rho trained on, the calls per source at that rho, and each
+    source's inheritance at rho = 1 in the group means (notebook 04's test, innocent minus
+    infringing mean RD with its permutation p). Facts from the tables only; the notebook's text
+    reads them."""
+    profile = as_profile(profile)
+    infringing = table[(table.verdict != "refused") & (table.label == 1)]
+    n = int(profile.suspicious.n_samples)
+    lines, inherited = [], None
+    for rho, aim in AIMS:
+        at = infringing[np.isclose(infringing.rho.astype(float), rho)]
+        called = p_at(at, target) <= target if len(at) else pd.Series(dtype=bool)
+        if not len(at) or called.mean() >= aim:
+            continue
+        if inherited is None:
+            models, per_sample = load_results(profile)
+            inherited = inheritance(profile, models, per_sample, deltas(profile, models, per_sample)[0]["calibrated"])
+            inherited = inherited.groupby("source").first()
+        per_source = ", ".join(f"{s} {int(c.sum())}/{len(c)}" for s, c in called.groupby(at.source))
+        gaps = ", ".join(f"{s} {r.rd_gap:+.3f} (p = {r.permutation_p:.2g})" for s, r in inherited.iterrows())
+        lines.append(f"TPR >= {aim:g} at rho = {rho:g} not reached: {int(called.sum())}/{len(at)} infringers called at a "
+                     f"{target:g} target. An infringer at rho = {rho:g} trained on {int(round(rho * n))} of the source's "
+                     f"generations among its {n} pairs. Called per source: {per_source}. Inheritance at rho = 1 in "
+                     f"notebook 04's group means (innocent minus infringing mean RD, permutation p): {gaps}.")
+    return lines
 
 
 def owner_test_summary(table: pd.DataFrame, targets: tuple[float, ...] = TARGETS) -> pd.DataFrame:
