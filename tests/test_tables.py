@@ -51,8 +51,8 @@ def test_a_share_keeps_two_decimals_however_wide_its_interval():
 
 
 def test_a_difference_of_shares_keeps_two_decimals_however_wide_its_interval():
-    """The committed notebook 04 printed the inheritance table's conf gap 0.262 [0.030, 0.495] and
-    rd gap 0.032 [-0.004, 0.068] as 0.0 [0.0, 0.0]: a value in [-1, 1] keeps two decimals."""
+    """The committed notebooks printed conf and RD gaps such as these (notebook 10's pooled conf gap
+    0.262 [0.030, 0.495]) as 0.0 [0.0, 0.0]: a value in [-1, 1] keeps two decimals."""
     inherited = pd.DataFrame({"conf_gap": [0.262, 0.5], "conf_gap_low": [0.030, -0.8], "conf_gap_high": [0.495, 1.0],
                               "rd_gap": [0.032, 0.105], "rd_gap_low": [-0.004, -0.2], "rd_gap_high": [0.068, 0.41]})
     out = round_to_interval(inherited, {"conf_gap": ("conf_gap_low", "conf_gap_high"),

@@ -60,6 +60,13 @@ SHARE = (0.0, 1.0)  # the bounds of a share, a rate or an AUC: pass as ``bounds`
 SHARE_DIFFERENCE = (-1.0, 1.0)  # the bounds of a difference of two shares (a conf gap)
 
 
+def _within(low: float, high: float, bounds: tuple[float, float] | None) -> tuple[float, float]:
+    """An interval truncated to the range its quantity can take (``bounds``; None: unbounded)."""
+    if bounds is None:
+        return low, high
+    return max(low, float(bounds[0])), min(high, float(bounds[1]))
+
+
 def t_interval(values: Sequence[float], level: float = LEVEL, bounds: tuple[float, float] | None = None) -> Interval:
     """Mean of per-model values with a Student-t interval (n - 1 degrees of freedom).
     One model gives no interval (nan bounds); identical models give a zero-width one.
@@ -86,10 +93,7 @@ def t_interval(values: Sequence[float], level: float = LEVEL, bounds: tuple[floa
     if n == 1:
         return Interval(mean, float("nan"), float("nan"), 1)
     half = float(stats.t.ppf(0.5 + level / 2, n - 1) * a.std(ddof=1) / math.sqrt(n))
-    low, high = mean - half, mean + half
-    if bounds is not None:
-        low, high = max(low, float(bounds[0])), min(high, float(bounds[1]))
-    return Interval(mean, low, high, n)
+    return Interval(mean, *_within(mean - half, mean + half, bounds), n)
 
 
 def _cluster_means(values: Sequence[float], clusters: Sequence) -> pd.Series:
@@ -141,10 +145,7 @@ def difference_interval(a: Sequence[float], b: Sequence[float], level: float = L
         return Interval(diff, diff, diff, n)
     dof = (vx + vy) ** 2 / ((vx ** 2) / (len(x) - 1) + (vy ** 2) / (len(y) - 1))
     half = float(stats.t.ppf(0.5 + level / 2, dof) * se)
-    low, high = diff - half, diff + half
-    if bounds is not None:
-        low, high = max(low, float(bounds[0])), min(high, float(bounds[1]))
-    return Interval(diff, low, high, n)
+    return Interval(diff, *_within(diff - half, diff + half, bounds), n)
 
 
 def _relabelled_differences(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -37,6 +37,7 @@ from ..models.pipeline_io import fingerprint, model_trust, stage_model
 from ..training.finetune import finetune_folder
 from ..study.queries import keys_dir, query_model
 from .instance_tables import evaluated_confs, inheritance
+from .model_owner_verify import VERDICT_CODE
 from .suspicious_models import training_set_job
 from ..study.manifest import plan_manifest
 from ..verify import verify
@@ -302,8 +303,7 @@ def verdicts_result(profile: Profile, pairs: list[dict], keys_of, target_fpr: fl
         "pairs": [{k: v for k, v in p.items() if k not in ("path", "source_path")} for p in pairs],
         "attribution": profile.attribution.as_dict(), "statistical": profile.statistical.as_dict(),
         "generation": profile.generation.as_dict(), "target_fpr": target_fpr,
-        "code": code_id(__name__, "genlineage.experiments.instance_tables", "genlineage.verify", "genlineage.metrics",
-                        "genlineage.intervals", "genlineage.distances")},
+        "code": code_id(__name__, *VERDICT_CODE)},
         made_by=f"notebook {STAGE}_ablation")
 
 

@@ -47,6 +47,10 @@ from .instance_attribution import load_results, results_tables
 from .instance_tables import delta0_for, deltas, inheritance
 
 STAGE = "08_verify"
+# The code a verdict table is computed by besides its stage's own module (its cache key's "code"):
+# stage 08's and notebook 10's.
+VERDICT_CODE = ("genlineage.experiments.instance_tables", "genlineage.verify", "genlineage.metrics",
+                "genlineage.intervals", "genlineage.distances")
 
 
 INNOCENT_POOLS = ("population", "controls")
@@ -167,8 +171,7 @@ def verdicts_result(profile: Profile, target_fpr: float, showcase: tuple[str, ..
         "verify": profile.verify.as_dict(), "statistic": statistic,
         "generation": profile.generation.as_dict(), "target_fpr": target_fpr, "showcase": sorted(showcase),
         "innocent_pool": innocent_pool,
-        "code": code_id(__name__, "genlineage.experiments.instance_tables", "genlineage.verify", "genlineage.metrics",
-                        "genlineage.intervals", "genlineage.distances")},
+        "code": code_id(__name__, *VERDICT_CODE)},
         made_by="notebook 08_model_owner_verify")
 
 
@@ -373,8 +376,10 @@ def aim_limits(profile: Profile, table: pd.DataFrame, target: float = 0.05) -> l
     lines, inherited = [], None
     for rho, aim in AIMS:
         at = infringing[np.isclose(infringing.rho.astype(float), rho)]
-        called = p_at(at, target) <= target if len(at) else pd.Series(dtype=bool)
-        if not len(at) or called.mean() >= aim:
+        if not len(at):
+            continue
+        called = p_at(at, target) <= target
+        if called.mean() >= aim:
             continue
         if inherited is None:
             models, per_sample = load_results(profile)

@@ -43,7 +43,7 @@ def interval_half_width(table: pd.DataFrame, low: str, high: str) -> float:
 SHARE_DECIMALS = 2  # the fewest decimals a column of values in [-1, 1] is printed with
 
 
-def _in_unit_range(table: pd.DataFrame, columns: list[str]) -> bool:
+def _within_one(table: pd.DataFrame, columns: list[str]) -> bool:
     """Every finite value of ``columns`` lies in [-1, 1]: a share, a rate, an AUC, an accuracy, or
     a difference of two of them (a conf gap, a normalised-distance gap)."""
     values = pd.concat([table[c].astype(float) for c in columns], ignore_index=True)
@@ -63,8 +63,8 @@ def round_to_interval(table: pd.DataFrame, intervals: Mapping[str, float | tuple
     AUC, a difference of two of them, a gap of normalised distances) keeps at least
     ``least_for_shares`` decimals (2), however wide its interval. Why: with few models such an
     interval is wide (half-width above 0.1 gives 0 decimals), and the interval rule alone printed a
-    TPR of 0.125 [0.047, 0.252] as "0.0 [0.0, 0.0]", and the committed inheritance table's conf gap
-    of 0.26 [0.03, 0.50] as "0.0 [0.0, 0.0]", hiding the value and its interval both. Two decimals
+    TPR of 0.125 [0.047, 0.252] as "0.0 [0.0, 0.0]", and notebook 04's inheritance table a conf gap
+    of 0.16 [-0.14, 0.45] as "0.0 [0.0, 0.0]", hiding the value and its interval both. Two decimals
     say what was measured; the interval beside the value says how little of it is certain. A
     column that leaves [-1, 1] (a count, a distance in other units) follows the interval rule alone."""
     out = table.copy()
@@ -73,12 +73,12 @@ def round_to_interval(table: pd.DataFrame, intervals: Mapping[str, float | tuple
         if isinstance(interval, tuple):
             low, high = interval
             d = interval_decimals(interval_half_width(table, low, high), most)
-            if _in_unit_range(table, [column, low, high]):
+            if _within_one(table, [column, low, high]):
                 d = max(d, min(least_for_shares, most))
             decimals.update({column: d, low: d, high: d})
         else:
             d = interval_decimals(float(interval), most)
-            if _in_unit_range(table, [column]):
+            if _within_one(table, [column]):
                 d = max(d, min(least_for_shares, most))
             decimals[column] = d
     for column, d in decimals.items():
