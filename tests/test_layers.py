@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lib" / "genlineage"
 
 # lowest first; a name is a top-level module or sub-package of genlineage
 LAYERS = [
-    ("core", {"config", "io", "cache", "untrusted", "errors", "layout", "jobs", "markdown", "timings", "outdir"}),
+    ("core", {"config", "io", "cache", "cached_job", "untrusted", "errors", "layout", "jobs", "markdown", "timings", "outdir"}),
     ("maths on arrays", {"distances", "confidence", "watermark", "discriminator", "metrics", "intervals"}),
     ("models and data", {"models", "training", "data", "key_sets"}),
     ("queries of a model", {"generation", "reconstruction", "keys", "training_set"}),

@@ -21,7 +21,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .cache import STAMP, Result, content_id
+from .cache import STAMP
+from .cached_job import CachedJob, content, not_an_input, output
 from .config import GenerationConfig
 from .data.imagefolder import ImageFolder, read_imagefolder, write_imagefolder
 from .generation import GenerationCache, generate_cached
@@ -34,7 +35,7 @@ Generate = Callable[[list[str]], np.ndarray]  # captions -> uint8 [N, H, W, 3]
 
 
 @dataclass(frozen=True)
-class TrainingSetJob:
+class TrainingSetJob(CachedJob):
     """One training set, declared by what it is made from.
 
     Inputs of the key: ``pool`` (an image folder, by content), ``n_samples``, ``rho``, ``seed``,
@@ -43,34 +44,35 @@ class TrainingSetJob:
     None). Not inputs: where generations are cached (content-addressed), the source's trust, the
     device and dtype it is loaded with (the generation settings fix the images)."""
 
-    out: Path
-    pool: Path
+    folder = True
+
+    out: Path = output()
+    pool: Path = content()
     n_samples: int
     rho: float
     seed: int
     image_size: int
-    source: Path | None = None
+    source: Path | None = content(fingerprint, default=None)
     generation: GenerationConfig | None = None
     watermark: tuple[int, ...] | None = None
-    cache: Path | None = None
-    source_trust: Trust | None = None
-    device: str = "cpu"
-    dtype: torch.dtype = torch.float32
+    cache: Path | None = not_an_input(default=None)
+    source_trust: Trust | None = not_an_input(default=None)
+    device: str = not_an_input(default="cpu")
+    dtype: torch.dtype = not_an_input(default=torch.float32)
 
     @property
     def n_generated(self) -> int:
         return int(round(float(self.rho) * int(self.n_samples)))
 
-    def result(self) -> Result:
-        """The cached folder, keyed on exactly the declared inputs."""
-        inputs = {"pool": content_id(self.pool), "n_samples": int(self.n_samples), "rho": float(self.rho),
-                  "seed": int(self.seed), "image_size": int(self.image_size)}
-        if self.n_generated:
-            if self.source is None or self.generation is None:
-                raise ValueError(f"{self.out}: a training set with generated images needs a source and its sampler")
-            inputs.update({"source": fingerprint(self.source), "generation": self.generation.key(),
-                           "watermark": list(self.watermark) if self.watermark is not None else None})
-        return Result(self.out, inputs, folder=True)
+    def inputs(self) -> dict:
+        """The declared inputs; an innocent set (no generated rows) depends on no source, so
+        retraining a source redoes only its infringers' sets."""
+        inputs = super().inputs()
+        if not self.n_generated:
+            return {k: v for k, v in inputs.items() if k not in ("source", "generation", "watermark")}
+        if self.source is None or self.generation is None:
+            raise ValueError(f"{self.out}: a training set with generated images needs a source and its sampler")
+        return inputs
 
     def chosen_rows(self, pool: ImageFolder) -> np.ndarray:
         """The pool's rows this set takes, drawn from its seed alone."""

@@ -14,6 +14,7 @@ is left alone, so a second build costs nothing and an interrupted one resumes wh
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from ..errors import InputError
 from ..cache import STAMP, Result, code_id, listing_id
+from ..cached_job import CachedJob, code_of, content, hashed, output
 from ..config import DomainSettings, as_profile
 from ..io import clean_partials, read_json, stable_hash, write_json
 from . import Sample
@@ -34,6 +36,8 @@ from .splits import REAL_KINDS, ROLES, check_disjoint, make_splits, parse_id, pr
 # generators' and the image-folder writer's. An edit to them rebuilds the folders by itself; no
 # version is bumped by hand.
 FOLDER_CODE = ("genlineage.data.imagefolder",)
+POOL_CODE = ("genlineage.data.convert", *FOLDER_CODE)
+GENERATOR_CODE = ("genlineage.data.faces", "genlineage.data.scenes")
 GENERATORS: dict[str, Callable[[int, int, int], Sample]] = {"faces": face_sample, "scenes": scene_sample}
 
 
@@ -46,14 +50,45 @@ def datasets_root(profile: Any, root: str | Path | None = None) -> Path:
     return Path(root) if root is not None else Path(profile.data_root) / "datasets"
 
 
-def pool_result(name: str, cfg: DomainSettings, out_root: Path, size: int) -> Result:
+@dataclass(frozen=True)
+class PoolJob(CachedJob):
     """A real-data domain's converted pool: made from the release's files (by listing, see
-    ``cache.listing_id``), the converter's code and the conversion settings."""
-    return Result(out_root / f"{name}_pool", {
-        "code": code_id("genlineage.data.convert", *FOLDER_CODE), "kind": cfg.kind,
-        "release": listing_id(Path(cfg.root).expanduser()),
-        "images": listing_id(Path(cfg.images).expanduser()) if cfg.images else None,
-        "size": size, "limit": cfg.limit}, folder=True)
+    ``cache.listing_id``: tens of GB are not re-hashed on every run), the converter's code and the
+    conversion settings."""
+
+    folder = True
+
+    out: Path = output()
+    code: tuple[str, ...] = code_of()
+    kind: str
+    release: Path = content(listing_id)
+    images: Path | None = content(listing_id)
+    size: int
+    limit: int | None
+
+
+def pool_result(name: str, cfg: DomainSettings, out_root: Path, size: int) -> Result:
+    return PoolJob(out_root / f"{name}_pool", POOL_CODE, cfg.kind, Path(cfg.root).expanduser(),
+                   Path(cfg.images).expanduser() if cfg.images else None, size, cfg.limit).result()
+
+
+@dataclass(frozen=True)
+class ImageFolderJob(CachedJob):
+    """One (domain, role) image folder, or ``pretrain``: made from its ids in order, the seed and
+    size, its domain's config, the writer's code, and what it is drawn from: the generators' code,
+    or the converted pool it is cut from (named by the pool's stamp: the pool is this stage's own
+    result, written atomically, and its stamp records the release it was converted from)."""
+
+    folder = True
+
+    out: Path = output()
+    made_from: str
+    code: tuple[str, ...] = code_of()
+    seed: int
+    image_size: int
+    config: dict
+    entries: tuple[str, ...] = hashed(32)
+    n: int
 
 
 def _build_pool(name: str, cfg: DomainSettings, out_root: Path, size: int, progress: bool) -> ImageFolder:
@@ -120,10 +155,9 @@ def _role_results(profile: Any, out_root: Path, pools: Mapping[str, ImageFolder]
     out = []
     for folder_name, domain, entries, cfg in jobs:
         made_from = (stable_hash(read_json(pools[domain].root / STAMP)["inputs"]) if domain in pools
-                     else code_id("genlineage.data.faces", "genlineage.data.scenes"))
-        result = Result(out_root / folder_name, {"made_from": made_from, "code": code_id(*FOLDER_CODE), "seed": seed,
-                                                 "image_size": size, "config": cfg, "entries": stable_hash(entries, 32),
-                                                 "n": len(entries)}, folder=True)
+                     else code_id(*GENERATOR_CODE))
+        result = ImageFolderJob(out_root / folder_name, made_from, FOLDER_CODE, seed, size, cfg, tuple(entries),
+                                len(entries)).result()
         out.append((result, domain, entries))
     return out
 

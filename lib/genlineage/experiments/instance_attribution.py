@@ -11,11 +11,15 @@ Baseline 1 decodes the source's watermark from the suspect's generations of the 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from .. import layout
-from ..cache import Result, content_id
+from ..cache import Result
+from ..cached_job import CachedJob, content, output
 from ..config import Profile
 from ..jobs import executor_for, run_jobs
 from ..keys import profile_seeds
@@ -51,15 +55,24 @@ def run_attribution(profile: Profile, progress: bool = True) -> tuple[pd.DataFra
     return load_results(profile)
 
 
+@dataclass(frozen=True)
+class AttributionTableJob(CachedJob):
+    """One of stage 04's two tables: made from the manifest and every model's RD table (by content)."""
+
+    made_by = "notebook 04_instance_attribution"
+
+    out: Path = output()
+    manifest: Path = content()
+    per_model: dict[str, Path] = content()
+
+
 def results_tables(profile: Profile) -> dict[str, Result]:
     """Stage 04's two tables, made from the manifest and every model's RD table (by content): what
     stages 05-09 read. Checking them costs a hash of small CSVs, not of the models."""
-    manifest = read_manifest(profile)
-    inputs = {"manifest": content_id(profile.data_root / MANIFEST),
-              "per_model": {name: content_id(layout.results_dir(profile, STAGE) / "per_model" / f"{name}.csv")
-                            for name in manifest.name}}
     res = layout.results_dir(profile, STAGE)
-    return {t: Result(res / f"{t}.csv", inputs, made_by="notebook 04_instance_attribution") for t in ("models", "per_sample")}
+    per_model = {name: res / "per_model" / f"{name}.csv" for name in read_manifest(profile).name}
+    return {t: AttributionTableJob(res / f"{t}.csv", profile.data_root / MANIFEST, per_model).result()
+            for t in ("models", "per_sample")}
 
 
 def stage_results(profile: Profile) -> list[Result]:

@@ -21,16 +21,18 @@ What is measured, over models (the model is the unit of every interval):
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from tqdm.auto import tqdm
 
 from .. import layout
-from ..config import Profile, as_profile
+from ..cached_job import CachedJob, code_of, content, output
+from ..config import AttributionSettings, GenerationConfig, Profile, StatisticalSettings, as_profile
 from ..errors import InputError
 from ..intervals import SHARE, SHARE_DIFFERENCE, binomial_interval, per_group, stratified_permutation_p, t_interval
-from ..cache import Result, code_id, content_id
+from ..cache import Result
 from ..io import atomic_path
 from ..jobs import executor_for, run_jobs
 from ..models.pipeline_io import fingerprint, model_trust, stage_model
@@ -291,20 +293,36 @@ def inheritance_by_method(profile: Profile, models: pd.DataFrame, per_sample: pd
     return pd.concat(parts, ignore_index=True)
 
 
+@dataclass(frozen=True)
+class AblationVerdictsJob(CachedJob):
+    """The ablation's verdict table: made from every model's weights (suspects and shadows, named by
+    path), the sources', the content of the key sets, the pairings, every setting verify uses and
+    the code that decides."""
+
+    made_by = f"notebook {STAGE}_ablation"
+
+    out: Path = output()
+    models: dict[str, Path] = content(fingerprint)
+    sources: dict[str, Path] = content(fingerprint)
+    keys: dict[str, Path] = content()
+    pairs: tuple[dict, ...]
+    attribution: AttributionSettings
+    statistical: StatisticalSettings
+    generation: GenerationConfig
+    target_fpr: float
+    code: tuple[str, ...] = code_of()
+
+
 def verdicts_result(profile: Profile, pairs: list[dict], keys_of, target_fpr: float) -> Result:
     """The ablation's verdict table: made from every model's weights (suspects and shadows), the
     sources, the content of the key sets and every setting verify uses."""
     paths = sorted({p["path"] for p in pairs} | {s for p in pairs for s in p["innocent_shadows"] + p["infringing_shadows"]})
     sources = sorted({(p["source"], p["source_path"]) for p in pairs})
-    return Result(layout.results_dir(profile, STAGE) / "verdicts.csv", {
-        "models": {path: fingerprint(path) for path in paths},
-        "sources": {s: fingerprint(path) for s, path in sources},
-        "keys": {s: content_id(keys_of(s)) for s, _ in sources},
-        "pairs": [{k: v for k, v in p.items() if k not in ("path", "source_path")} for p in pairs],
-        "attribution": profile.attribution.as_dict(), "statistical": profile.statistical.as_dict(),
-        "generation": profile.generation.as_dict(), "target_fpr": target_fpr,
-        "code": code_id(__name__, *VERDICT_CODE)},
-        made_by=f"notebook {STAGE}_ablation")
+    return AblationVerdictsJob(
+        layout.results_dir(profile, STAGE) / "verdicts.csv", {str(path): Path(path) for path in paths},
+        {s: Path(path) for s, path in sources}, {s: Path(keys_of(s)) for s, _ in sources},
+        tuple({k: v for k, v in p.items() if k not in ("path", "source_path")} for p in pairs),
+        profile.attribution, profile.statistical, profile.generation, target_fpr, (__name__, *VERDICT_CODE)).result()
 
 
 def main_keys_of(profile: Profile):

@@ -6,13 +6,17 @@ domain, and the share of its generations whose nearest training image is their o
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-from ..config import Profile, as_profile
+from ..cached_job import CachedJob, code_of, content, output
+from ..config import GenerationConfig, MemorisationSettings, Profile, as_profile
 from ..data.imagefolder import read_imagefolder
 from ..generation import GenerationCache
-from ..cache import Result, code_id, content_id
+from ..cache import Result
 from ..models.pipeline_io import fingerprint, load_model
 from ..jobs import executor_for, run_jobs
 from ..intervals import paired_greater_p
@@ -26,15 +30,42 @@ def _stem(base: str, domain: str, finetuned: bool) -> str:
     return f"rd_{base}_{domain}_{'source' if finetuned else 'base'}"
 
 
-def measure_result(profile: Profile, base: str, domain: str, finetuned: bool) -> Result:
+MEASURE_CODE = (__name__, "genlineage.reconstruction", "genlineage.distances", "genlineage.intervals")
+
+
+@dataclass(frozen=True)
+class MemorisationJob(CachedJob):
     """One model's RD table on a domain: made from the model's weights, the content of the domain's
-    source and held-out sets, the sampler and the memorisation settings."""
+    source and held-out sets, the sampler, the memorisation settings and the code that measures."""
+
+    out: Path = output()
+    model: Path = content(fingerprint)
+    own: Path = content()
+    heldout: Path = content()
+    generation: GenerationConfig
+    memorisation: MemorisationSettings
+    code: tuple[str, ...] = code_of()
+
+
+@dataclass(frozen=True)
+class MemorisationSummaryJob(CachedJob):
+    """The memorisation summary: made from every model's RD table (by content, named by stem)."""
+
+    made_by = "notebook 02_source_models"
+
+    out: Path = output()
+    tables: dict[str, Path] = content()
+
+    def inputs(self) -> dict:
+        return super().inputs()["tables"]  # one input per RD table, as the summary's stamp names them
+
+
+def measure_result(profile: Profile, base: str, domain: str, finetuned: bool) -> Result:
     data = layout.datasets_dir(profile)
-    return Result(layout.results_dir(profile, STAGE) / f"{_stem(base, domain, finetuned)}.csv", {
-        "model": fingerprint(layout.source_dir(profile, base, domain if finetuned else None)),
-        "own": content_id(data / f"{domain}_source"), "heldout": content_id(data / f"{domain}_heldout"),
-        "generation": profile.generation.key(), "memorisation": profile.memorisation.as_dict(),
-        "code": code_id(__name__, "genlineage.reconstruction", "genlineage.distances", "genlineage.intervals")})
+    return MemorisationJob(layout.results_dir(profile, STAGE) / f"{_stem(base, domain, finetuned)}.csv",
+                           layout.source_dir(profile, base, domain if finetuned else None),
+                           data / f"{domain}_source", data / f"{domain}_heldout", profile.generation,
+                           profile.memorisation, MEASURE_CODE).result()
 
 
 def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progress: bool = False) -> dict:
@@ -79,9 +110,8 @@ def memorisation_jobs(profile: Profile) -> list[tuple[str, str, bool]]:
 def table_result(profile: Profile) -> Result:
     """The memorisation summary: made from every model's RD table (by content)."""
     res = layout.results_dir(profile, STAGE)
-    return Result(res / "memorisation.csv", {stem: content_id(res / f"{stem}.csv") for stem in
-                                             (_stem(*job) for job in memorisation_jobs(profile))},
-                  made_by="notebook 02_source_models")
+    stems = (_stem(*job) for job in memorisation_jobs(profile))
+    return MemorisationSummaryJob(res / "memorisation.csv", {stem: res / f"{stem}.csv" for stem in stems}).result()
 
 
 def memorisation_table(profile: Profile, progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -22,17 +22,19 @@ No evaluated model is ever part of a null or of the choice. Rates are over model
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.stats import kstest
 
-from ..config import Profile, as_profile
+from ..cached_job import CachedJob, code_of, content, output
+from ..config import AttributionSettings, GenerationConfig, OwnerTestSettings, Profile, StatisticalSettings, as_profile
 from ..errors import InputError
 from ..intervals import binomial_interval
 from ..jobs import executor_for, run_jobs
-from ..cache import Result, code_id, content_id
+from ..cache import Result
 from ..models.pipeline_io import fingerprint, stage_model
 from ..verify import verify, write_report
 from ..verify import statistics
@@ -93,18 +95,33 @@ def null_models(profile: Profile, shadows: pd.DataFrame, model: pd.Series, pool:
 
 # --- the statistic, chosen on shadows ---------------------------------------------------------------
 
+@dataclass(frozen=True)
+class SelectionJob(CachedJob):
+    """The leave-one-shadow-out table of every candidate statistic: made from every shadow's
+    weights, the key sets, the control pairs and the settings (no evaluated model)."""
+
+    made_by = "notebook 08_model_owner_verify"
+
+    out: Path = output()
+    shadows: dict[str, Path] = content(fingerprint)
+    keys: dict[str, Path] = content()
+    controls: dict[str, Path] = content()
+    verify: OwnerTestSettings
+    attribution: AttributionSettings
+    statistical: StatisticalSettings
+    generation: GenerationConfig
+
+
 def selection_result(profile: Profile) -> Result:
     """The leave-one-shadow-out table of every candidate: made from every shadow's weights, the
     key sets, the control pairs and the settings (no evaluated model)."""
     shadows = all_shadows(profile)
     strategy = profile.attribution.main_strategy
-    return Result(layout.results_dir(profile, STAGE) / "statistic_selection.csv", {
-        "shadows": {r["name"]: fingerprint(r["path"]) for r in shadows.to_dict("records")},
-        "keys": {s: content_id(keys_dir(profile, s, strategy)) for s in sorted(shadows.source.unique())},
-        "controls": {d: content_id(controls_dir(profile, d)) for d in sorted(shadows.domain.unique())},
-        "verify": profile.verify.as_dict(), "attribution": profile.attribution.as_dict(),
-        "statistical": profile.statistical.as_dict(), "generation": profile.generation.as_dict()},
-        made_by="notebook 08_model_owner_verify")
+    return SelectionJob(layout.results_dir(profile, STAGE) / "statistic_selection.csv",
+                        {r["name"]: Path(r["path"]) for r in shadows.to_dict("records")},
+                        {s: keys_dir(profile, s, strategy) for s in sorted(shadows.source.unique())},
+                        {d: controls_dir(profile, d) for d in sorted(shadows.domain.unique())},
+                        profile.verify, profile.attribution, profile.statistical, profile.generation).result()
 
 
 def source_shadow_units(profile: Profile, source_row: pd.Series, shadows: pd.DataFrame, progress: bool = False
@@ -152,6 +169,32 @@ def verdicts_path(profile: Profile, innocent_pool: str) -> Path:
     return layout.results_dir(profile, STAGE) / f"verdicts_{innocent_pool}.csv"
 
 
+@dataclass(frozen=True)
+class VerdictTableJob(CachedJob):
+    """The verdict table of one innocent pool: made from every model's weights (suspects and
+    shadows), the sources', the content of every source's key sets and control pairs, stage 04's
+    tables where the controls' delta0 is calibrated on them (the ``controls`` pool), every setting
+    the tool uses, and the code that decides."""
+
+    made_by = "notebook 08_model_owner_verify"
+
+    out: Path = output()
+    models: dict[str, Path] = content(fingerprint)
+    sources: dict[str, Path] = content(fingerprint)
+    keys: dict[str, Path] = content()
+    stage04: dict[str, Path] | None = content()
+    controls: dict[str, Path] = content()
+    attribution: AttributionSettings
+    statistical: StatisticalSettings
+    verify: OwnerTestSettings
+    statistic: str
+    generation: GenerationConfig
+    target_fpr: float
+    showcase: tuple[str, ...]
+    innocent_pool: str
+    code: tuple[str, ...] = code_of()
+
+
 def verdicts_result(profile: Profile, target_fpr: float, showcase: tuple[str, ...], innocent_pool: str,
                     statistic: str) -> Result:
     """The verdict table of one innocent pool: made from every model's weights (suspects and
@@ -159,20 +202,15 @@ def verdicts_result(profile: Profile, target_fpr: float, showcase: tuple[str, ..
     controls' delta0 is calibrated on them) and every setting the tool uses."""
     manifest, shadows = read_manifest(profile), all_shadows(profile)
     strategy = profile.attribution.main_strategy
-    stage04 = results_tables(profile)
     models = pd.concat([manifest, shadows]).drop_duplicates("name")
-    return Result(verdicts_path(profile, innocent_pool), {
-        "models": {r["name"]: fingerprint(r["path"]) for r in models.to_dict("records")},
-        "sources": {s: fingerprint(p) for s, p in sorted(set(zip(manifest.source, manifest.source_path)))},
-        "keys": {s: content_id(keys_dir(profile, s, strategy)) for s in sorted(manifest.source.unique())},
-        "stage04": {t: content_id(r.path) for t, r in stage04.items()} if innocent_pool == "controls" else None,
-        "controls": {d: content_id(controls_dir(profile, d)) for d in sorted(manifest.domain.unique())},
-        "attribution": profile.attribution.as_dict(), "statistical": profile.statistical.as_dict(),
-        "verify": profile.verify.as_dict(), "statistic": statistic,
-        "generation": profile.generation.as_dict(), "target_fpr": target_fpr, "showcase": sorted(showcase),
-        "innocent_pool": innocent_pool,
-        "code": code_id(__name__, *VERDICT_CODE)},
-        made_by="notebook 08_model_owner_verify")
+    return VerdictTableJob(
+        verdicts_path(profile, innocent_pool), {r["name"]: Path(r["path"]) for r in models.to_dict("records")},
+        {s: Path(p) for s, p in sorted(set(zip(manifest.source, manifest.source_path)))},
+        {s: keys_dir(profile, s, strategy) for s in sorted(manifest.source.unique())},
+        {t: r.path for t, r in results_tables(profile).items()} if innocent_pool == "controls" else None,
+        {d: controls_dir(profile, d) for d in sorted(manifest.domain.unique())},
+        profile.attribution, profile.statistical, profile.verify, statistic, profile.generation, target_fpr,
+        tuple(sorted(showcase)), innocent_pool, (__name__, *VERDICT_CODE)).result()
 
 
 VERDICT_COLUMNS = ["model", "source", "lineage", "replicate", "rho", "label", "target_fpr", "verdict", "p_value",
@@ -443,14 +481,31 @@ def pool_comparison(tables: dict[str, pd.DataFrame], profile: Profile) -> pd.Dat
     return pd.DataFrame(rows)
 
 
+@dataclass(frozen=True)
+class PoolComparisonJob(CachedJob):
+    """The comparison of the innocent pools: made from the verdict tables (by content; the target
+    FPR is in them) and the manifests."""
+
+    made_by = "notebook 08_model_owner_verify"
+
+    out: Path = output()
+    manifest: Path = content()
+    null_shadows: Path | None = content()
+    pools: dict[str, Path] = content()
+
+    def inputs(self) -> dict:
+        inputs = super().inputs()
+        pools = inputs.pop("pools")
+        return {**inputs, **pools}  # one input per pool's verdict table, as its stamp names them
+
+
 def pools_result(profile: Profile) -> Result:
     """The comparison of the innocent pools: made from the verdict tables (by content; the target
     FPR is in them) and the manifests."""
-    return Result(layout.results_dir(profile, STAGE) / "pools.csv", {
-        "manifest": content_id(profile.data_root / MANIFEST),
-        "null_shadows": content_id(profile.data_root / NULL_SHADOWS) if (profile.data_root / NULL_SHADOWS).is_file() else None,
-        **{pool: content_id(verdicts_path(profile, pool)) for pool in INNOCENT_POOLS}},
-        made_by="notebook 08_model_owner_verify")
+    null_shadows = profile.data_root / NULL_SHADOWS
+    return PoolComparisonJob(layout.results_dir(profile, STAGE) / "pools.csv", profile.data_root / MANIFEST,
+                             null_shadows if null_shadows.is_file() else None,
+                             {pool: verdicts_path(profile, pool) for pool in INNOCENT_POOLS}).result()
 
 
 def verify_pools(profile: Profile, target_fpr: float | None = None, progress: bool = True,

@@ -8,17 +8,19 @@ pre-trained.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 from diffusers import AutoencoderKL
 
-from ..config import Profile, TrainConfig, as_profile
+from ..cached_job import CachedJob, content, hashed, output
+from ..config import BaseSettings, NoiseSchedulerSettings, Profile, TrainConfig, VAESettings, as_profile
 from ..errors import InputError
 from ..data.build import build_datasets, load_pretrain_folder
 from ..data.imagefolder import read_imagefolder
-from ..cache import Result, content_id
-from ..io import derive_seed, read_json, stable_hash, write_json
+from ..cache import Result
+from ..io import derive_seed, read_json, write_json
 from ..jobs import executor_for, run_jobs, torch_threads
 from ..models.pipeline_io import OWNER, PROVENANCE, check_pipeline_folder, model_trust, quiet_hub
 from ..models import storage
@@ -35,11 +37,21 @@ def vae_dir(profile: Profile) -> Path:
     return layout.models_dir(profile) / "vae"
 
 
+@dataclass(frozen=True)
+class VaeJob(CachedJob):
+    """The tiny family's one VAE: made from its settings, the image size and the pre-training corpus."""
+
+    folder = True
+
+    out: Path = output()
+    vae: VAESettings
+    image_size: int
+    data: Path = content()
+
+
 def vae_result(profile: Profile) -> Result:
-    """The tiny family's one VAE: made from the pre-training corpus and its settings."""
-    pretrain = layout.datasets_dir(profile) / "pretrain"
-    return Result(vae_dir(profile), {"vae": profile.models.vae.as_dict(), "image_size": profile.data.image_size,
-                                     "data": content_id(pretrain)}, folder=True)
+    return VaeJob(vae_dir(profile), profile.models.vae, profile.data.image_size,
+                  layout.datasets_dir(profile) / "pretrain").result()
 
 
 def train_shared_vae(profile: Profile, progress: bool = True) -> Path:
@@ -66,15 +78,27 @@ def _pretrain_config(profile: Profile, base: str) -> TrainConfig:
     return cfg.pretrain.replace(seed=cfg.seed)
 
 
-def base_result(profile: Profile, base: str) -> Result:
+@dataclass(frozen=True)
+class BaseJob(CachedJob):
     """One tiny base: made from its config, the VAE, the corpus (its tokenizer is learnt on all of
-    it) and the rows it is pre-trained on."""
-    rows = load_pretrain_folder(profile, base).ids if (layout.datasets_dir(profile) / "pretrain").is_dir() else None
-    return Result(layout.base_dir(profile, base), {
-        "base": profile.models.bases[base].as_dict(), "vae": content_id(vae_dir(profile)),
-        "data": content_id(layout.datasets_dir(profile) / "pretrain"), "rows": stable_hash(rows),
-        "train": _pretrain_config(profile, base).key(), "noise": profile.training.noise_scheduler.as_dict()},
-        folder=True)
+    it), the rows it is pre-trained on, its training settings and the noise schedule."""
+
+    folder = True
+
+    out: Path = output()
+    base: BaseSettings
+    vae: Path = content()
+    data: Path = content()
+    rows: tuple[str, ...] | None = hashed()
+    train: TrainConfig | None = None
+    noise: NoiseSchedulerSettings | None = None
+
+
+def base_result(profile: Profile, base: str) -> Result:
+    pretrain = layout.datasets_dir(profile) / "pretrain"
+    rows = tuple(load_pretrain_folder(profile, base).ids) if pretrain.is_dir() else None
+    return BaseJob(layout.base_dir(profile, base), profile.models.bases[base], vae_dir(profile), pretrain, rows,
+                   _pretrain_config(profile, base), profile.training.noise_scheduler).result()
 
 
 def pretrain_base(profile: dict, base: str, progress: bool = True) -> str:

@@ -9,14 +9,17 @@ models at the target FPR.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from ..cache import Result, code_id, content_id
-from ..config import Profile
+from ..cache import Result
+from ..cached_job import CachedJob, code_of, content, output
+from ..config import AttributionSettings, Profile, StatisticalSettings
 from ..discriminator import features, fit_score
 from ..intervals import binomial_interval
 from ..metrics import fpr_key, roc_points, summarize, threshold_at_fpr
@@ -127,17 +130,33 @@ def roc_table(scored: pd.DataFrame, score: str) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=["source", "score", "fpr", "tpr"])
 
 
+TABLE1_CODE = (__name__, "genlineage.experiments.instance_tables", "genlineage.discriminator", "genlineage.metrics",
+               "genlineage.intervals")
+
+
+@dataclass(frozen=True)
+class Table1Job(CachedJob):
+    """Table 1: made from stage 04's two tables (by content), every setting the scores and the
+    bootstrap use, the seed, and the code that computes it."""
+
+    made_by = "notebook 05_statistical_attribution"
+
+    out: Path = output()
+    models: Path = content()
+    per_sample: Path = content()
+    statistical: StatisticalSettings
+    attribution: AttributionSettings
+    seed: int
+    code: tuple[str, ...] = code_of()
+
+
 def table1_result(profile: Profile) -> Result:
     """Table 1 as a cached result: made from stage 04's two tables (by content) and every setting
     the scores and the bootstrap use."""
     tables = results_tables(profile)
-    return Result(layout.results_dir(profile, STAGE) / "table1.csv", {
-        "models": content_id(tables["models"].path), "per_sample": content_id(tables["per_sample"].path),
-        "statistical": profile.statistical.as_dict(), "attribution": profile.attribution.as_dict(),
-        "seed": profile.run.seed,
-        "code": code_id(__name__, "genlineage.experiments.instance_tables", "genlineage.discriminator",
-                        "genlineage.metrics", "genlineage.intervals")},
-        made_by="notebook 05_statistical_attribution")
+    return Table1Job(layout.results_dir(profile, STAGE) / "table1.csv", tables["models"].path,
+                     tables["per_sample"].path, profile.statistical, profile.attribution, profile.run.seed,
+                     TABLE1_CODE).result()
 
 
 def statistical_table1(profile: Profile, models: pd.DataFrame, per_sample: pd.DataFrame,

@@ -18,14 +18,16 @@ The two measurements:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .. import layout
-from ..cache import Result, content_id
-from ..config import WORLD_FILE, Profile, as_profile, chosen_world, with_chosen_world
+from ..cache import Result
+from ..cached_job import CachedJob, content, output
+from ..config import WORLD_FILE, GenerationConfig, Profile, as_profile, chosen_world, with_chosen_world
 from ..data.imagefolder import read_imagefolder
 from ..distances import get_distance, pairwise_l2
 from ..generation import GenerationCache
@@ -88,15 +90,30 @@ def _keys(profile: Profile, source: str) -> KeySet:
     return KeySet.load(keys_dir(profile, source, MAIN_STRATEGY_KEYS))
 
 
+@dataclass(frozen=True)
+class GridShadowJob(CachedJob):
+    """One grid shadow's measurements: made from its weights, its training set, the source's keys,
+    the key count, the seeds, the sampler and the distance."""
+
+    out: Path = output()
+    model: Path = content(fingerprint)
+    data: Path = content()
+    keys: Path = content()
+    n_keys: int
+    query_seeds: tuple[int, ...]
+    memorisation_seeds: tuple[int, ...]
+    generation: GenerationConfig
+    distance: str
+
+
 def measure_result(profile: Profile, row: dict) -> Result:
     """One grid shadow's measurements: made from its weights, its training set, the source's keys,
     the seeds, the sampler and the distance."""
     _, query_seeds = profile_seeds(profile)
-    return Result(layout.results_dir(profile, STAGE) / f"{row['name']}.json", {
-        "model": fingerprint(row["path"]), "data": content_id(training_set_job(profile, row).out),
-        "keys": content_id(keys_dir(profile, row["source"], MAIN_STRATEGY_KEYS)), "n_keys": profile.attribution.n_keys,
-        "query_seeds": query_seeds, "memorisation_seeds": list(profile.memorisation.seeds),
-        "generation": profile.generation.key(), "distance": profile.attribution.distance})
+    return GridShadowJob(layout.results_dir(profile, STAGE) / f"{row['name']}.json", Path(row["path"]),
+                         training_set_job(profile, row).out, keys_dir(profile, row["source"], MAIN_STRATEGY_KEYS),
+                         profile.attribution.n_keys, tuple(query_seeds), tuple(profile.memorisation.seeds),
+                         profile.generation, profile.attribution.distance).result()
 
 
 def measure_grid_shadow(profile: dict, row: dict) -> dict:

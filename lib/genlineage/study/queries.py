@@ -11,13 +11,15 @@ seeds. Baseline 1 decodes the source's watermark from the suspect's generations 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .. import layout
-from ..cache import Result, array_id, content_id
+from ..cache import Result
+from ..cached_job import CachedJob, content, in_memory, output
 from ..config import GenerationConfig, Profile, as_profile
 from ..data.build import load_pretrain_folder, load_split_folder
 from ..generation import GenerationCache
@@ -70,22 +72,40 @@ def _relative_to_base(profile: Profile, row) -> bool:
     return profile.attribution.generation_relative_to_base and _base_of(profile, row) is not None
 
 
+@dataclass(frozen=True)
+class KeySetJob(CachedJob):
+    """One source's key set of one strategy: made from the candidates' content and the key count;
+    Strategies 1 and 2 also from the key seeds, the sampler, the distance and the source's weights,
+    Strategy 2 also from the base it is judged against; Baseline 2 from its own seed and nothing the
+    source draws (the inputs a strategy does not read are None)."""
+
+    folder = True
+
+    out: Path = output()
+    strategy: str
+    candidates: tuple = in_memory()
+    n: int
+    key_seeds: tuple[int, ...] | None = None
+    generation: GenerationConfig | None = None
+    distance: str | None = None
+    source: Path | None = content(fingerprint, default=None)
+    base: Path | None = content(fingerprint, default=None)
+    relative_to_base: bool | None = None
+    random_seed: int | None = None
+
+
 def key_results(profile: Profile, row, prompts: list[str], images: np.ndarray) -> dict[str, Result]:
-    """The three key sets of one source as cached results: each made from the candidates' content,
-    the key count, the key seeds, the sampler and distance, and the source's weights; Strategy 2 also
-    from the base it is judged against, Baseline 2 from its own seed and nothing the source draws."""
+    """The three key sets of one source as cached results (:class:`KeySetJob`)."""
     att = profile.attribution
-    n = min(max(att.n_keys_grid), len(prompts))
-    seeds, _ = profile_seeds(profile)
-    common = {"candidates": array_id(prompts, images), "n": n}
-    drawn = {"key_seeds": seeds, "generation": profile.generation.key(), "distance": att.distance,
-             "source": fingerprint(row.path)}
-    base = _base_of(profile, row)
-    inputs = {"detection": {**common, **drawn},
-              "generation": {**common, **drawn, "base": fingerprint(base) if base else None,
-                             "relative_to_base": _relative_to_base(profile, row)},
-              "random": {**common, "random_seed": att.random_seed}}
-    return {s: Result(keys_dir(profile, row.source, s), {"strategy": s, **inputs[s]}, folder=True) for s in STRATEGIES}
+    common = {"candidates": (prompts, images), "n": min(max(att.n_keys_grid), len(prompts))}
+    drawn = {"key_seeds": tuple(profile_seeds(profile)[0]), "generation": profile.generation,
+             "distance": att.distance, "source": Path(row.path)}
+    jobs = {"detection": KeySetJob(keys_dir(profile, row.source, "detection"), "detection", **common, **drawn),
+            "generation": KeySetJob(keys_dir(profile, row.source, "generation"), "generation", **common, **drawn,
+                                    base=_base_of(profile, row), relative_to_base=_relative_to_base(profile, row)),
+            "random": KeySetJob(keys_dir(profile, row.source, "random"), "random", **common,
+                                random_seed=att.random_seed)}
+    return {s: jobs[s].result() for s in STRATEGIES}
 
 
 def source_row_of(profile: Profile, source: str):
@@ -131,16 +151,28 @@ def _watermark_settings(profile: Profile) -> dict:
     return profile.attribution.watermark.as_dict()
 
 
-def query_result(profile: Profile, row: dict) -> Result:
+@dataclass(frozen=True)
+class QueryTableJob(CachedJob):
     """One suspicious model's RD table: made from the model's weights, the query seeds, the content
     of its source's key sets, the sampler and distance, and what Baseline 1 decodes (the source's
     watermark bits and the watermark settings)."""
+
+    out: Path = output()
+    model: Path = content(fingerprint)
+    query_seeds: tuple[int, ...]
+    keys: dict[str, Path] = content()
+    generation: GenerationConfig
+    distance: str
+    watermark: dict
+
+
+def query_result(profile: Profile, row: dict) -> Result:
+    """One suspicious model's RD table as a cached result (:class:`QueryTableJob`)."""
     _, seeds = profile_seeds(profile)
-    return Result(layout.results_dir(profile, ATTRIBUTION_STAGE) / "per_model" / f"{row['name']}.csv", {
-        "model": fingerprint(row["path"]), "query_seeds": seeds,
-        "keys": {s: content_id(keys_dir(profile, row["source"], s)) for s in STRATEGIES},
-        "generation": profile.generation.key(), "distance": profile.attribution.distance,
-        "watermark": {**_watermark_settings(profile), "bits": source_watermark_bits(profile, row["source"]).tolist()}})
+    watermark = {**_watermark_settings(profile), "bits": source_watermark_bits(profile, row["source"]).tolist()}
+    return QueryTableJob(layout.results_dir(profile, ATTRIBUTION_STAGE) / "per_model" / f"{row['name']}.csv",
+                         Path(row["path"]), tuple(seeds), {s: keys_dir(profile, row["source"], s) for s in STRATEGIES},
+                         profile.generation, profile.attribution.distance, watermark).result()
 
 
 def query_model(profile: dict, row: dict) -> dict:

@@ -3,7 +3,7 @@
 One function serves every fine-tune of the paper (the source models, every suspicious and shadow
 model): it reads a base pipeline folder and an image folder with ``metadata.jsonl``, trains with
 :func:`genlineage.training.sd.train_sd`, and writes a new pipeline folder whose ``genlineage.json``
-records what it was made from. The model is a :class:`genlineage.cache.Result` keyed on the
+records what it was made from. The model is one declared job, :class:`FineTuneJob`, keyed on the
 content of the base and of the data and on the training settings: a finished model whose stamp
 matches is not trained again; an interrupted one resumes from its checkpoint.
 """
@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
-from ..cache import STAMP, Result, content_id
+from ..cache import STAMP, Result
+from ..cached_job import CachedJob, content, output
 from ..data.imagefolder import read_imagefolder
 from ..errors import InputError
 from ..io import atomic_dir, read_json, stable_hash, write_json
@@ -27,11 +29,26 @@ from .encode import encode_dataset
 from .sd import TrainConfig, clear_work_dir, train_sd
 
 
+@dataclass(frozen=True)
+class FineTuneJob(CachedJob):
+    """A fine-tuned model, declared by what it is made from: the base pipeline (by its weights),
+    the image folder it is trained on (by content), the training settings (``TrainConfig.key``:
+    what changes the weights) and the image size. Where it is written and how it is run (device,
+    progress, the work folder) are not inputs."""
+
+    folder = True
+
+    out: Path = output()
+    base: Path = content(fingerprint)
+    data: Path = content()
+    train: TrainConfig
+    image_size: int
+
+
 def finetune_result(base_dir: str | Path, dataset_dir: str | Path, out_dir: str | Path, cfg: TrainConfig,
                     image_size: int) -> Result:
-    """The fine-tuned model as a cached result: what it is made from, by content."""
-    return Result(Path(out_dir), {"base": fingerprint(base_dir), "data": content_id(dataset_dir),
-                                  "train": cfg.key(), "image_size": int(image_size)}, folder=True)
+    """The fine-tuned model as a cached result (:class:`FineTuneJob`'s)."""
+    return FineTuneJob(Path(out_dir), Path(base_dir), Path(dataset_dir), cfg, int(image_size)).result()
 
 
 def train_and_save(components: SDComponents, images, captions: list[str], cfg: TrainConfig, result: Result,
