@@ -25,7 +25,7 @@ EXTRA = {"smoke": {"about"}, "tiny_full": set(), "tyres": {"about"},
                    "suspicious.train.mixed_precision", "suspicious.train.gradient_checkpointing",
                    "generation.image_size", "training.finetune.frozen_dtype", "training.finetune.encode_batch",
                    "suspicious.train.frozen_dtype", "suspicious.train.encode_batch", "suspicious.lora.lr",
-                   "models.keep_finetuned"}}
+                   "models.keep_finetuned", "models.keep_memorisation_images"}}
 EXTRA["paper_full"] = EXTRA["paper"]  # the paper's full grid: the paper profile with larger counts
 # What a profile drops with a null (a base, a domain): every key below it may be absent.
 DROPPED = {"tyres": ("models.bases.v1.", "data.domains.celeba.")}

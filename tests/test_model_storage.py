@@ -3,6 +3,8 @@ in fp16, drawing what the fp32 folder draws at float16 inference and keeping its
 its recipe and stamp, whose cached images still read and which is rebuilt on demand."""
 from __future__ import annotations
 
+import json
+
 import os
 import shutil
 from pathlib import Path
@@ -290,6 +292,68 @@ def test_under_none_stage_03_queries_then_prunes_and_every_later_read_is_cached(
     assert v.verdict in ("infringing", "not shown") and v.queries > 0
     with pytest.raises(InputError, match="keeps only its recipe and stamp"):
         PipelineSuspect(folder, cfg, layout.generation_cache_dir(profile)).generate(["never asked"], [5], 32, False)
+
+
+def test_under_none_the_training_set_goes_with_its_model_and_is_rebuilt_byte_for_byte_on_demand(stage03):
+    """27.5: a released model's training set keeps only its stamp and the content id it had; the
+    model stays fresh, a second run neither rebuilds the set nor retrains, the job rebuilds the very
+    bytes when a reader asks, and a set that would come back different is refused."""
+    from genlineage.experiments import suspicious_models
+
+    profile, row = stage03["profile"], stage03["row"]
+    job = suspicious_models.training_set_job(profile, row)
+    suspicious_models.build_suspicious_model(profile, row)
+    assert job.is_released()
+    assert sorted(p.name for p in job.out.iterdir()) == sorted([storage.DATA_RECORD, "_stamp.json"])
+    assert suspicious_models.model_result(profile, row).fresh(), "releasing the set leaves the model fresh"
+    record = (job.out / storage.DATA_RECORD).read_text()
+    suspicious_models.build_suspicious_model(profile, row)
+    assert job.is_released() and (job.out / storage.DATA_RECORD).read_text() == record, "not rebuilt while fresh"
+    with pytest.raises(InputError, match="was released with it"):
+        rebuild_from_recipe(row["path"], stage03["out"] / "work")
+
+    rebuilt = job.build()
+    assert not job.is_released() and content_id(rebuilt) == json.loads(record)["content_id"]
+    assert suspicious_models.model_result(profile, row).fresh()
+
+    job.release()
+    (job.out / storage.DATA_RECORD).write_text(json.dumps({"content_id": "0" * 24}))
+    with pytest.raises(InputError, match="differs from the set its model was trained on"):
+        job.build()
+
+
+def test_a_lora_twin_trains_on_its_originals_released_set_and_leaves_it_released(stage03):
+    from genlineage.experiments import lora_ablation, suspicious_models
+
+    profile, row = stage03["profile"], stage03["row"]
+    suspicious_models.build_suspicious_model(profile, row)
+    job = suspicious_models.training_set_job(profile, row)
+    record = (job.out / storage.DATA_RECORD).read_text()
+    twin = {**row, "name": row["name"] + "__lora", "twin_of": row["name"], "lora_lr": 1e-3,
+            "path": str(Path(row["path"]).with_name(row["name"] + "__lora"))}
+    lora_ablation.build_twin(profile, twin)
+    assert (Path(twin["path"]) / "pytorch_lora_weights.safetensors").is_file()
+    assert job.is_released() and (job.out / storage.DATA_RECORD).read_text() == record
+    stamp = (Path(twin["path"]) / "_stamp.json").stat().st_mtime_ns
+    lora_ablation.build_twin(profile, twin)  # fresh: neither the set rebuilt nor the twin retrained
+    assert (Path(twin["path"]) / "_stamp.json").stat().st_mtime_ns == stamp
+
+
+def test_a_released_infringing_set_gives_the_source_images_it_was_written_with(stage03):
+    """The coverage table reads an infringer's generated training images: from a released set they
+    come from the source through the generation cache, equal to what the folder held."""
+    from genlineage.experiments import suspicious_models
+    from genlineage.experiments.world_grid import generated_images
+
+    profile = stage03["profile"]
+    row = {**stage03["row"], "name": "v1-celeba__evaluated__same__rho1__r0__s0", "rho": 1.0, "label": 1}
+    job = suspicious_models.training_set_job(profile, row)
+    job.build()
+    held = generated_images(profile, row)
+    assert held.shape[0] == job.n_generated == 4
+    job.release()
+    assert job.is_released()
+    assert np.array_equal(generated_images(profile, row), held)
 
 
 def test_under_full_stage_03_writes_what_it_wrote_before(stage03, monkeypatch):

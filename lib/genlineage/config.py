@@ -305,6 +305,10 @@ class ModelsSettings(Section):
     # What an evaluated or shadow fine-tune keeps once its queries are cached (models.storage):
     # full (as trained), fp16 (its own weights in float16; needs dtype: float16), none (its recipe).
     keep_finetuned: str = "full"
+    # Whether stage 02's memorisation images stay in the generation cache once each model's RD table
+    # is written (false: removed; nothing else reads them, and the sources and bases they come from
+    # are kept, so notebook 02's few examples are drawn again on demand).
+    keep_memorisation_images: bool = True
     CHOICES: ClassVar[dict[str, tuple]] = {"keep_finetuned": KEEP_POLICIES}
 
 

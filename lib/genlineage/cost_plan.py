@@ -206,23 +206,60 @@ def finetuned_disk(profile: Profile, jobs: pd.DataFrame) -> ModelDisk | None:
                       in_flight=max(profile.run.parallel_jobs, 1))
 
 
+def png_bytes(profile: Profile) -> float:
+    """An image as PNG on disk: about 0.4 MB at 512 px, scaled by area."""
+    return 0.4 * MB * (int(profile.data.image_size) / 512) ** 2
+
+
+@dataclass(frozen=True)
+class TrainingSetCount:
+    """How many stage-03 training sets the plan makes (``all``) and how many are on disk at the
+    peak (``kept``): under ``models.keep_finetuned: none`` a released model's set goes with it
+    (``TrainingSetJob.release``; rebuilt on demand from the pool and the source's cached
+    generations), so only the sets of models kept whole and those in flight stay."""
+
+    all: int
+    kept: int
+
+
+def training_set_counts(profile: Profile, jobs: pd.DataFrame) -> TrainingSetCount:
+    def count(kind: str) -> int:
+        return int(jobs.loc[jobs.kind.str.startswith(kind), "jobs"].sum())
+
+    released, whole = count("suspicious and shadow fine-tunes"), count("shared innocent null shadows")
+    if storage.profile_policy(profile) != "none":
+        return TrainingSetCount(released + whole, released + whole)
+    return TrainingSetCount(released + whole, whole + min(released, max(profile.run.parallel_jobs, 1)))
+
+
+def released_memorisation_images(profile: Profile, jobs: pd.DataFrame) -> float:
+    """The memorisation images not in the cache at the peak under ``models.keep_memorisation_images:
+    false``: all but those of the models measured side by side (0 when they are kept)."""
+    if profile.models.keep_memorisation_images:
+        return 0.0
+    row = jobs[jobs.kind == "memorisation generations"]
+    n_jobs, images = int(row.jobs.sum()), float(row.images.sum())
+    return images * max(n_jobs - max(profile.run.parallel_jobs, 1), 0) / n_jobs if n_jobs else 0.0
+
+
 def plan_disk(profile: Profile, jobs: pd.DataFrame) -> pd.DataFrame:
     """Disk by kind, in GB: fine-tuned UNets (as ``models.keep_finetuned`` keeps them:
     :func:`finetuned_disk`), training sets and cached generations as PNG (a 512 px image is about
     0.4 MB; scaled by area), and one checkpoint (UNet and Adam: 3 UNets) per parallel job."""
-    size = int(profile.data.image_size)
-    png = 0.4 * MB * (size / 512) ** 2
+    png = png_bytes(profile)
     unet = _unet_bytes_fp32(profile)
     models = finetuned_disk(profile, jobs)
-    suspicious = jobs.kind.str.startswith("suspicious") | jobs.kind.str.startswith("shared innocent null shadows")
-    training_sets = int(jobs.loc[suspicious, "jobs"].sum()) * profile.suspicious.n_samples
+    sets = training_set_counts(profile, jobs)
     policy = storage.profile_policy(profile)
     rows = [
         {"kind": "fine-tuned models (UNet fp32)" if policy == "full" else f"fine-tuned models (keep_finetuned: {policy})",
          "gb": None if models is None else models.kept_gb},
         {"kind": "checkpoints in flight", "gb": None if unet is None else 3 * unet * profile.run.parallel_jobs / 1e9},
-        {"kind": "training sets (PNG)", "gb": training_sets * png / 1e9},
-        {"kind": "generation cache (PNG)", "gb": float(jobs.images.sum()) * png / 1e9},
+        {"kind": "training sets (PNG)" if sets.kept == sets.all else "training sets (PNG, released with their models)",
+         "gb": sets.kept * profile.suspicious.n_samples * png / 1e9},
+        {"kind": "generation cache (PNG)" if profile.models.keep_memorisation_images
+         else "generation cache (PNG, memorisation images released)",
+         "gb": (float(jobs.images.sum()) - released_memorisation_images(profile, jobs)) * png / 1e9},
     ]
     return pd.DataFrame(rows)
 
@@ -284,8 +321,22 @@ def _saving_lines(profile: Profile, jobs: pd.DataFrame, disk: pd.DataFrame) -> l
     models = finetuned_disk(profile, jobs)
     if models is None or models.policy == "full":
         return []
+    sets = training_set_counts(profile, jobs)
+    set_gb = profile.suspicious.n_samples * png_bytes(profile) / 1e9
+    memorisation_gb = released_memorisation_images(profile, jobs) * png_bytes(profile) / 1e9
     without = disk.gb.dropna().sum() - models.kept_gb + models.full_gb
-    return [models.sentence(), f"disk with every fine-tuned model kept in fp32: {without:,.1f} GB"]
+    lines = [models.sentence()]
+    if memorisation_gb or sets.kept != sets.all:
+        kept_all = disk.gb.dropna().sum() + (sets.all - sets.kept) * set_gb + memorisation_gb
+        lines.append(f"disk if every training set and memorisation image were kept: {kept_all:,.1f} GB")
+    if memorisation_gb:
+        lines.append(f"generation cache: {memorisation_gb:,.1f} GB of stage 02's memorisation images released once each "
+                     "RD table is written (models.keep_memorisation_images: false; nothing else reads them)")
+    if sets.kept != sets.all:
+        lines.append(f"training sets: {sets.kept * set_gb:,.1f} GB (each released model's set goes with it, keeping its "
+                     f"stamp and content id, rebuilt byte for byte from the pool and the source's cached generations "
+                     f"when asked); {sets.all * set_gb:,.1f} GB if every set were kept")
+    return [*lines, f"disk with every fine-tuned model kept in fp32: {without:,.1f} GB"]
 
 
 def cost_plan(profile: Profile, costs: UnitCosts = STATED) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -123,6 +123,19 @@ class GenerationCache:
         return [self.path(model_key, p, s, cfg) for p, s in zip(prompts, seeds)]
 
 
+def release_cached(cache: GenerationCache, model_key: str, prompts: Sequence[str], seeds: Sequence[int],
+                   cfg: GenerationConfig) -> int:
+    """Remove these images from the cache; how many were there. For images that only one table
+    reads, once it is written, of a model that is kept (so any of them can be drawn again, to the
+    bit: the batch shape and threads are fixed)."""
+    removed = 0
+    for path in dict.fromkeys(cache.paths(model_key, prompts, seeds, cfg)):
+        if path.is_file():
+            path.unlink()
+            removed += 1
+    return removed
+
+
 def cached_images(cache: GenerationCache, model_key: str, prompts: Sequence[str], seeds: Sequence[int],
                   cfg: GenerationConfig) -> np.ndarray | None:
     """Every image asked for, read from the cache, or None when any is missing: what lets a caller

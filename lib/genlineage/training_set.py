@@ -21,12 +21,14 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .cache import STAMP
+from .cache import STAMP, content_id
 from .cached_job import CachedJob, content, not_an_input, output
 from .config import GenerationConfig
 from .data.imagefolder import ImageFolder, read_imagefolder, write_imagefolder
 from .generation import GenerationCache, generate_cached
 from .io import derive_seed
+from .errors import InputError
+from .models import storage
 from .models.gate import Trust
 from .models.pipeline_io import fingerprint, load_pipeline
 from .watermark import embed, mode_for_size
@@ -88,14 +90,43 @@ class TrainingSetJob(CachedJob):
             images = embed(images, np.asarray(self.watermark), mode_for_size(*images.shape[1:3]))
         return images
 
+    def generated_images(self) -> np.ndarray:
+        """The source's images in this set (float32 [N, H, W, 3] in [0, 1], as the folder's reader
+        gives them): read from the folder, or for a released set drawn from the source through the
+        generation cache (the very uint8 images the set was written with), without writing it."""
+        if not self.n_generated:
+            return np.zeros((0, self.image_size, self.image_size, 3), np.float32)
+        if not self.is_released():
+            folder = read_imagefolder(self.out, size=self.image_size)
+            return folder.load_images(rows=[i for i, r in enumerate(folder.records) if r.get("origin") == "generated"])
+        pool = read_imagefolder(self.pool, size=self.image_size)
+        captions = [pool.records[i]["text"] for i in self.chosen_rows(pool)[: self.n_generated]]
+        return self.generate(captions).astype(np.float32) / 255.0
+
+    def is_released(self) -> bool:
+        """Whether the folder holds only its stamp and the content id it had (``release``)."""
+        return storage.released_data_identity(self.out) is not None
+
+    def release(self) -> str:
+        """Drop the images once the model trained on them is released to its recipe
+        (``models.keep_finetuned: none``); :meth:`build` rebuilds them when a reader asks."""
+        return storage.release_data_folder(self.out)
+
     def build(self) -> Path:
-        """The training set's folder: the cached one when fresh, else written anew (atomically)."""
+        """The training set's folder: the cached one when fresh, else written anew (atomically); a
+        released one is rebuilt from its recipe and refused unless it holds the bytes it had."""
         result = self.result()
-        if result.fresh():
+        released = storage.released_data_identity(self.out) if result.fresh() else None
+        if result.fresh() and released is None:
             return result.path
         pool = read_imagefolder(self.pool, size=self.image_size)
-        return write_training_set(result.path, pool, self.chosen_rows(pool), self.n_generated,
+        path = write_training_set(result.path, pool, self.chosen_rows(pool), self.n_generated,
                                   self.generate if self.n_generated else None, result.stamp_record())
+        if released is not None and content_id(path) != released:
+            raise InputError(f"{path} was rebuilt from its recipe but differs from the set its model was trained on "
+                             "(were the source's cached generations changed?); the model now reads as stale: re-run "
+                             "stage 03 to train it on the rebuilt set.")
+        return path
 
 
 def write_training_set(path: Path, pool: ImageFolder, chosen: Sequence[int], n_generated: int,

@@ -36,7 +36,7 @@ from ..cache import Result
 from ..io import atomic_path
 from ..jobs import executor_for, run_jobs
 from ..models.pipeline_io import fingerprint, model_trust, stage_model
-from ..training.finetune import finetune_folder
+from ..training.finetune import finetune_folder, finetune_result
 from ..study.queries import keys_dir, query_model
 from .instance_tables import evaluated_confs, inheritance
 from .model_owner_verify import VERDICT_CODE
@@ -113,16 +113,20 @@ def choose_lr(shadow_models: pd.DataFrame) -> tuple[float, pd.DataFrame]:
 
 
 def build_twin(profile: dict, row: dict, progress: bool = False) -> str:
-    """One job: the original's training pairs (cached by stage 03), then the LoRA fine-tune."""
+    """One job: the original's training pairs (cached by stage 03; a set released with its model is
+    rebuilt for the twin and released again), then the LoRA fine-tune."""
     profile = as_profile(profile)
-    original = {**row, "name": row["twin_of"]}
-    data = training_set_job(profile, original).build()
+    data = training_set_job(profile, {**row, "name": row["twin_of"]})
     cfg = profile.suspicious.train_config(profile.training.finetune, "lora", seed=int(row["seed"]) % (2**31),
                                           lr=float(row["lora_lr"]))
-    finetune_folder(row["base_path"], data, row["path"], cfg, profile.data.image_size, layout.work_dir(profile),
-                    {k: row[k] for k in ("name", "twin_of", "source", "rho", "role", "lineage", "base")},
-                    device=profile.run.device, progress=progress, desc=row["name"],
-                    trust=model_trust(profile, row["base_path"]))
+    released = data.is_released()
+    if not (released and finetune_result(row["base_path"], data.out, row["path"], cfg, profile.data.image_size).fresh()):
+        finetune_folder(row["base_path"], data.build(), row["path"], cfg, profile.data.image_size, layout.work_dir(profile),
+                        {k: row[k] for k in ("name", "twin_of", "source", "rho", "role", "lineage", "base")},
+                        device=profile.run.device, progress=progress, desc=row["name"],
+                        trust=model_trust(profile, row["base_path"]))
+    if released:
+        data.release()
     return row["path"]
 
 

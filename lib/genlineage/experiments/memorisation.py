@@ -15,7 +15,7 @@ import pandas as pd
 from ..cached_job import CachedJob, code_of, content, output
 from ..config import GenerationConfig, MemorisationSettings, Profile, as_profile
 from ..data.imagefolder import read_imagefolder
-from ..generation import GenerationCache
+from ..generation import GenerationCache, release_cached
 from ..cache import Result
 from ..models.pipeline_io import fingerprint, load_model
 from ..jobs import executor_for, run_jobs
@@ -80,7 +80,7 @@ def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progre
     size = profile.data.image_size
     cfg, mem = profile.generation, profile.memorisation
     cache = GenerationCache(layout.generation_cache_dir(profile))
-    frames, results = [], {}
+    frames, results, asked = [], {}, []
     for split, role in (("own", "source"), ("heldout", "heldout")):
         folder = read_imagefolder(layout.datasets_dir(profile) / f"{domain}_{role}", size=size)
         keep = folder.distinct_indices()
@@ -88,6 +88,7 @@ def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progre
         captions = [folder.records[i]["text"] for i in keep]
         rec = reconstruct(components, captions, images, list(mem.seeds), cfg, cache, mem.distance, progress)
         results[split] = (rec, images)
+        asked += captions
         frames.append(pd.DataFrame({"model": name, "base": base, "domain": domain, "finetuned": finetuned,
                                     "split": split, "id": [folder.records[i].get("id") for i in keep],
                                     "caption": captions, "rd": rec.distance, "best_seed": rec.best_seed}))
@@ -99,6 +100,9 @@ def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progre
                "n_train": len(own_images), "chance": 1.0 / len(own_images),
                "nearest_own": float(per_image.mean()), **summarize(rows)}
     result.write(lambda tmp: rows.to_csv(tmp, index=False), **summary)
+    if not profile.models.keep_memorisation_images:  # the paper profile: the table is all that is read
+        seeds = list(mem.seeds)
+        release_cached(cache, components.content_id, [c for c in asked for _ in seeds], [s for _ in asked for s in seeds], cfg)
     return result.extra()  # what a cached run returns (read back from the stamp): cold and cached tables match
 
 

@@ -69,15 +69,19 @@ def model_result(profile: Profile, row: dict) -> Result:
 
 def build_suspicious_model(profile: dict, row: dict, progress: bool = False) -> str:
     """One job: the training set, then the fine-tune (both cached); then, where the profile keeps
-    less than the whole model (``models.keep_finetuned``), its answers and its release."""
+    less than the whole model (``models.keep_finetuned``), its answers and its release (under
+    ``none`` its training set's images too: a released set is not rebuilt while its model is fresh)."""
     profile = as_profile(profile)
-    data = training_set_job(profile, row).build()
-    finetune_folder(row["base_path"], data, row["path"], _train_config(profile, row), profile.data.image_size,
-                    layout.work_dir(profile), {k: row[k] for k in ("name", "source", "rho", "role", "lineage", "base")},
-                    device=profile.run.device, progress=progress, desc=row["name"],
-                    trust=model_trust(profile, row["base_path"]))
+    data = training_set_job(profile, row)
+    if not (data.is_released() and model_result(profile, row).fresh()):
+        finetune_folder(row["base_path"], data.build(), row["path"], _train_config(profile, row), profile.data.image_size,
+                        layout.work_dir(profile), {k: row[k] for k in ("name", "source", "rho", "role", "lineage", "base")},
+                        device=profile.run.device, progress=progress, desc=row["name"],
+                        trust=model_trust(profile, row["base_path"]))
     if is_released(profile, row):
         answer_then_release(profile, row)
+        if storage.profile_policy(profile) == "none":
+            data.release()
     return row["path"]
 
 

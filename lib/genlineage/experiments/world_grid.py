@@ -219,10 +219,8 @@ def _nearest_distance(candidate_images: np.ndarray, generated: np.ndarray, dista
 
 
 def generated_images(profile: Profile, row: dict) -> np.ndarray:
-    """The source-generated images of one model's training set (float [0, 1])."""
-    folder = read_imagefolder(training_set_job(profile, row).out, size=profile.data.image_size)
-    rows = [i for i, r in enumerate(folder.records) if r.get("origin") == "generated"]
-    return folder.load_images(rows=rows) if rows else np.zeros((0, *folder.load_images(rows=[0]).shape[1:]))
+    """The source-generated images of one model's training set (float [0, 1]), its set released or not."""
+    return training_set_job(profile, row).generated_images()
 
 
 def coverage_table(profile: Profile, manifest: pd.DataFrame | None = None) -> pd.DataFrame:

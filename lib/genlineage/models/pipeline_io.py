@@ -30,12 +30,13 @@ from .gate import (COMPONENTS, PICKLE_SUFFIXES, VARIANT_WEIGHTS, WEIGHTED, Trust
 from .lora import LORA_WEIGHTS, LoraModel, apply_lora, check_lora_file, is_lora_folder, lora_folder_base, lora_identity
 from .private_copy import private_copy
 from .quiet import quiet_hub
-from .storage import RECORD, CachedOnlyModel, cached_only_model, is_pruned, kept_identity
+from .storage import RECORD, CachedOnlyModel, cached_only_model, is_pruned, kept_identity, released_data_identity
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 __all__ = ["COMPONENTS", "PICKLE_SUFFIXES", "PROVENANCE", "OWNER", "SDComponents", "Trust", "WEIGHTED",
-           "check_pipeline_folder", "fingerprint", "is_own_pruned", "load_lora", "load_model", "load_pipeline", "model_trust",
+           "check_pipeline_folder", "data_identity", "fingerprint", "is_own_pruned", "load_lora", "load_model",
+           "load_pipeline", "model_trust",
            "own_data_roots", "quiet_hub", "save_pipeline", "stage_model",
            "VARIANT_WEIGHTS", "weights_variant"]
 PROVENANCE = "genlineage.json"
@@ -322,6 +323,15 @@ def fingerprint(path: str | Path) -> str:
     if is_lora_folder(path):
         return lora_identity(fingerprint(lora_folder_base(path, OWNER)), Path(path) / LORA_WEIGHTS)
     return _released_identity(path) or content_id(path, parts=COMPONENTS)
+
+
+def data_identity(folder: str | Path) -> str:
+    """Content id of an image folder (``cache.content_id``); for a training set genlineage released
+    with its model (``models.storage.release_data_folder``), the id it had, believed only below
+    genlineage's own data roots: what a fine-tune's key names its data by, so releasing the set
+    leaves the model fresh."""
+    recorded = released_data_identity(folder) if _below_own_roots(Path(folder)) else None
+    return recorded or content_id(folder)
 
 
 def _released_identity(path: str | Path) -> str | None:

@@ -18,6 +18,12 @@ means. A profile chooses one policy (``models.keep_finetuned``):
   (:class:`CachedOnlyModel` refuses, naming the fix) until it is rebuilt from the recipe
   (:func:`ensure_weights`; :func:`genlineage.training.finetune.rebuild_from_recipe`).
 
+Under ``none`` a released model's training set goes too (:func:`release_data_folder`): its images
+are the pool's rows and the source's cached generations, drawn by a recipe its job rebuilds byte for
+byte, so the folder keeps only its stamp and the content id it had (``_released_data.json``), which
+``pipeline_io.data_identity`` gives in its place; the job rebuilds the images when a reader asks and
+refuses them if they differ.
+
 A released folder records its policy, identity and sizes in ``_storage.json``; each release is one
 atomic step (``io.atomic_dir``), so an interruption leaves the folder as it was. The sources are
 never pruned (later stages ask them new images); where fp16 is exact they are compacted
@@ -53,6 +59,7 @@ from .gate import COMPONENTS, VARIANT_WEIGHTS, WEIGHTED, check_safetensors_heade
 from .lora import PROVENANCE
 
 RECORD = "_storage.json"
+DATA_RECORD = "_released_data.json"         # a released training set: the content id it had
 RECIPE_FILES = (STAMP, PROVENANCE)          # what a pruned folder must keep beside its record
 # kept too, when there: what reads a model's image size without loading it (pipeline_io.folder_image_size)
 SIZE_CONFIGS = ("unet/config.json", "vae/config.json")
@@ -246,6 +253,37 @@ def prune_to_recipe(folder: str | Path) -> StorageRecord:
     return record
 
 
+def release_data_folder(folder: str | Path) -> str:
+    """Release an image folder genlineage made from a recipe (a training set): keep its stamp and
+    the content id it had, drop its images, in one atomic step; the id. Idempotent."""
+    folder = Path(folder)
+    recorded = released_data_identity(folder)
+    if recorded is not None:
+        return recorded
+    if not (folder / STAMP).is_file():
+        raise InputError(f"{folder} has no {STAMP}: without the record of its recipe it could not be rebuilt, so it "
+                         "is kept as it is.")
+    identity = content_id(folder)
+    with atomic_dir(folder) as tmp:
+        shutil.copy2(folder / STAMP, tmp / STAMP)
+        write_json(tmp / DATA_RECORD, {"content_id": identity})
+    return identity
+
+
+def released_data_identity(folder: str | Path) -> str | None:
+    """The content id a released image folder recorded, or None for a folder that holds its images
+    (or whose record cannot be read: then it is judged by what it holds)."""
+    record = Path(folder) / DATA_RECORD
+    if not record.is_file():
+        return None
+    try:
+        data = read_model_json(record)
+    except InputError:
+        return None
+    identity = data.get("content_id") if isinstance(data, dict) else None
+    return identity if isinstance(identity, str) else None
+
+
 def _compactable(folder: Path) -> list[Path]:
     """The weight files this folder alone holds whose floats are all fp32: one name (not a
     base's hard link), plain (not a variant), not a shard."""
@@ -372,7 +410,8 @@ def ensure_weights(folder: str | Path, rebuild: Callable[[], object]) -> Path:
     return folder
 
 
-__all__ = ["CachedOnlyModel", "ModelDisk", "RECORD", "STUB_BYTES", "StorageRecord",
+__all__ = ["CachedOnlyModel", "DATA_RECORD", "ModelDisk", "RECORD", "STUB_BYTES", "StorageRecord",
            "cached_only_model", "compact_fp16", "discard_recipe_folder", "disk_bytes", "ensure_weights",
            "folder_identity", "is_pruned", "kept_bytes", "kept_identity", "model_disk", "owned_bytes",
-           "profile_policy", "prune_to_recipe", "pruned_message", "release", "source_policy"]
+           "profile_policy", "prune_to_recipe", "pruned_message", "release", "release_data_folder",
+           "released_data_identity", "source_policy"]

@@ -24,7 +24,7 @@ from ..errors import InputError
 from ..io import atomic_dir, read_json, stable_hash, write_json
 from ..models import storage
 from ..models.lora import PROVENANCE, add_lora, write_lora_weights
-from ..models.pipeline_io import SDComponents, Trust, fingerprint, load_pipeline, save_pipeline
+from ..models.pipeline_io import SDComponents, Trust, data_identity, fingerprint, load_pipeline, save_pipeline
 from .encode import encode_dataset
 from .sd import TrainConfig, clear_work_dir, train_sd
 
@@ -32,7 +32,8 @@ from .sd import TrainConfig, clear_work_dir, train_sd
 @dataclass(frozen=True)
 class FineTuneJob(CachedJob):
     """A fine-tuned model, declared by what it is made from: the base pipeline (by its weights),
-    the image folder it is trained on (by content), the training settings (``TrainConfig.key``:
+    the image folder it is trained on (by content; a training set released with its model by the
+    id it had, ``pipeline_io.data_identity``), the training settings (``TrainConfig.key``:
     what changes the weights) and the image size. Where it is written and how it is run (device,
     progress, the work folder) are not inputs."""
 
@@ -40,7 +41,7 @@ class FineTuneJob(CachedJob):
 
     out: Path = output()
     base: Path = content(fingerprint)
-    data: Path = content()
+    data: Path = content(data_identity)
     train: TrainConfig
     image_size: int
 
@@ -121,6 +122,10 @@ def rebuild_from_recipe(folder: str | Path, work_root: str | Path, device: str =
     cfg = TrainConfig.from_mapping(recipe["train_config"], f"{folder / PROVENANCE} train_config")
     image_size = int(stamp["inputs"]["image_size"])
     changed = finetune_result(recipe["base_dir"], recipe["dataset_dir"], folder, cfg, image_size).changed_inputs()
+    if storage.released_data_identity(recipe["dataset_dir"]) is not None:
+        raise InputError(f"{folder}'s training set {recipe['dataset_dir']} was released with it (models.keep_finetuned: "
+                         "none); rebuild the set first with the job that made it (TrainingSetJob.build, which stage 03's "
+                         "build_suspicious_model calls), then rebuild the model.")
     if changed:
         raise InputError(f"{folder}'s recipe no longer matches its stamp ({', '.join(changed)} changed); re-run the "
                          "stage that made it.")
