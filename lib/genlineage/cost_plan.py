@@ -316,16 +316,15 @@ def _probe_training(profile: Profile, folder: Path, steps: int) -> float:
 
 
 def _saving_lines(profile: Profile, jobs: pd.DataFrame, disk: pd.DataFrame) -> list[str]:
-    """What the dry run says of ``models.keep_finetuned`` when it releases anything: the models'
-    disk with and without the saving, and the whole plan's without it (nothing under ``full``)."""
+    """What the dry run says of each release: the models' disk under ``models.keep_finetuned`` and in
+    fp32, the training sets released with them, the memorisation images released once read, and the
+    whole plan's disk without them (nothing when nothing is released)."""
     models = finetuned_disk(profile, jobs)
-    if models is None or models.policy == "full":
-        return []
+    released_models = models is not None and models.policy != "full"
     sets = training_set_counts(profile, jobs)
     set_gb = profile.suspicious.n_samples * png_bytes(profile) / 1e9
     memorisation_gb = released_memorisation_images(profile, jobs) * png_bytes(profile) / 1e9
-    without = disk.gb.dropna().sum() - models.kept_gb + models.full_gb
-    lines = [models.sentence()]
+    lines = [models.sentence()] if released_models else []
     if memorisation_gb or sets.kept != sets.all:
         kept_all = disk.gb.dropna().sum() + (sets.all - sets.kept) * set_gb + memorisation_gb
         lines.append(f"disk if every training set and memorisation image were kept: {kept_all:,.1f} GB")
@@ -336,7 +335,10 @@ def _saving_lines(profile: Profile, jobs: pd.DataFrame, disk: pd.DataFrame) -> l
         lines.append(f"training sets: {sets.kept * set_gb:,.1f} GB (each released model's set goes with it, keeping its "
                      f"stamp and content id, rebuilt byte for byte from the pool and the source's cached generations "
                      f"when asked); {sets.all * set_gb:,.1f} GB if every set were kept")
-    return [*lines, f"disk with every fine-tuned model kept in fp32: {without:,.1f} GB"]
+    if released_models:
+        lines.append(f"disk with every fine-tuned model kept in fp32: "
+                     f"{disk.gb.dropna().sum() - models.kept_gb + models.full_gb:,.1f} GB")
+    return lines
 
 
 def cost_plan(profile: Profile, costs: UnitCosts = STATED) -> tuple[pd.DataFrame, pd.DataFrame]:
