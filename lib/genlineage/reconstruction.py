@@ -39,14 +39,17 @@ def reconstruct(components: SDComponents, prompts: Sequence[str], references: np
                             prompts, references, seeds, distance)
 
 
+def query_pairs(prompts: Sequence[str], seeds: Sequence[int]) -> tuple[list[str], list[int]]:
+    """Every (prompt, seed) pair RD asks, prompt-major: the flat prompts and seeds."""
+    return [p for p in prompts for _ in seeds], [int(seed) for _ in prompts for seed in seeds]
+
+
 def reconstruct_with(generate: Callable[[list[str], list[int]], np.ndarray], prompts: Sequence[str],
                      references: np.ndarray, seeds: Sequence[int], distance: str = "l2") -> Reconstruction:
     """The same for any image source ``generate(prompts, seeds) -> uint8 [N, H, W, 3]`` (a pipeline,
     a suspect behind an API): one definition of RD for every stage and for ``genlineage verify``."""
     n, s = len(prompts), len(seeds)
-    flat_prompts = [p for p in prompts for _ in seeds]
-    flat_seeds = [int(seed) for _ in prompts for seed in seeds]
-    images = np.asarray(generate(flat_prompts, flat_seeds))
+    images = np.asarray(generate(*query_pairs(prompts, seeds)))
     images = images.reshape(n, s, *images.shape[1:])
     dist = get_distance(distance)(images, np.asarray(references)[:, None])
     best = dist.argmin(axis=1)

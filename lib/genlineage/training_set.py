@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .cache import STAMP, content_id
+from .cache import STAMP, Result, content_id
 from .cached_job import CachedJob, content, not_an_input, output
 from .config import GenerationConfig
 from .data.imagefolder import ImageFolder, read_imagefolder, write_imagefolder
@@ -107,6 +107,11 @@ class TrainingSetJob(CachedJob):
         """Whether the folder holds only its stamp and the content id it had (``release``)."""
         return storage.released_data_identity(self.out) is not None
 
+    def spares(self, model: Result) -> bool:
+        """Whether a fine-tune on this set can be skipped without rebuilding the set: it was released
+        and the model trained on it is still fresh (a set is not rewritten only to find that)."""
+        return self.is_released() and model.fresh()
+
     def release(self) -> str:
         """Drop the images once the model trained on them is released to its recipe
         (``models.keep_finetuned: none``); :meth:`build` rebuilds them when a reader asks."""
@@ -116,8 +121,9 @@ class TrainingSetJob(CachedJob):
         """The training set's folder: the cached one when fresh, else written anew (atomically); a
         released one is rebuilt from its recipe and refused unless it holds the bytes it had."""
         result = self.result()
-        released = storage.released_data_identity(self.out) if result.fresh() else None
-        if result.fresh() and released is None:
+        fresh = result.fresh()
+        released = storage.released_data_identity(self.out) if fresh else None
+        if fresh and released is None:
             return result.path
         pool = read_imagefolder(self.pool, size=self.image_size)
         path = write_training_set(result.path, pool, self.chosen_rows(pool), self.n_generated,

@@ -120,7 +120,7 @@ def build_twin(profile: dict, row: dict, progress: bool = False) -> str:
     cfg = profile.suspicious.train_config(profile.training.finetune, "lora", seed=int(row["seed"]) % (2**31),
                                           lr=float(row["lora_lr"]))
     released = data.is_released()
-    if not (released and finetune_result(row["base_path"], data.out, row["path"], cfg, profile.data.image_size).fresh()):
+    if not data.spares(finetune_result(row["base_path"], data.out, row["path"], cfg, profile.data.image_size)):
         finetune_folder(row["base_path"], data.build(), row["path"], cfg, profile.data.image_size, layout.work_dir(profile),
                         {k: row[k] for k in ("name", "twin_of", "source", "rho", "role", "lineage", "base")},
                         device=profile.run.device, progress=progress, desc=row["name"],
@@ -318,8 +318,7 @@ class AblationVerdictsJob(CachedJob):
 
 
 def verdicts_result(profile: Profile, pairs: list[dict], keys_of, target_fpr: float) -> Result:
-    """The ablation's verdict table: made from every model's weights (suspects and shadows), the
-    sources, the content of the key sets and every setting verify uses."""
+    """The ablation's verdict table as a cached result (:class:`AblationVerdictsJob`)."""
     paths = sorted({p["path"] for p in pairs} | {s for p in pairs for s in p["innocent_shadows"] + p["infringing_shadows"]})
     sources = sorted({(p["source"], p["source_path"]) for p in pairs})
     return AblationVerdictsJob(

@@ -20,7 +20,7 @@ from ..cache import Result
 from ..models.pipeline_io import fingerprint, load_model
 from ..jobs import executor_for, run_jobs
 from ..intervals import paired_greater_p
-from ..reconstruction import nearest_own_per_image, reconstruct, summarize
+from ..reconstruction import nearest_own_per_image, query_pairs, reconstruct, summarize
 from .. import layout
 
 STAGE = "02_source_models"
@@ -101,8 +101,7 @@ def measure_model(profile: dict, base: str, domain: str, finetuned: bool, progre
                "nearest_own": float(per_image.mean()), **summarize(rows)}
     result.write(lambda tmp: rows.to_csv(tmp, index=False), **summary)
     if not profile.models.keep_memorisation_images:  # the paper profile: the table is all that is read
-        seeds = list(mem.seeds)
-        release_cached(cache, components.content_id, [c for c in asked for _ in seeds], [s for _ in asked for s in seeds], cfg)
+        release_cached(cache, components.content_id, *query_pairs(asked, list(mem.seeds)), cfg)
     return result.extra()  # what a cached run returns (read back from the stamp): cold and cached tables match
 
 
@@ -112,7 +111,7 @@ def memorisation_jobs(profile: Profile) -> list[tuple[str, str, bool]]:
 
 
 def table_result(profile: Profile) -> Result:
-    """The memorisation summary: made from every model's RD table (by content)."""
+    """The memorisation summary as a cached result (:class:`MemorisationSummaryJob`)."""
     res = layout.results_dir(profile, STAGE)
     stems = (_stem(*job) for job in memorisation_jobs(profile))
     return MemorisationSummaryJob(res / "memorisation.csv", {stem: res / f"{stem}.csv" for stem in stems}).result()

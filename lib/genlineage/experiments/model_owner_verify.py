@@ -113,8 +113,7 @@ class SelectionJob(CachedJob):
 
 
 def selection_result(profile: Profile) -> Result:
-    """The leave-one-shadow-out table of every candidate: made from every shadow's weights, the
-    key sets, the control pairs and the settings (no evaluated model)."""
+    """The statistic selection as a cached result (:class:`SelectionJob`)."""
     shadows = all_shadows(profile)
     strategy = profile.attribution.main_strategy
     return SelectionJob(layout.results_dir(profile, STAGE) / "statistic_selection.csv",
@@ -197,9 +196,7 @@ class VerdictTableJob(CachedJob):
 
 def verdicts_result(profile: Profile, target_fpr: float, showcase: tuple[str, ...], innocent_pool: str,
                     statistic: str) -> Result:
-    """The verdict table of one innocent pool: made from every model's weights (suspects and
-    shadows), the content of every source's key sets and control pairs, stage 04's tables (the
-    controls' delta0 is calibrated on them) and every setting the tool uses."""
+    """The verdict table of one innocent pool as a cached result (:class:`VerdictTableJob`)."""
     manifest, shadows = read_manifest(profile), all_shadows(profile)
     strategy = profile.attribution.main_strategy
     models = pd.concat([manifest, shadows]).drop_duplicates("name")
@@ -500,8 +497,7 @@ class PoolComparisonJob(CachedJob):
 
 
 def pools_result(profile: Profile) -> Result:
-    """The comparison of the innocent pools: made from the verdict tables (by content; the target
-    FPR is in them) and the manifests."""
+    """The comparison of the innocent pools as a cached result (:class:`PoolComparisonJob`)."""
     null_shadows = profile.data_root / NULL_SHADOWS
     return PoolComparisonJob(layout.results_dir(profile, STAGE) / "pools.csv", profile.data_root / MANIFEST,
                              null_shadows if null_shadows.is_file() else None,

@@ -151,8 +151,7 @@ class Table1Job(CachedJob):
 
 
 def table1_result(profile: Profile) -> Result:
-    """Table 1 as a cached result: made from stage 04's two tables (by content) and every setting
-    the scores and the bootstrap use."""
+    """Table 1 as a cached result (:class:`Table1Job`)."""
     tables = results_tables(profile)
     return Table1Job(layout.results_dir(profile, STAGE) / "table1.csv", tables["models"].path,
                      tables["per_sample"].path, profile.statistical, profile.attribution, profile.run.seed,

@@ -73,7 +73,7 @@ def build_suspicious_model(profile: dict, row: dict, progress: bool = False) -> 
     ``none`` its training set's images too: a released set is not rebuilt while its model is fresh)."""
     profile = as_profile(profile)
     data = training_set_job(profile, row)
-    if not (data.is_released() and model_result(profile, row).fresh()):
+    if not data.spares(model_result(profile, row)):
         finetune_folder(row["base_path"], data.build(), row["path"], _train_config(profile, row), profile.data.image_size,
                         layout.work_dir(profile), {k: row[k] for k in ("name", "source", "rho", "role", "lineage", "base")},
                         device=profile.run.device, progress=progress, desc=row["name"],
